@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Both create and use a virtual environment in .venv on their own.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+# Reinstall whenever the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Runs otrt locally on its embedded defaults (no Docker, no external services).
+run: $(STAMP)
+	$(BIN)/otrt demo
+
+## Lints, then runs every test (tests/service needs PostgreSQL and Redis on 127.0.0.1).
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Measures the OT term's overhead on a training step (JSON in bench/out/).
+bench: $(STAMP)
+	mkdir -p bench/out
+	$(BIN)/python bench/ot_overhead.py --out bench/out/ot_overhead.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
