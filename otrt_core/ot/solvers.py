@@ -48,20 +48,25 @@ _EMD_MAX_ITER = 10_000_000
 _TINY = 1e-30
 
 
+# Widths up to which the assignment solver beats network simplex when p == q
+# (bench/ot_overhead.py on CPU: 1.6x faster at 64-128, 1.3x at 256, slower
+# from 512 on and 2.5x slower at 2048).
+ASSIGNMENT_MAX_WIDTH = 256
+
+
 def choose_solver(p: int, q: int, device: torch.device) -> str:
     """The solver ``auto`` uses for a ``(p, q)`` cost on ``device``.
 
-    On the CPU, exact solvers win at every width we measured (64 to 2048,
-    ``bench/ot_overhead.py``): network simplex takes about 0.6 s at
-    2048 x 1024 where log-domain Sinkhorn needs seconds to come within 2%;
-    the assignment solver is up to 2x faster than network simplex when
-    ``p == q``. On an accelerator, Sinkhorn runs where the features already
-    are, while an exact solve would copy the cost to the host and wait for
-    the device every step.
+    On the CPU an exact solver wins at every width measured (64 to 2048,
+    ``bench/ot_overhead.py``, docs/ot.md): the assignment solver when
+    ``p == q <= ASSIGNMENT_MAX_WIDTH``, network simplex otherwise; log-domain
+    Sinkhorn is no faster there at the epsilon that keeps it within 1%. On an
+    accelerator, Sinkhorn runs where the features already are, while an exact
+    solve would copy the cost to the host and wait for the device every step.
     """
     if device.type != "cpu":
         return "sinkhorn"
-    return "assignment" if p == q else "exact"
+    return "assignment" if p == q <= ASSIGNMENT_MAX_WIDTH else "exact"
 
 
 def transport_plan(

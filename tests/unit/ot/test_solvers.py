@@ -92,6 +92,8 @@ def test_the_plan_never_carries_a_gradient():
 def test_auto_uses_exact_solvers_on_cpu_and_sinkhorn_on_accelerators():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_solver(64, 64, cpu) == "assignment"
+    assert choose_solver(256, 256, cpu) == "assignment"
+    assert choose_solver(512, 512, cpu) == "exact"  # assignment is slower from 512 on
     assert choose_solver(2048, 1024, cpu) == "exact"
     assert choose_solver(2048, 1024, cuda) == "sinkhorn"
 

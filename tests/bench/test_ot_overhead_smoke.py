@@ -1,0 +1,48 @@
+"""bench/ot_overhead.py runs end to end and reports what it promises (no timing asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_configuration(tmp_path):
+    out = tmp_path / "ot_overhead.json"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "ot_overhead.py"),
+        "--quick",
+        "--device=cpu",
+        "--batch-size=32",
+        "--repeats=1",
+        "--solve-repeats=1",
+        "--widths",
+        "64",
+        f"--out={out}",
+    ]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+
+    (steps,) = report["steps"]
+    assert (steps["student"], steps["teacher"]) == ("resnet20", "resnet56")
+    expected = {
+        f"{solver}/{layers}"
+        for solver in ["exact", "assignment", "sinkhorn", "naive_emd2"]
+        for layers in ["penultimate", "all"]
+    }
+    assert set(steps["ot"]) == expected
+    assert all(row["ot_term_ms"] > 0 for row in steps["ot"].values())
+    assert steps["auto_resolves_to"]["penultimate"] == "assignment"
+
+    assert [(row["p"], row["q"]) for row in report["solve"]] == [(64, 64), (64, 32)]
+    for row in report["solve"]:
+        assert row["omega_relative_error"]["exact"] == 0.0
+        assert abs(row["omega_relative_error"][row["auto"]]) < 1e-6  # auto is exact on CPU
+        assert 0 <= row["omega_relative_error"]["sinkhorn"] < 0.02
+    assert len(report["load_average_start"]) == 3
+    assert report["goals"]["overhead_goal"] == 0.01
