@@ -26,7 +26,7 @@ def test_stages_are_named_and_shaped_like_a_cifar_resnet():
 
 
 def test_classes_and_input_channels_are_configurable():
-    model = build_model("resnet8", num_classes=5, in_channels=1)
+    model = build_model("resnet8", num_classes=5, input_shape=(1, 32, 32))
     assert model.input_shape == (1, 32, 32)
     assert model(torch.randn(3, 1, 32, 32)).shape == (3, 5)
 

@@ -1,0 +1,276 @@
+"""The job spec: one pydantic schema for the trainer, the HTTP API and the store.
+
+``JobSpec`` holds the shape of a job (API.md's body) and checks what one field
+alone can check. ``resolve_spec`` then fills the defaults that depend on the
+mode (METHOD.md: "Defaults should follow the mode") and runs the checks that
+need several fields or the catalog, reporting every problem at once as a
+``SpecError``. A resolved spec has no ``None`` left where a value is used, so
+a job is reproducible from its ``spec.json`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from otrt_core.ot import DEFAULT_EPSILON, DEFAULT_MAX_ITER, NORMALIZATIONS, SOLVERS, SPATIAL_MODES
+
+Mode = Literal["supervised", "transfer", "distill", "transfer_distill"]
+RegularizerKind = Literal["none", "ot", "l2sp", "kd", "fitnet", "at"]
+Solver = Literal[SOLVERS]  # type: ignore[valid-type]
+Spatial = Literal[SPATIAL_MODES]  # type: ignore[valid-type]
+Normalize = Literal[NORMALIZATIONS]  # type: ignore[valid-type]
+
+MODES_WITH_TEACHER = ("transfer", "distill", "transfer_distill")
+
+# Starting points from METHOD.md's pilot; bench/reproduce.py is where they are revisited.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "supervised": {"kind": "none", "weight": 0.0, "normalize": "none"},
+    "transfer": {"kind": "ot", "weight": 1.0, "normalize": "standardize"},
+    "distill": {"kind": "ot", "weight": 1.0, "normalize": "none"},
+    "transfer_distill": {"kind": "ot", "weight": 10.0, "normalize": "center"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    architecture: str
+    checkpoint: str = Field(
+        description="An uploaded file (file_…), a finished job (job_…), or a path for `otrt train`."
+    )
+
+
+class StudentSpec(_Strict):
+    architecture: str
+
+
+class DatasetSpec(_Strict):
+    name: str
+    classes: list[int] | None = Field(
+        default=None, description="Keep these classes, relabelled 0..k-1 in this order."
+    )
+    train_subset: int | None = Field(
+        default=None, ge=1, description="Labeled training examples kept per class."
+    )
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+
+class LayerPairSpec(_Strict):
+    teacher: str = "penultimate"
+    student: str = "penultimate"
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class RegularizerSpec(_Strict):
+    kind: RegularizerKind | None = Field(default=None, description="Default: by mode.")
+    weight: float | None = Field(default=None, ge=0.0, description="lambda. Default: by mode.")
+    layers: list[LayerPairSpec] = Field(default_factory=lambda: [LayerPairSpec()], min_length=1)
+    solver: Solver = "auto"
+    epsilon: float = Field(default=DEFAULT_EPSILON, gt=0.0)
+    max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
+    spatial: Spatial = "pool"
+    normalize: Normalize | None = Field(default=None, description="Default: by mode.")
+    unlabeled: bool = False
+    unlabeled_batch_size: int | None = Field(default=None, ge=1)
+    l2sp_beta: float = Field(default=0.01, ge=0.0, description="L2-SP's weight on the new head.")
+
+
+class KDSpec(_Strict):
+    weight: float = Field(default=0.0, ge=0.0)
+    temperature: float = Field(default=4.0, gt=0.0)
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.05, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    seed: int = Field(default=0, ge=0)
+    amp: Literal["auto", "on", "off"] = "auto"
+    teacher_cache: Literal["auto", "off"] = "auto"
+    select: Literal["best", "last"] = "best"
+    max_runtime_s: int = Field(default=86_400, ge=1)
+
+
+class JobSpec(_Strict):
+    mode: Mode
+    teacher: TeacherSpec | None = None
+    student: StudentSpec
+    dataset: DatasetSpec
+    regularizer: RegularizerSpec = Field(default_factory=RegularizerSpec)
+    kd: KDSpec = Field(default_factory=KDSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: where (``loc``, as in pydantic) and what."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+
+class SpecError(ValueError):
+    """Every problem found in a spec, reported at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError) -> SpecError:
+        return cls([Problem(tuple(e["loc"]), e["msg"]) for e in error.errors()])
+
+
+# Which regularizers each mode admits (METHOD.md's table: L2-SP needs transferred
+# weights, KD needs the teacher's task).
+KINDS_BY_MODE: dict[str, tuple[str, ...]] = {
+    "supervised": ("none",),
+    "transfer": ("none", "ot", "l2sp", "fitnet", "at"),
+    "distill": ("none", "ot", "kd", "fitnet", "at"),
+    "transfer_distill": ("none", "ot", "fitnet", "at"),
+}
+
+
+def resolve_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
+    """A complete, checked spec: mode defaults filled, every problem reported at once.
+
+    Raises ``SpecError`` listing each problem with its location.
+    """
+    try:
+        spec = data if isinstance(data, JobSpec) else JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError.from_validation_error(error) from None
+    spec = _fill_mode_defaults(spec)
+    problems = _check(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
+    defaults = MODE_DEFAULTS[spec.mode]
+    regularizer = spec.regularizer
+    kind = regularizer.kind or defaults["kind"]
+    updates = {
+        "kind": kind,
+        "weight": regularizer.weight
+        if regularizer.weight is not None
+        else (0.0 if kind == "none" else defaults["weight"]),
+        "normalize": regularizer.normalize or defaults["normalize"],
+        "unlabeled_batch_size": regularizer.unlabeled_batch_size
+        or (spec.training.batch_size if regularizer.unlabeled else None),
+    }
+    return spec.model_copy(update={"regularizer": regularizer.model_copy(update=updates)})
+
+
+def _check(spec: JobSpec) -> list[Problem]:
+    from otrt_core.data import DATASETS
+    from otrt_core.models import ARCHITECTURES
+
+    problems: list[Problem] = []
+
+    def problem(loc: tuple[str | int, ...], msg: str) -> None:
+        problems.append(Problem(loc, msg))
+
+    # Catalog names.
+    if spec.student.architecture not in ARCHITECTURES:
+        problem(
+            ("student", "architecture"),
+            _unknown("architecture", spec.student.architecture, ARCHITECTURES),
+        )
+    if spec.teacher and spec.teacher.architecture not in ARCHITECTURES:
+        problem(
+            ("teacher", "architecture"),
+            _unknown("architecture", spec.teacher.architecture, ARCHITECTURES),
+        )
+    dataset = DATASETS.get(spec.dataset.name)
+    if dataset is None:
+        problem(("dataset", "name"), _unknown("dataset", spec.dataset.name, tuple(DATASETS)))
+
+    # The mode's teacher and regularizers.
+    if spec.mode == "supervised" and spec.teacher is not None:
+        problem(("teacher",), "mode 'supervised' trains without a teacher: remove it")
+    if spec.mode in MODES_WITH_TEACHER and spec.teacher is None:
+        problem(("teacher",), f"mode {spec.mode!r} needs a teacher")
+    if (
+        spec.mode == "transfer"
+        and spec.teacher
+        and spec.teacher.architecture != spec.student.architecture
+    ):
+        problem(
+            ("student", "architecture"),
+            f"mode 'transfer' starts the student from the teacher's weights, so its "
+            f"architecture must be the teacher's ({spec.teacher.architecture!r})",
+        )
+    allowed = KINDS_BY_MODE[spec.mode]
+    if spec.regularizer.kind not in allowed:
+        problem(
+            ("regularizer", "kind"),
+            f"mode {spec.mode!r} admits regularizers {', '.join(allowed)}; "
+            f"got {spec.regularizer.kind!r}",
+        )
+    if spec.kd.weight > 0 and spec.mode != "distill":
+        problem(("kd", "weight"), "KD needs the teacher's task: only mode 'distill' can add it")
+
+    # Dataset options.
+    if dataset and spec.dataset.classes is not None:
+        classes = spec.dataset.classes
+        if len(classes) < 2:
+            problem(("dataset", "classes"), "keep at least two classes")
+        if len(set(classes)) != len(classes):
+            problem(("dataset", "classes"), "classes must be distinct")
+        if any(not 0 <= label < dataset.num_classes for label in classes):
+            problem(
+                ("dataset", "classes"),
+                f"{dataset.name} has classes 0..{dataset.num_classes - 1}; got {classes}",
+            )
+    if spec.regularizer.unlabeled and spec.dataset.train_subset is None:
+        problem(
+            ("regularizer", "unlabeled"),
+            "unlabeled inputs are the training inputs left out by dataset.train_subset: set it",
+        )
+    if spec.regularizer.unlabeled and spec.regularizer.kind not in ("ot", "fitnet", "at"):
+        problem(("regularizer", "unlabeled"), "only ot, fitnet and at can use unlabeled inputs")
+
+    # Layer pairs name real stages.
+    if spec.regularizer.kind in ("ot", "fitnet", "at"):
+        teacher_stages = _stages(spec.teacher.architecture) if spec.teacher else None
+        student_stages = _stages(spec.student.architecture)
+        for index, pair in enumerate(spec.regularizer.layers):
+            if teacher_stages is not None and pair.teacher not in teacher_stages:
+                problem(
+                    ("regularizer", "layers", index, "teacher"),
+                    _unknown("teacher stage", pair.teacher, teacher_stages),
+                )
+            if student_stages is not None and pair.student not in student_stages:
+                problem(
+                    ("regularizer", "layers", index, "student"),
+                    _unknown("student stage", pair.student, student_stages),
+                )
+    return problems
+
+
+def _stages(architecture: str) -> tuple[str, ...] | None:
+    """The stage names of a zoo architecture (None when the name is unknown)."""
+    import torch
+
+    from otrt_core.models import ARCHITECTURES, build_model
+
+    if architecture not in ARCHITECTURES:
+        return None
+    with torch.device("meta"):  # no memory, no initialization cost
+        return build_model(architecture).stage_names
+
+
+def _unknown(what: str, name: str, valid: tuple[str, ...]) -> str:
+    return f"unknown {what} {name!r}; valid: {', '.join(valid)}"
