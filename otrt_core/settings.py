@@ -6,6 +6,8 @@ and pass plain values down.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,4 +25,8 @@ class Settings(BaseSettings):
             "default, one per core; set it when several training processes share a machine, "
             "or they stall each other."
         ),
+    )
+    datasets_root: Path | None = Field(
+        default=None,
+        description="Where installed datasets are looked up before their system paths.",
     )

@@ -1,0 +1,105 @@
+"""`otrt train SPEC --out DIR`: one training run, no service.
+
+Progress goes to stdout as JSON lines (docs/training.md), or as a progress bar
+when stdout is a terminal. SIGTERM saves a checkpoint and exits with
+EXIT_STOPPED; `--resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def run_train(
+    spec_path: Path,
+    out_dir: Path,
+    resume: bool,
+    device: str,
+    datasets_root: Path | None,
+    torch_threads: int | None,
+) -> int:
+    """Runs the spec; returns the process exit code."""
+    import torch
+
+    from otrt_core import train as engine
+    from otrt_core.data import DatasetUnavailable
+    from otrt_core.spec import SpecError, resolve_spec
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    try:
+        spec = resolve_spec(json.loads(spec_path.read_text()))
+    except (OSError, json.JSONDecodeError) as error:
+        typer.echo(f"error: cannot read {spec_path}: {error}", err=True)
+        return engine.EXIT_INVALID
+    except SpecError as error:
+        for problem in error.problems:
+            typer.echo(f"error: {'.'.join(map(str, problem.loc))}: {problem.msg}", err=True)
+        return engine.EXIT_INVALID
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    options = engine.RunOptions(
+        out_dir=out_dir,
+        teacher_path=_teacher_path(spec.teacher.checkpoint, spec_path) if spec.teacher else None,
+        datasets_root=datasets_root,
+        device=device,
+        resume=resume,
+        should_stop=stop.is_set,
+    )
+    with Reporter(sys.stdout.isatty()) as emit:
+        try:
+            engine.train(spec, options, emit)
+        except engine.TrainingStopped as stopped:
+            return engine.EXIT_STOPPED if stopped.reason == "signal" else engine.EXIT_MAX_RUNTIME
+        except (engine.SetupError, DatasetUnavailable, ValueError) as error:
+            emit({"event": "error", "code": "invalid_input", "message": str(error)})
+            typer.echo(f"error: {error}", err=True)
+            return engine.EXIT_INVALID
+    return engine.EXIT_OK
+
+
+def _teacher_path(checkpoint: str, spec_path: Path) -> Path:
+    """A relative checkpoint path is read beside the spec file, else from the working directory."""
+    path = Path(checkpoint)
+    beside_spec = spec_path.parent / path
+    return beside_spec if not path.is_absolute() and beside_spec.exists() else path
+
+
+class Reporter:
+    """JSON lines on stdout, or a rich progress bar on a terminal."""
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+
+    def __enter__(self):
+        if not self.interactive:
+            return lambda event: print(json.dumps(event), flush=True)
+        from rich.progress import Progress
+
+        self.bar = Progress()
+        self.bar.start()
+        self.task = self.bar.add_task("training", total=None)
+        return self._show
+
+    def _show(self, event: dict[str, Any]) -> None:
+        if "steps" in event:
+            self.bar.update(self.task, total=event["steps"], completed=event.get("step", 0))
+        if event["event"] == "epoch":
+            self.bar.console.print(
+                f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
+                f"val accuracy {event['val_accuracy']:.2%}"
+            )
+        elif event["event"] in ("done", "stopped", "error"):
+            self.bar.console.print(json.dumps(event))
+
+    def __exit__(self, *exc_info) -> None:
+        if self.interactive:
+            self.bar.stop()

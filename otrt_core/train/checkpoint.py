@@ -1,0 +1,92 @@
+"""Atomic training checkpoints and safe weight loading.
+
+Checkpoints hold only tensors and plain containers, so they load with
+``torch.load(weights_only=True)``: no user-controlled unpickling, ever.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls ``write(temp_path)``, fsyncs, then renames over ``path``: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        write(Path(temp))
+        with open(temp, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda temp: torch.save(state, temp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    """The model's state dict as safetensors (contiguous CPU copies)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda temp: save_file(tensors, str(temp)))
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read, or does not fit the architecture."""
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """A state dict from safetensors or a PyTorch file, never unpickling objects."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable or unsafe file is the user's input error
+        raise WeightsError(f"cannot read weights from {path.name}: {error}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # an otrt training checkpoint
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path.name} is not a state dict of tensors")
+    return state
+
+
+def check_fits(
+    model: nn.Module, state: dict[str, Tensor], *, ignore_prefix: str | None = None
+) -> None:
+    """Raises ``WeightsError`` naming the first mismatched tensors, if any."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if ignore_prefix:
+        expected = {k: v for k, v in expected.items() if not k.startswith(ignore_prefix)}
+        state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(shape)})"
+        for k, shape in expected.items()
+        if k in state and state[k].shape != shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(
+            f"unexpected {', '.join(unexpected[:5])}" + (" …" if len(unexpected) > 5 else "")
+        )
+    if wrong:
+        problems.append(f"wrong shapes: {', '.join(wrong[:5])}" + (" …" if len(wrong) > 5 else ""))
+    if problems:
+        raise WeightsError("the weights do not fit the architecture: " + "; ".join(problems))
