@@ -167,8 +167,9 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         # Sums stay on the device: reading them every step would sync the GPU.
         sums = torch.zeros(4, device=device)  # loss * n, correct, ot_distance * n, n
         for batch in range(progress.batch, steps_per_epoch):
-            if options.should_stop() or progress_elapsed() > training.max_runtime_s:
-                reason = "signal" if options.should_stop() else "max_runtime"
+            stop_requested = options.should_stop()
+            if stop_requested or progress_elapsed() > training.max_runtime_s:
+                reason = "signal" if stop_requested else "max_runtime"
                 save(Progress(**{**progress.__dict__, "batch": batch}))
                 emit({"event": "stopped", "reason": reason, "epoch": epoch, "batch": batch})
                 raise TrainingStopped(reason)

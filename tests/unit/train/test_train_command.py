@@ -1,0 +1,89 @@
+"""`otrt train` as a process: JSON lines, exit codes, SIGTERM then --resume."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+OTRT = str(Path(sys.executable).parent / "otrt")
+
+
+def write_spec(path: Path, **training) -> Path:
+    body = {
+        "mode": "supervised",
+        "student": {"architecture": "mlp"},
+        "dataset": {"name": "digits"},
+        "training": {"batch_size": 64, **training},
+    }
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_sigterm_saves_and_exits_75_then_resume_finishes(tmp_path):
+    spec = write_spec(tmp_path / "spec.json", epochs=40)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [OTRT, "train", str(spec), "--out", str(out)], stdout=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:  # wait until training is under way
+        if json.loads(line)["event"] == "epoch":
+            break
+    process.send_signal(signal.SIGTERM)
+    remaining, _ = process.communicate(timeout=60)
+    assert process.returncode == 75
+    last = json.loads(remaining.strip().splitlines()[-1])
+    assert (last["event"], last["reason"]) == ("stopped", "signal")
+    assert (out / "checkpoint.pt").exists()
+
+    resumed = subprocess.run(
+        [OTRT, "train", str(spec), "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    events = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert events[0]["event"] == "start" and events[0]["resumed"] is True
+    assert events[-1]["event"] == "done"
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 40
+
+
+def test_a_bad_spec_exits_2_with_every_problem_located(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "mode": "distill",
+                "student": {"architecture": "resnet19"},
+                "dataset": {"name": "digits"},
+            }
+        )
+    )
+    result = subprocess.run(
+        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "error: teacher: mode 'distill' needs a teacher" in result.stderr
+    assert "error: student.architecture: unknown architecture 'resnet19'" in result.stderr
+
+
+def test_an_unreadable_teacher_exits_2_with_an_error_event(tmp_path):
+    (tmp_path / "teacher.pt").write_bytes(b"not a checkpoint")
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "mode": "distill",
+                "teacher": {"architecture": "mlp", "checkpoint": "teacher.pt"},
+                "student": {"architecture": "mlp_small"},
+                "dataset": {"name": "digits"},
+            }
+        )
+    )
+    result = subprocess.run(
+        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    event = json.loads(result.stdout.strip().splitlines()[-1])
+    assert event["event"] == "error" and "cannot read weights from teacher.pt" in event["message"]

@@ -1,0 +1,176 @@
+"""The training loop, for real on digits: outputs, modes, regularizers, resume, stops."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from otrt_core.models import build_model
+from otrt_core.train import CHECKPOINT, RunOptions, SetupError, TrainingStopped, train
+from otrt_core.train.setup import build_models, load_data
+from otrt_core.train.trainer import evaluate
+from tests.utils.specs import digits_spec
+
+
+def run(spec, out_dir, **options):
+    events = []
+    metrics = train(spec, RunOptions(out_dir=out_dir, device="cpu", **options), emit=events.append)
+    return metrics, events
+
+
+def test_a_supervised_run_writes_a_student_whose_accuracy_is_what_the_metrics_say(tmp_path):
+    spec = digits_spec()
+    metrics, events = run(spec, tmp_path)
+
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "student.safetensors",
+        "metrics.json",
+        "spec.json",
+        CHECKPOINT,
+    }
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert json.loads((tmp_path / "spec.json").read_text()) == spec.model_dump(mode="json")
+
+    student = build_model("mlp", num_classes=10, input_shape=(1, 8, 8))
+    student.load_state_dict(load_file(tmp_path / "student.safetensors"))
+    data = load_data(spec, None)
+    _, accuracy = evaluate(student, data.x_test, data.y_test, torch.device("cpu"), 256)
+    assert accuracy == metrics["test_accuracy"]
+    assert accuracy > 0.85
+
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 3 and "step" in kinds
+    epochs = [event for event in events if event["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert epochs[-1]["step"] == epochs[-1]["steps"]
+    assert epochs[0]["train_loss"] > epochs[-1]["train_loss"]
+
+
+@pytest.mark.parametrize("kind", ["none", "ot", "kd", "fitnet", "at"])
+def test_distill_runs_every_regularizer(tmp_path, digits_teacher, kind):
+    layers = [{"teacher": "hidden1", "student": "hidden1"}]
+    spec = digits_spec(
+        "distill", teacher_path=str(digits_teacher), regularizer={"kind": kind, "layers": layers}
+    )
+    if kind == "at":  # attention transfer compares maps: dense stages are refused clearly
+        with pytest.raises(ValueError, match="compares feature maps"):
+            run(spec, tmp_path, teacher_path=digits_teacher)
+        return
+    metrics, _ = run(spec, tmp_path, teacher_path=digits_teacher)
+    assert 0.3 < metrics["test_accuracy"] <= 1.0
+    distances = [record["ot_distance"] for record in metrics["history"]]
+    if kind == "ot":
+        assert all(d is not None and d > 0 for d in distances)
+        assert np.load(tmp_path / "plan.npy").shape == (256, 64)  # teacher x student neurons
+    else:
+        assert distances == [None] * 3
+
+
+def test_kd_can_be_added_to_ot_when_distilling(tmp_path, digits_teacher):
+    spec = digits_spec("distill", teacher_path=str(digits_teacher), kd={"weight": 1.0})
+    metrics, _ = run(spec, tmp_path, teacher_path=digits_teacher)
+    assert metrics["test_accuracy"] > 0.5
+
+
+def test_transfer_starts_from_the_teachers_body_with_a_new_head(digits_teacher):
+    spec = digits_spec(
+        "transfer", teacher_path=str(digits_teacher), dataset={"classes": [5, 6, 7, 8, 9]}
+    )
+    models = build_models(spec, load_data(spec, None), digits_teacher)
+    teacher_weights = load_file(digits_teacher)
+    student_weights = models.student.state_dict()
+    for name, value in teacher_weights.items():
+        if name.startswith("head."):
+            assert student_weights[name].shape[0] == 5
+        else:
+            torch.testing.assert_close(student_weights[name], value)
+
+
+def test_transfer_distill_uses_unlabeled_inputs(tmp_path, digits_teacher):
+    spec = digits_spec(
+        "transfer_distill",
+        teacher_path=str(digits_teacher),
+        dataset={"classes": [5, 6, 7, 8, 9], "train_subset": 5},
+        regularizer={"unlabeled": True},
+    )
+    metrics, events = run(spec, tmp_path, teacher_path=digits_teacher)
+    assert metrics["num_classes"] == 5
+    assert events[0]["teacher_cache"] is True
+    assert metrics["history"][-1]["ot_distance"] > 0
+
+
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
+    tmp_path, digits_teacher
+):
+    spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 3})
+    run(spec, tmp_path / "whole", teacher_path=digits_teacher)
+
+    calls = iter(range(10**6))
+    stop_in_epoch_two = lambda: next(calls) == 30  # noqa: E731 - epoch 1 has 22 batches
+    with pytest.raises(TrainingStopped) as stopped:
+        run(spec, tmp_path / "split", teacher_path=digits_teacher, should_stop=stop_in_epoch_two)
+    assert stopped.value.reason == "signal"
+    assert not (tmp_path / "split" / "student.safetensors").exists()
+    metrics, events = run(spec, tmp_path / "split", teacher_path=digits_teacher, resume=True)
+
+    assert events[0]["resumed"] is True and events[0]["epoch"] == 1
+    whole = load_file(tmp_path / "whole" / "student.safetensors")
+    split = load_file(tmp_path / "split" / "student.safetensors")
+    assert whole.keys() == split.keys()
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+    assert len(metrics["history"]) == 3
+
+
+def test_max_runtime_stops_with_a_checkpoint(tmp_path):
+    spec = digits_spec(training={"epochs": 10_000, "max_runtime_s": 1})
+    with pytest.raises(TrainingStopped) as stopped:
+        run(spec, tmp_path)
+    assert stopped.value.reason == "max_runtime"
+    assert (tmp_path / CHECKPOINT).exists()
+
+
+def test_a_teacher_of_another_architecture_is_refused_naming_the_mismatches(
+    tmp_path, digits_teacher
+):
+    spec = digits_spec("distill", teacher_path="t", teacher={"architecture": "cnn"})
+    with pytest.raises(SetupError) as raised:
+        run(spec, tmp_path, teacher_path=digits_teacher)
+    message = str(raised.value)
+    assert "missing stages.0.0.weight" in message
+    assert "unexpected layers.0.0.bias, layers.0.0.weight" in message
+
+
+def test_a_teacher_for_other_classes_cannot_be_distilled(tmp_path, digits_teacher):
+    spec = digits_spec("distill", teacher_path="t", dataset={"classes": [0, 1, 2]})
+    with pytest.raises(SetupError, match="teacher has 10 classes and the dataset 3"):
+        run(spec, tmp_path, teacher_path=digits_teacher)
+
+
+class RunsCode:
+    """Unpickling this would create a file: the trainer must never unpickle it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_object_is_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(pickle.dumps({"head.weight": RunsCode(str(marker))}))
+    spec = digits_spec("distill", teacher_path="t")
+    with pytest.raises(SetupError, match="cannot read weights"):
+        run(spec, tmp_path / "out", teacher_path=checkpoint)
+    assert not marker.exists()
+
+
+def test_a_missing_teacher_file_is_a_setup_error(tmp_path):
+    with pytest.raises(SetupError, match="was not found"):
+        run(digits_spec("distill", teacher_path="t"), tmp_path, teacher_path=tmp_path / "absent.pt")
