@@ -23,6 +23,7 @@ from torch import Tensor
 
 from otrt_core.spec import JobSpec
 from otrt_core.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from otrt_core.train.export import export_onnx
 from otrt_core.train.setup import (
     build_models,
     load_data,
@@ -280,6 +281,14 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         "seconds": progress_elapsed(),
     }
     save_weights(out_dir / "student.safetensors", student)
+    onnx = export_onnx(
+        student,
+        data.x_test[:16] if len(data.x_test) else data.x_train[:16],
+        out_dir / "student.onnx",
+    )
+    metrics["onnx"] = {"max_abs_diff": onnx.max_abs_diff, "ok": onnx.ok}
+    if not onnx.ok:
+        emit({"event": "warning", "message": f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
     if spec.regularizer.kind == "ot" and teacher is not None:

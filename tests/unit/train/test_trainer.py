@@ -4,6 +4,7 @@ import json
 import pickle
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,6 +41,13 @@ def test_a_supervised_run_writes_a_student_whose_accuracy_is_what_the_metrics_sa
     _, accuracy = evaluate(student, data.x_test, data.y_test, torch.device("cpu"), 256)
     assert accuracy == metrics["test_accuracy"]
     assert accuracy > 0.85
+
+    assert metrics["onnx"]["ok"]
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"))
+    (onnx_logits,) = session.run(None, {"input": data.x_test[:50].numpy()})  # another batch size
+    torch.testing.assert_close(
+        torch.from_numpy(onnx_logits), student(data.x_test[:50]).detach(), atol=1e-4, rtol=1e-4
+    )
 
     kinds = [event["event"] for event in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
