@@ -29,7 +29,7 @@ def run_train(
     import torch
 
     from otrt_core import train as engine
-    from otrt_core.data import DatasetUnavailable
+    from otrt_core.data import DatasetFileError, DatasetUnavailable
     from otrt_core.spec import SpecError, resolve_spec
 
     if torch_threads:
@@ -48,7 +48,12 @@ def run_train(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     options = engine.RunOptions(
         out_dir=out_dir,
-        teacher_path=_teacher_path(spec.teacher.checkpoint, spec_path) if spec.teacher else None,
+        teacher_path=_beside_spec(spec.teacher.checkpoint, spec_path) if spec.teacher else None,
+        dataset_path=(
+            _beside_spec(spec.dataset.name, spec_path)
+            if spec.dataset.name.endswith((".npz", ".zip"))
+            else None
+        ),
         datasets_root=datasets_root,
         device=device,
         resume=resume,
@@ -59,16 +64,16 @@ def run_train(
             engine.train(spec, options, emit)
         except engine.TrainingStopped as stopped:
             return engine.EXIT_STOPPED if stopped.reason == "signal" else engine.EXIT_MAX_RUNTIME
-        except (engine.SetupError, DatasetUnavailable, ValueError) as error:
+        except (engine.SetupError, DatasetUnavailable, DatasetFileError, ValueError) as error:
             emit({"event": "error", "code": "invalid_input", "message": str(error)})
             typer.echo(f"error: {error}", err=True)
             return engine.EXIT_INVALID
     return engine.EXIT_OK
 
 
-def _teacher_path(checkpoint: str, spec_path: Path) -> Path:
-    """A relative checkpoint path is read beside the spec file, else from the working directory."""
-    path = Path(checkpoint)
+def _beside_spec(name: str, spec_path: Path) -> Path:
+    """A relative path is read beside the spec file, else from the working directory."""
+    path = Path(name)
     beside_spec = spec_path.parent / path
     return beside_spec if not path.is_absolute() and beside_spec.exists() else path
 

@@ -174,7 +174,7 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
 
 
 def _check(spec: JobSpec) -> list[Problem]:
-    from otrt_core.data import DATASETS
+    from otrt_core.data import DATASETS, is_dataset_file
     from otrt_core.models import ARCHITECTURES
 
     problems: list[Problem] = []
@@ -194,8 +194,9 @@ def _check(spec: JobSpec) -> list[Problem]:
             _unknown("architecture", spec.teacher.architecture, ARCHITECTURES),
         )
     dataset = DATASETS.get(spec.dataset.name)
-    if dataset is None:
-        problem(("dataset", "name"), _unknown("dataset", spec.dataset.name, tuple(DATASETS)))
+    if dataset is None and not is_dataset_file(spec.dataset.name):
+        valid = (*DATASETS, "file_… (an upload)", "a path to a .npz or .zip")
+        problem(("dataset", "name"), _unknown("dataset", spec.dataset.name, valid))
 
     # The mode's teacher and regularizers.
     if spec.mode == "supervised" and spec.teacher is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from otrt_core.data.catalog import DATASETS, ArraySplits, DatasetInfo, DatasetUnavailable
 from otrt_core.data.splits import PreparedData, prepare
+from otrt_core.data.uploads import DatasetFileError, ZipLimits, load_dataset_file
 
 
 @lru_cache(maxsize=4)
@@ -26,9 +27,22 @@ def load_arrays(name: str, datasets_root: Path | None = None) -> ArraySplits:
 __all__ = [
     "DATASETS",
     "ArraySplits",
+    "DatasetFileError",
     "DatasetInfo",
     "DatasetUnavailable",
     "PreparedData",
+    "ZipLimits",
+    "is_dataset_file",
     "load_arrays",
+    "load_dataset_file",
     "prepare",
 ]
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether a spec's dataset name refers to a user's file rather than a built-in dataset.
+
+    ``file_…`` is an upload the service resolves to a path; a path ending in
+    ``.npz`` or ``.zip`` is for ``otrt train``.
+    """
+    return name.startswith("file_") or name.endswith((".npz", ".zip"))

@@ -49,7 +49,7 @@ def _digits(_root: Path | None) -> ArraySplits:
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     y = digits.target.astype(np.int64)
-    return _fixed_test_split(x, y, test_size=297)
+    return fixed_test_split(x, y, test_size=297)
 
 
 def _mnist1d(_root: Path | None) -> ArraySplits:
@@ -92,7 +92,35 @@ def _idx_splits(directory: Path) -> ArraySplits:
     return ArraySplits(images("train"), labels("train"), images("t10k"), labels("t10k"))
 
 
-def _fixed_test_split(x: np.ndarray, y: np.ndarray, test_size: int) -> ArraySplits:
+def _cifar(name: str):
+    """A loader for a local torchvision CIFAR root under ``root``; it never downloads."""
+
+    def load(root: Path | None) -> ArraySplits:
+        from torchvision import datasets
+
+        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        if root is None or not (root / folder).is_dir():
+            raise DatasetUnavailable(
+                f"{name} is read from a local torchvision root: put {folder}/ under "
+                "OTRT_DATASETS_ROOT (otrt never downloads data)"
+            )
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        train, test = (cls(str(root), train=flag, download=False) for flag in (True, False))
+
+        def inputs(data: np.ndarray) -> np.ndarray:
+            return data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # (N, 3, 32, 32)
+
+        return ArraySplits(
+            inputs(train.data),
+            np.asarray(train.targets, dtype=np.int64),
+            inputs(test.data),
+            np.asarray(test.targets, dtype=np.int64),
+        )
+
+    return load
+
+
+def fixed_test_split(x: np.ndarray, y: np.ndarray, test_size: int) -> ArraySplits:
     order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(y))
     test, train = order[:test_size], order[test_size:]
     return ArraySplits(x[train], y[train], x[test], y[test])
@@ -127,6 +155,24 @@ DATASETS: dict[str, DatasetInfo] = {
             10000,
             "Fashion-MNIST, official split (Debian package dataset-fashion-mnist)",
             _fashion_mnist,
+        ),
+        DatasetInfo(
+            "cifar10",
+            (3, 32, 32),
+            10,
+            50000,
+            10000,
+            "CIFAR-10 from a local torchvision root under OTRT_DATASETS_ROOT",
+            _cifar("cifar10"),
+        ),
+        DatasetInfo(
+            "cifar100",
+            (3, 32, 32),
+            100,
+            50000,
+            10000,
+            "CIFAR-100 from a local torchvision root under OTRT_DATASETS_ROOT",
+            _cifar("cifar100"),
         ),
     ]
 }

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from otrt_core.data import PreparedData, load_arrays, prepare
+from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
 from otrt_core.models import StagedModel, build_model
 from otrt_core.spec import JobSpec, TrainingSpec
 from otrt_core.train.checkpoint import WeightsError, check_fits, read_weights
@@ -30,9 +30,23 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def load_data(spec: JobSpec, datasets_root: Path | None) -> PreparedData:
+def load_data(
+    spec: JobSpec, datasets_root: Path | None, dataset_path: Path | None = None
+) -> PreparedData:
+    """The job's splits: a built-in dataset, or a user's file when ``dataset_path`` is given."""
+    if dataset_path is not None:
+        arrays = load_dataset_file(dataset_path)
+    elif is_dataset_file(spec.dataset.name):
+        raise SetupError(f"the dataset file {spec.dataset.name!r} was not found")
+    else:
+        arrays = load_arrays(spec.dataset.name, datasets_root)
+    if spec.dataset.classes and max(spec.dataset.classes) > int(arrays.y_train.max()):
+        raise SetupError(
+            f"dataset.classes {spec.dataset.classes} name classes the dataset does not have "
+            f"(its labels go up to {int(arrays.y_train.max())})"
+        )
     return prepare(
-        load_arrays(spec.dataset.name, datasets_root),
+        arrays,
         classes=spec.dataset.classes,
         train_subset=spec.dataset.train_subset,
         val_fraction=spec.dataset.val_fraction,

@@ -52,6 +52,7 @@ class TrainingStopped(Exception):
 class RunOptions:
     out_dir: Path
     teacher_path: Path | None = None
+    dataset_path: Path | None = None  # a user's .npz or .zip instead of a built-in dataset
     datasets_root: Path | None = None
     device: str = "auto"
     resume: bool = False
@@ -82,7 +83,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     device = pick_device(options.device)
     torch.manual_seed(training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_data(spec, options.datasets_root)
+    data = load_data(spec, options.datasets_root, options.dataset_path)
     models = build_models(spec, data, options.teacher_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:

@@ -1,5 +1,7 @@
 """Built-in datasets load offline, with the shapes the catalog declares."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,15 @@ def test_a_missing_dataset_says_how_to_install_it(tmp_path, monkeypatch):
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="digits, mnist1d, fashion_mnist"):
         load_arrays("imagenet")
+
+
+def test_the_real_fashion_mnist_when_installed():
+    """.ci/run installs Debian's dataset-fashion-mnist; elsewhere this skips without it."""
+    if not (catalog.FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install dataset-fashion-mnist (.ci/run does)")
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    arrays = load_arrays("fashion_mnist")
+    assert arrays.x_train.shape == (60000, 1, 28, 28)
+    assert arrays.x_test.shape == (10000, 1, 28, 28)
+    assert np.bincount(arrays.y_train).tolist() == [6000] * 10

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 OTRT = str(Path(sys.executable).parent / "otrt")
 
 
@@ -87,3 +89,27 @@ def test_an_unreadable_teacher_exits_2_with_an_error_event(tmp_path):
     assert result.returncode == 2
     event = json.loads(result.stdout.strip().splitlines()[-1])
     assert event["event"] == "error" and "cannot read weights from teacher.pt" in event["message"]
+
+
+def test_a_dataset_file_beside_the_spec_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(120) % 3
+    inputs = rng.normal(size=(120, 40)) + labels[:, None]  # separable sequences
+    np.savez(tmp_path / "data.npz", x_train=inputs, y_train=labels)
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "mode": "supervised",
+                "student": {"architecture": "cnn1d_small"},
+                "dataset": {"name": "data.npz"},
+                "training": {"epochs": 2, "batch_size": 32},
+            }
+        )
+    )
+    result = subprocess.run(
+        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_classes"] == 3 and metrics["input_shape"] == [1, 40]

@@ -1,0 +1,183 @@
+"""Datasets from users' files: ``.npz`` arrays and ImageFolder ``.zip`` archives.
+
+Both are read without unpickling anything and checked before use; a bad file
+raises ``DatasetFileError`` with a message for the user. Archives are unpacked
+defensively: no absolute paths, no ``..``, no links, and bounded member count
+and uncompressed size (against zip bombs).
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from otrt_core.data.catalog import ArraySplits, fixed_test_split
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+class DatasetFileError(ValueError):
+    """An uploaded dataset that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_members: int = 200_000
+    max_uncompressed_bytes: int = 8 << 30
+
+
+def load_dataset_file(path: Path, limits: ZipLimits | None = None) -> ArraySplits:
+    """The arrays of an uploaded ``.npz`` or ImageFolder ``.zip``."""
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.suffix == ".zip":
+        return load_image_zip(path, limits or ZipLimits())
+    raise DatasetFileError(f"{path.name}: datasets are .npz or ImageFolder .zip files")
+
+
+def load_npz(path: Path) -> ArraySplits:
+    """``x_train, y_train[, x_test, y_test]``; without a test split, 15% is held out (fixed seed).
+
+    Inputs may be ``(N, L)``, ``(N, H, W)``, ``(N, C, H, W)`` or channels-last
+    ``(N, H, W, C)`` with C in 1..4; uint8 inputs are scaled to [0, 1].
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise DatasetFileError(
+            f"{path.name} is not a readable .npz without pickles: {error}"
+        ) from None
+    missing = [name for name in ("x_train", "y_train") if name not in arrays]
+    if missing:
+        raise DatasetFileError(
+            f"{path.name} lacks {', '.join(missing)} (found {', '.join(arrays)})"
+        )
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DatasetFileError(f"{path.name}: give both x_test and y_test, or neither")
+    x_train, y_train = _inputs(arrays["x_train"], "x_train"), _labels(arrays["y_train"], "y_train")
+    if len(x_train) != len(y_train):
+        raise DatasetFileError(f"x_train has {len(x_train)} rows but y_train {len(y_train)}")
+    if "x_test" not in arrays:
+        return fixed_test_split(x_train, y_train, test_size=max(1, round(0.15 * len(y_train))))
+    x_test, y_test = _inputs(arrays["x_test"], "x_test"), _labels(arrays["y_test"], "y_test")
+    if len(x_test) != len(y_test) or x_test.shape[1:] != x_train.shape[1:]:
+        raise DatasetFileError("x_test must have x_train's input shape and as many rows as y_test")
+    return ArraySplits(x_train, y_train, x_test, y_test)
+
+
+def _inputs(x: np.ndarray, name: str) -> np.ndarray:
+    if x.dtype.kind not in "uif" or x.ndim not in (2, 3, 4) or len(x) == 0:
+        raise DatasetFileError(
+            f"{name} must be a non-empty numeric (N, ...) array; got {x.dtype} {x.shape}"
+        )
+    scaled = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    if x.ndim == 2:
+        return scaled[:, None, :]  # (N, 1, L)
+    if x.ndim == 3:
+        return scaled[:, None, :, :]  # (N, 1, H, W)
+    if x.shape[1] not in (1, 2, 3, 4) and x.shape[3] in (1, 2, 3, 4):
+        return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))  # channels last -> first
+    return scaled
+
+
+def _labels(y: np.ndarray, name: str) -> np.ndarray:
+    if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) == 0 or y.min() < 0:
+        raise DatasetFileError(
+            f"{name} must be non-negative integer labels (N,); got {y.dtype} {y.shape}"
+        )
+    return y.astype(np.int64)
+
+
+def load_image_zip(path: Path, limits: ZipLimits) -> ArraySplits:
+    """``train/<class>/*.png`` (and optionally ``test/<class>/...``), classes in name order.
+
+    Without ``test/``, 15% of the training images are held out (fixed seed).
+    Images must share one size; they are read as grey when all are grey, else RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    members = safe_members(path, limits)
+    splits: dict[str, dict[str, list[zipfile.ZipInfo]]] = {"train": {}, "test": {}}
+    for info in members:
+        parts = PurePosixPath(info.filename).parts
+        if (
+            len(parts) == 3
+            and parts[0] in splits
+            and PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES
+        ):
+            splits[parts[0]].setdefault(parts[1], []).append(info)
+    classes = sorted(splits["train"])
+    if len(classes) < 2:
+        raise DatasetFileError(
+            f"{path.name} needs train/<class>/<image> files for at least two classes"
+        )
+    unknown = sorted(set(splits["test"]) - set(classes))
+    if unknown:
+        raise DatasetFileError(f"test/ has classes that train/ lacks: {', '.join(unknown)}")
+
+    with zipfile.ZipFile(path) as archive:
+
+        def read(split: str) -> tuple[list[Image.Image], list[int]]:
+            images, labels = [], []
+            for label, name in enumerate(classes):
+                for info in splits[split].get(name, []):
+                    try:
+                        with archive.open(info) as stream:
+                            image = Image.open(stream)
+                            image.load()
+                    except (UnidentifiedImageError, OSError) as error:
+                        raise DatasetFileError(
+                            f"{info.filename} is not a readable image: {error}"
+                        ) from None
+                    images.append(image)
+                    labels.append(label)
+            return images, labels
+
+        train_images, train_labels = read("train")
+        test_images, test_labels = read("test")
+
+    every = train_images + test_images
+    if len({image.size for image in every}) != 1:
+        raise DatasetFileError("all images must have the same size")
+    mode = "L" if all(image.mode in ("L", "1", "I;16") for image in every) else "RGB"
+
+    def stack(images: list) -> np.ndarray:
+        arrays = [np.asarray(image.convert(mode), dtype=np.float32) / 255.0 for image in images]
+        x = np.stack(arrays)
+        return x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)  # (N, C, H, W)
+
+    x_train, y_train = stack(train_images), np.array(train_labels, dtype=np.int64)
+    if not test_images:
+        return fixed_test_split(x_train, y_train, test_size=max(1, round(0.15 * len(y_train))))
+    return ArraySplits(x_train, y_train, stack(test_images), np.array(test_labels, dtype=np.int64))
+
+
+def safe_members(path: Path, limits: ZipLimits) -> list[zipfile.ZipInfo]:
+    """The archive's file members, after refusing anything unsafe in it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DatasetFileError(f"{path.name} is not a readable zip: {error}") from None
+    if len(members) > limits.max_members:
+        raise DatasetFileError(
+            f"{path.name} has {len(members)} members (limit {limits.max_members})"
+        )
+    total = 0
+    for info in members:
+        name = PurePosixPath(info.filename)
+        if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
+            raise DatasetFileError(f"{path.name} holds an unsafe path: {info.filename!r}")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DatasetFileError(f"{path.name} holds a symbolic link: {info.filename!r}")
+        total += info.file_size
+        if total > limits.max_uncompressed_bytes:
+            raise DatasetFileError(
+                f"{path.name} unpacks to more than {limits.max_uncompressed_bytes} bytes"
+            )
+    return [info for info in members if not info.is_dir()]

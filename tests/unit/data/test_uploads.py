@@ -1,0 +1,161 @@
+"""Users' dataset files: .npz arrays and ImageFolder .zip archives, read safely."""
+
+import io
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from otrt_core.data import DatasetFileError, ZipLimits, load_dataset_file
+
+
+def save_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def png(size=(6, 5), mode="L", value=0) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_zip(path, files: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_npz_with_every_split(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    path = save_npz(
+        tmp_path / "d.npz",
+        x_train=x,
+        y_train=np.arange(10) % 3,
+        x_test=x[:4],
+        y_test=np.arange(4) % 3,
+    )
+    arrays = load_dataset_file(path)
+    assert arrays.x_train.shape == (10, 1, 28, 28) and arrays.x_test.shape == (4, 1, 28, 28)
+    np.testing.assert_allclose(arrays.x_train[3, 0], x[3] / 255.0, rtol=1e-6)
+
+
+def test_npz_channels_last_and_a_held_out_test_split(tmp_path):
+    x = np.random.default_rng(0).random((20, 8, 8, 3)).astype(np.float32)
+    arrays = load_dataset_file(save_npz(tmp_path / "d.npz", x_train=x, y_train=np.arange(20) % 2))
+    assert arrays.x_train.shape == (17, 3, 8, 8) and arrays.x_test.shape == (3, 3, 8, 8)
+
+
+def test_npz_sequences_gain_a_channel(tmp_path):
+    arrays = load_dataset_file(
+        save_npz(tmp_path / "d.npz", x_train=np.zeros((8, 40)), y_train=np.arange(8) % 2)
+    )
+    assert arrays.x_train.shape[1:] == (1, 40)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x_train": np.zeros((4, 3))}, "lacks y_train"),
+        ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(5, dtype=int)}, "4 rows but y_train 5"),
+        ({"x_train": np.zeros((4, 3)), "y_train": np.zeros(4)}, "integer labels"),
+        (
+            {
+                "x_train": np.zeros((4, 3)),
+                "y_train": np.zeros(4, dtype=int),
+                "x_test": np.zeros((2, 3)),
+            },
+            "both x_test and y_test",
+        ),
+        (
+            {"x_train": np.zeros(4), "y_train": np.zeros(4, dtype=int)},
+            r"numeric \(N, \.\.\.\) array",
+        ),
+    ],
+)
+def test_npz_problems_are_explained(tmp_path, arrays, message):
+    with pytest.raises(DatasetFileError, match=message):
+        load_dataset_file(save_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    path = save_npz(
+        tmp_path / "d.npz",
+        x_train=np.array([{"a": 1}], dtype=object),
+        y_train=np.zeros(1, dtype=int),
+    )
+    with pytest.raises(DatasetFileError, match="without pickles"):
+        load_dataset_file(path)
+
+
+def test_image_zip_reads_classes_in_name_order(tmp_path):
+    files = {
+        f"train/{name}/{i}.png": png(value=value)
+        for name, value in [("cat", 10), ("dog", 200)]
+        for i in range(4)
+    }
+    files |= {"test/dog/0.png": png(value=200), "README.txt": b"ignored"}
+    arrays = load_dataset_file(image_zip(tmp_path / "d.zip", files))
+    assert arrays.x_train.shape == (8, 1, 5, 6)  # (N, C, H, W)
+    assert arrays.y_train.tolist() == [0] * 4 + [1] * 4
+    np.testing.assert_allclose(
+        arrays.x_train[:, 0, 0, 0], [10 / 255] * 4 + [200 / 255] * 4, rtol=1e-6
+    )
+    assert arrays.y_test.tolist() == [1]
+
+
+def test_image_zip_of_colour_images_is_rgb(tmp_path):
+    files = {f"train/{c}/{i}.png": png(mode="RGB", value=(1, 2, 3)) for c in "ab" for i in range(5)}
+    arrays = load_dataset_file(image_zip(tmp_path / "d.zip", files))
+    assert arrays.x_train.shape[1:] == (3, 5, 6) and len(arrays.y_test) == 2
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"../evil.png": png(), "train/a/0.png": png()}, "unsafe path"),
+        ({"/abs.png": png()}, "unsafe path"),
+        ({"train/a/0.png": png()}, "at least two classes"),
+        ({"train/a/0.png": png(), "train/b/0.png": png(size=(3, 3))}, "same size"),
+        ({"train/a/0.png": png(), "train/b/0.png": b"not an image"}, "not a readable image"),
+        (
+            {"train/a/0.png": png(), "train/b/0.png": png(), "test/c/0.png": png()},
+            "test/ has classes",
+        ),
+    ],
+)
+def test_image_zip_problems_are_explained(tmp_path, files, message):
+    with pytest.raises(DatasetFileError, match=message):
+        load_dataset_file(image_zip(tmp_path / "d.zip", files))
+
+
+def test_symbolic_links_in_a_zip_are_refused(tmp_path):
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        link = zipfile.ZipInfo("train/a/link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(DatasetFileError, match="symbolic link"):
+        load_dataset_file(path)
+
+
+def test_zip_bombs_and_huge_archives_are_refused(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/a/0.png", b"\0" * 2_000_000)  # compresses to a few KB
+    with pytest.raises(DatasetFileError, match="unpacks to more than"):
+        load_dataset_file(bomb, ZipLimits(max_uncompressed_bytes=1_000_000))
+    many = image_zip(tmp_path / "many.zip", {f"train/a/{i}.png": b"" for i in range(20)})
+    with pytest.raises(DatasetFileError, match="20 members"):
+        load_dataset_file(many, ZipLimits(max_members=10))
+
+
+def test_other_files_are_refused(tmp_path):
+    (tmp_path / "d.zip").write_bytes(b"garbage")
+    with pytest.raises(DatasetFileError, match="not a readable zip"):
+        load_dataset_file(tmp_path / "d.zip")
+    with pytest.raises(DatasetFileError, match=r"\.npz or ImageFolder \.zip"):
+        load_dataset_file(tmp_path / "d.csv")
