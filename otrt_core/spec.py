@@ -263,14 +263,9 @@ def _check(spec: JobSpec) -> list[Problem]:
 
 def _stages(architecture: str) -> tuple[str, ...] | None:
     """The stage names of a zoo architecture (None when the name is unknown)."""
-    import torch
+    from otrt_core.models import ARCHITECTURES, skeleton
 
-    from otrt_core.models import ARCHITECTURES, build_model
-
-    if architecture not in ARCHITECTURES:
-        return None
-    with torch.device("meta"):  # no memory, no initialization cost
-        return build_model(architecture).stage_names
+    return skeleton(architecture).stage_names if architecture in ARCHITECTURES else None
 
 
 def _unknown(what: str, name: str, valid: tuple[str, ...]) -> str:

@@ -1,13 +1,56 @@
-"""The model zoo: every model declares its input shape and names its feature stages."""
+"""The model zoo: every model declares its input shape, its named stages and its head."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from otrt_core.models import cifar_resnet, small
+import torch
+
+from otrt_core.models import cifar_resnet, cifar_zoo, imagenet, small
 from otrt_core.models.base import StagedModel
 
-ARCHITECTURES = (*cifar_resnet.CONFIGS, *small.CONFIGS)
+
+def _cifar_resnet(name: str) -> Callable[[int, tuple[int, ...]], StagedModel]:
+    def build(num_classes: int, input_shape: tuple[int, ...]) -> StagedModel:
+        config = replace(
+            cifar_resnet.CONFIGS[name],
+            num_classes=num_classes,
+            in_channels=input_shape[0],
+            image_size=input_shape[-1],
+        )
+        return cifar_resnet.CifarResNet(config)
+
+    return build
+
+
+def _small(name: str) -> Callable[[int, tuple[int, ...]], StagedModel]:
+    def build(num_classes: int, input_shape: tuple[int, ...]) -> StagedModel:
+        config = replace(small.CONFIGS[name], num_classes=num_classes, input_shape=input_shape)
+        return small.MLP(config) if isinstance(config, small.MLPConfig) else small.ConvNet(config)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    family: str
+    input_shape: tuple[int, ...]  # the default; any compatible shape may be asked for
+    build: Callable[[int, tuple[int, ...]], StagedModel]
+
+
+_ENTRIES = [
+    *(Architecture(n, "cifar", (3, 32, 32), _cifar_resnet(n)) for n in cifar_resnet.CONFIGS),
+    *(Architecture(n, "cifar", (3, 32, 32), b) for n, b in cifar_zoo.BUILDERS.items()),
+    *(Architecture(n, "small", c.input_shape, _small(n)) for n, c in small.CONFIGS.items()),
+    *(
+        Architecture(n, "imagenet", imagenet.IMAGENET_INPUT, b)
+        for n, b in imagenet.BUILDERS.items()
+    ),
+]
+REGISTRY: dict[str, Architecture] = {entry.name: entry for entry in _ENTRIES}
+ARCHITECTURES = tuple(REGISTRY)
 
 
 def build_model(
@@ -17,20 +60,18 @@ def build_model(
 
     ``input_shape`` (channels first) defaults to the architecture's own.
     """
-    if architecture in cifar_resnet.CONFIGS:
-        config = replace(cifar_resnet.CONFIGS[architecture], num_classes=num_classes)
-        if input_shape is not None:
-            config = replace(config, in_channels=input_shape[0], image_size=input_shape[-1])
-        return cifar_resnet.CifarResNet(config)
-    if architecture in small.CONFIGS:
-        config = replace(small.CONFIGS[architecture], num_classes=num_classes)
-        if input_shape is not None:
-            config = replace(config, input_shape=tuple(input_shape))
-        model_class = small.MLP if isinstance(config, small.MLPConfig) else small.ConvNet
-        return model_class(config)
-    raise ValueError(
-        f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}"
-    )
+    if architecture not in REGISTRY:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}"
+        )
+    entry = REGISTRY[architecture]
+    return entry.build(num_classes, tuple(input_shape or entry.input_shape))
 
 
-__all__ = ["ARCHITECTURES", "StagedModel", "build_model"]
+def skeleton(architecture: str, **kwargs) -> StagedModel:
+    """The model on the meta device: its structure and names, no memory, no initialization."""
+    with torch.device("meta"):
+        return build_model(architecture, **kwargs)
+
+
+__all__ = ["ARCHITECTURES", "REGISTRY", "Architecture", "StagedModel", "build_model", "skeleton"]

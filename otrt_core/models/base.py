@@ -16,9 +16,14 @@ class StagedModel(nn.Module):
 
     input_shape: tuple[int, ...]
     stage_names: tuple[str, ...]
+    # State-dict prefix of the classifier: replaced by transfer, kept out of L2-SP's anchor.
+    head_prefix: str = "head."
 
     def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)["logits"]
+
+    def is_head(self, parameter_name: str) -> bool:
+        return parameter_name.startswith(self.head_prefix)

@@ -10,11 +10,9 @@ import torch
 from torch import nn
 
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
-from otrt_core.models import StagedModel, build_model
+from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.spec import JobSpec, TrainingSpec
 from otrt_core.train.checkpoint import WeightsError, check_fits, read_weights
-
-HEAD_PREFIX = "head."
 
 
 class SetupError(ValueError):
@@ -74,9 +72,10 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
         return Models(student=student, teacher=None)
     if teacher_path is None or not teacher_path.exists():
         raise SetupError(f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found")
+    head_prefix = skeleton(spec.teacher.architecture).head_prefix
     try:
         weights = read_weights(teacher_path)
-        teacher_classes = _head_classes(weights)
+        teacher_classes = _head_classes(weights, head_prefix)
         teacher = build_model(
             spec.teacher.architecture, num_classes=teacher_classes, input_shape=input_shape
         )
@@ -91,15 +90,15 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
             f"and the dataset {data.num_classes}"
         )
     if spec.mode == "transfer":
-        body = {k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}
+        body = {k: v for k, v in weights.items() if not student.is_head(k)}
         student.load_state_dict(body, strict=False)
     return Models(student=student, teacher=teacher)
 
 
-def _head_classes(weights: dict[str, torch.Tensor]) -> int:
-    head = weights.get(f"{HEAD_PREFIX}weight")
+def _head_classes(weights: dict[str, torch.Tensor], head_prefix: str) -> int:
+    head = weights.get(f"{head_prefix}weight")
     if head is None or head.dim() != 2:
-        raise WeightsError("no classifier head ('head.weight') in the teacher's weights")
+        raise WeightsError(f"no classifier head ('{head_prefix}weight') in the teacher's weights")
     return head.shape[0]
 
 

@@ -168,17 +168,17 @@ class L2SPTerm(Term):
         # parameters reach the optimizer once, from the student itself.
         self.student = [student]
         for name, param in student.named_parameters():
-            if not name.startswith("head."):
+            if not student.is_head(name):
                 self.register_buffer("w0_" + name.replace(".", "_"), param.detach().clone())
 
     def forward(self, teacher: Features, student: Features) -> TermOutput:
         model = self.student[0]
-        drift = sum(
-            (param - getattr(self, "w0_" + name.replace(".", "_"))).pow(2).sum()
-            for name, param in model.named_parameters()
-            if not name.startswith("head.")
-        )
-        head = sum(param.pow(2).sum() for param in model.head.parameters())
+        drift = head = 0.0
+        for name, param in model.named_parameters():
+            if model.is_head(name):
+                head = head + param.pow(2).sum()
+            else:
+                drift = drift + (param - getattr(self, "w0_" + name.replace(".", "_"))).pow(2).sum()
         return TermOutput(
             loss=0.5 * (self.alpha * drift + self.beta * head), logs={"l2sp_drift": drift.detach()}
         )
