@@ -97,10 +97,11 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     scheduler = make_schedule(optimizer, training, total_steps)
     autocast = _autocast(training.amp, device)
 
-    # Teacher inputs: labeled then unlabeled, so one cache index space serves both.
-    teacher_inputs = torch.cat([data.x_train, data.x_unlabeled])
-    unlabeled_offset = len(data.x_train)
+    # Inputs: labeled, then the unlabeled pool when the term uses it, so that one
+    # index space serves batches and the teacher cache alike.
     use_unlabeled = spec.regularizer.unlabeled and len(data.x_unlabeled) > 0
+    teacher_inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
+    unlabeled_offset = len(data.x_train)
     cache = None
     if needs_teacher and training.teacher_cache == "auto":
         stages = {pair.teacher for pair in spec.regularizer.layers}

@@ -1,0 +1,388 @@
+"""Reproduction benchmark: OT against the baselines in the paper's three settings, on real data.
+
+Writes JSON and a markdown table (mean ± std test accuracy over seeds, the
+paired difference to the best baseline, wall time). Hyper-parameters are
+chosen per method on the validation split with the first seed, never on the
+test set; every method then runs with the same seeds in the same engine.
+
+1. transfer: a teacher trained on Fashion-MNIST classes 0-4; a student of the
+   same architecture on classes 5-9 with few labels per class: fine-tuning
+   (none), L2-SP and OT, OT also with the unlabeled training inputs.
+2. distill: a large teacher and a quarter-width student on Fashion-MNIST and
+   on MNIST-1D: none, KD, FitNets, AT, OT and OT + KD, on the penultimate
+   features and on an intermediate stage.
+3. transfer_distill: the small student on the target task of 1: none,
+   FitNets and OT, with and without the unlabeled inputs.
+
+Training sets are subsampled to fit 2 CPU cores (the table says how);
+``--quick`` runs one seed of a few configurations in a minute, for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from otrt_core.settings import Settings
+from otrt_core.spec import resolve_spec
+from otrt_core.train import RunOptions, train
+
+SOURCE_CLASSES, TARGET_CLASSES = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
+
+
+@dataclass
+class Method:
+    """One row of a table: a regularizer with a grid of hyper-parameters to choose from."""
+
+    name: str
+    regularizer: dict[str, Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # regularizer field -> values
+    kd: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = True
+
+
+@dataclass
+class Experiment:
+    name: str
+    mode: str
+    teacher: str  # key into the teachers trained first
+    student: str
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    methods: list[Method]
+
+
+def ot(name: str, layer: str, normalize: str, **extra) -> Method:
+    """OT on one layer pair; like every baseline, only lambda is chosen on validation.
+
+    ``normalize`` is fixed to the mode's default (METHOD.md's pilot), so that
+    OT gets no larger a search than the baselines.
+    """
+    return Method(
+        name,
+        {
+            "kind": "ot",
+            "layers": [{"teacher": layer, "student": layer}],
+            "normalize": normalize,
+            **extra,
+        },
+        grid={"weight": [0.1, 1.0, 10.0]},
+        baseline=False,
+    )
+
+
+def hinted(kind: str, layer: str, suffix: str = "", **extra) -> Method:
+    """FitNets or AT on one layer pair, lambda chosen on validation."""
+    return Method(
+        f"{kind} ({layer}){suffix}",
+        {"kind": kind, "layers": [{"teacher": layer, "student": layer}], **extra},
+        grid={"weight": [0.1, 1.0, 10.0]},
+    )
+
+
+def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
+    """The teachers to train first, and the experiments that use them."""
+    fashion_epochs = 2 if quick else 8
+    # Validation sets of about 1000 images: evaluating every epoch on 10% of
+    # Fashion-MNIST's 60000 would cost more than the training itself.
+    val_5_classes, val_10_classes = 0.034, 0.017
+    teachers = {
+        "fashion_source": {
+            "mode": "supervised",
+            "student": {"architecture": "cnn"},
+            "dataset": {
+                "name": "fashion_mnist",
+                "classes": SOURCE_CLASSES,
+                "train_subset": 100 if quick else 1000,
+                "val_fraction": val_5_classes,
+            },
+            "training": {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+        },
+        "fashion_all": {
+            "mode": "supervised",
+            "student": {"architecture": "cnn"},
+            "dataset": {
+                "name": "fashion_mnist",
+                "train_subset": 100 if quick else 500,
+                "val_fraction": val_10_classes,
+            },
+            "training": {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+        },
+        "mnist1d": {
+            "mode": "supervised",
+            "student": {"architecture": "cnn1d"},
+            "dataset": {"name": "mnist1d"},
+            "training": {"epochs": 3 if quick else 20, "batch_size": 128, "lr": 0.05},
+        },
+    }
+    few_labels = [10] if quick else [10, 100]
+    short = (
+        {"epochs": 3, "batch_size": 16, "lr": 0.01}
+        if quick
+        else {"epochs": 25, "batch_size": 16, "lr": 0.01}
+    )
+    transfer = [
+        Experiment(
+            f"transfer, {labels} labels/class",
+            "transfer",
+            "fashion_source",
+            "cnn",
+            {
+                "name": "fashion_mnist",
+                "classes": TARGET_CLASSES,
+                "train_subset": labels,
+                "val_fraction": val_5_classes,
+            },
+            short,
+            [
+                Method("fine-tuning (none)", {"kind": "none"}),
+                Method("l2sp", {"kind": "l2sp"}, grid={"weight": [0.01, 0.1, 1.0]}),
+                ot("ot", "penultimate", "standardize"),
+                ot("ot + unlabeled", "penultimate", "standardize", unlabeled=True),
+            ],
+        )
+        for labels in few_labels
+    ]
+    distill_methods = lambda mid: [  # noqa: E731
+        Method("none (scratch)", {"kind": "none"}),
+        Method("kd", {"kind": "kd"}, grid={"weight": [0.5, 1.0, 2.0]}),
+        hinted("fitnet", "penultimate"),
+        hinted("fitnet", mid),
+        hinted("at", mid),
+        ot("ot (penultimate)", "penultimate", "none"),
+        ot(f"ot ({mid})", mid, "none"),
+        Method(
+            "ot + kd (penultimate)",
+            {"kind": "ot", "layers": [{"teacher": "penultimate", "student": "penultimate"}]},
+            grid={"weight": [0.1, 1.0, 10.0]},
+            kd={"weight": 1.0},
+            baseline=False,
+        ),
+    ]
+    distill = [
+        Experiment(
+            "distill, Fashion-MNIST (500/class)",
+            "distill",
+            "fashion_all",
+            "cnn_small",
+            {
+                "name": "fashion_mnist",
+                "train_subset": 100 if quick else 500,
+                "val_fraction": val_10_classes,
+            },
+            {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+            distill_methods("stage2"),
+        ),
+        Experiment(
+            "distill, MNIST-1D",
+            "distill",
+            "mnist1d",
+            "cnn1d_small",
+            {"name": "mnist1d"},
+            {"epochs": 3 if quick else 20, "batch_size": 128, "lr": 0.05},
+            distill_methods("stage2"),
+        ),
+    ]
+    transfer_distill = Experiment(
+        "transfer_distill, 10 labels/class",
+        "transfer_distill",
+        "fashion_source",
+        "cnn_small",
+        {
+            "name": "fashion_mnist",
+            "classes": TARGET_CLASSES,
+            "train_subset": 10,
+            "val_fraction": val_5_classes,
+        },
+        short,
+        [
+            Method("none (scratch)", {"kind": "none"}),
+            hinted("fitnet", "penultimate"),
+            hinted("fitnet", "penultimate", suffix=" + unlabeled", unlabeled=True),
+            ot("ot", "penultimate", "center"),
+            ot("ot + unlabeled", "penultimate", "center", unlabeled=True),
+        ],
+    )
+    chosen = [*transfer, *distill, transfer_distill]
+    if quick:  # a smoke test: every setting, the first two or three methods
+        chosen = [transfer[0], distill[1], transfer_distill]
+        for experiment in chosen:
+            experiment.methods = [m for m in experiment.methods if m.baseline][:1] + [
+                m for m in experiment.methods if not m.baseline
+            ][:1]
+            for method in experiment.methods:
+                method.grid = {k: v[:1] for k, v in method.grid.items()}
+    return teachers, chosen
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_job(body: dict[str, Any], out_dir: Path, teacher_path: Path | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    metrics = train(
+        resolve_spec(body),
+        RunOptions(out_dir=out_dir, teacher_path=teacher_path, device="cpu"),
+        emit=lambda event: None,
+    )
+    metrics["wall_seconds"] = time.perf_counter() - started
+    return metrics
+
+
+def job_body(experiment: Experiment, method: Method, params: dict[str, Any], seed: int) -> dict:
+    return {
+        "mode": experiment.mode,
+        "teacher": {"architecture": "?", "checkpoint": "teacher"},  # filled by run_method
+        "student": {"architecture": experiment.student},
+        "dataset": experiment.dataset,
+        "regularizer": {**method.regularizer, **params},
+        "kd": method.kd,
+        "training": {**experiment.training, "seed": seed},
+    }
+
+
+def run_method(
+    experiment: Experiment, method: Method, seeds: list[int], teacher: tuple[str, Path], work: Path
+) -> dict[str, Any]:
+    """Chooses the hyper-parameters on validation (first seed), then runs every seed."""
+    architecture, teacher_path = teacher
+
+    def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
+        body = job_body(experiment, method, params, seed)
+        body["teacher"]["architecture"] = architecture
+        return run_job(body, Path(tempfile.mkdtemp(dir=work)), teacher_path)
+
+    candidates = [
+        dict(zip(method.grid, values, strict=True))
+        for values in itertools.product(*method.grid.values())
+    ]
+    selection = [(run(params, seeds[0]), params) for params in candidates]
+    best_metrics, chosen = max(selection, key=lambda pair: pair[0]["best_val_accuracy"])
+    runs = [best_metrics] + [run(chosen, seed) for seed in seeds[1:]]
+    accuracies = [r["test_accuracy"] for r in runs]
+    return {
+        "method": method.name,
+        "baseline": method.baseline,
+        "chosen": chosen,
+        "validation": [{"params": p, "val_accuracy": m["best_val_accuracy"]} for m, p in selection],
+        "test_accuracy": accuracies,
+        "mean": statistics.fmean(accuracies),
+        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "wall_seconds": sum(r["wall_seconds"] for r in runs)
+        + sum(m["wall_seconds"] for m, _ in selection[1:]),
+    }
+
+
+def paired_differences(rows: list[dict[str, Any]]) -> None:
+    """Adds to each row its per-seed difference to the best baseline (by mean test accuracy)."""
+    baselines = [row for row in rows if row["baseline"]]
+    best = max(baselines, key=lambda row: row["mean"])
+    for row in rows:
+        diffs = [a - b for a, b in zip(row["test_accuracy"], best["test_accuracy"], strict=True)]
+        row["vs_best_baseline"] = {
+            "baseline": best["method"],
+            "mean": statistics.fmean(diffs),
+            "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+        }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Seeds: {report['seeds']}. Hyper-parameters chosen on validation with the first seed.",
+        f"Subsampling: {report['subsampling']}",
+        "",
+    ]
+    for experiment in report["experiments"]:
+        lines += [
+            f"### {experiment['name']}",
+            "",
+            "| method | test accuracy (mean ± std) | vs best baseline (paired) | chosen | wall |",
+            "|---|---|---|---|---|",
+        ]
+        for row in experiment["rows"]:
+            diff = row["vs_best_baseline"]
+            chosen = ", ".join(f"{k}={v}" for k, v in row["chosen"].items()) or "-"
+            lines.append(
+                f"| {row['method']} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
+                f"| {100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} vs {diff['baseline']} "
+                f"| {chosen} | {row['wall_seconds']:.0f} s |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one seed, a few methods, few steps")
+    parser.add_argument(
+        "--out", default="bench/out/reproduce", help="directory for JSON and markdown"
+    )
+    args = parser.parse_args()
+    if Settings().torch_threads:
+        torch.set_num_threads(Settings().torch_threads)
+    seeds = list(range(1 if args.quick else args.seeds))
+    teachers, chosen = experiments(args.quick)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "benchmark": "reproduce",
+        "quick": args.quick,
+        "seeds": seeds,
+        "load_average_start": os.getloadavg(),
+        "subsampling": (
+            "Fashion-MNIST teachers on 1000 (source, 5 classes) or 500 (10 classes) training "
+            "images per class, the distilled students on 500 per class; validation about 1000 "
+            "images of the training split; test sets complete. MNIST-1D complete (4000 + 1000, "
+            "10% of the training split for validation)."
+        ),
+        "experiments": [],
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        teacher_paths = {}
+        report["teachers"] = {}
+        for name, body in teachers.items():
+            out = Path(tempfile.mkdtemp(dir=work))
+            metrics = run_job(body, out, None)
+            teacher_paths[name] = (body["student"]["architecture"], out / "student.safetensors")
+            report["teachers"][name] = {
+                "test_accuracy": metrics["test_accuracy"],
+                "wall_seconds": metrics["wall_seconds"],
+            }
+            print(f"teacher {name}: {metrics['test_accuracy']:.3f}", file=sys.stderr, flush=True)
+        for experiment in chosen:
+            rows = []
+            for method in experiment.methods:
+                row = run_method(experiment, method, seeds, teacher_paths[experiment.teacher], work)
+                print(
+                    f"{experiment.name} / {method.name}: {row['mean']:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rows.append(row)
+            paired_differences(rows)
+            report["experiments"].append({"name": experiment.name, "rows": rows})
+    report["wall_seconds"] = time.perf_counter() - started
+    report["load_average_end"] = os.getloadavg()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reproduce.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "reproduce.md").write_text(markdown(report) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
