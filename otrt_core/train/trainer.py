@@ -58,6 +58,7 @@ class RunOptions:
     resume: bool = False
     should_stop: Callable[[], bool] = lambda: False
     teacher_cache_max_bytes: int = 1 << 30
+    device_data_max_bytes: int = 2 << 30
 
 
 @dataclass
@@ -100,14 +101,24 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     # Inputs: labeled, then the unlabeled pool when the term uses it, so that one
     # index space serves batches and the teacher cache alike.
     use_unlabeled = spec.regularizer.unlabeled and len(data.x_unlabeled) > 0
-    teacher_inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
+    inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
+    labels = data.y_train
     unlabeled_offset = len(data.x_train)
+    # Datasets that fit live on the device: batches are gathered there, with no
+    # host-to-device copy per step.
+    if inputs.numel() * inputs.element_size() <= options.device_data_max_bytes:
+        inputs, labels = inputs.to(device), labels.to(device)
+    channels_last = device.type == "cuda" and inputs.dim() == 4
+    if channels_last:  # the layout cuDNN's convolutions are fastest in
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     cache = None
     if needs_teacher and training.teacher_cache == "auto":
         stages = {pair.teacher for pair in spec.regularizer.layers}
         cache = TeacherCache.build(
             teacher,
-            teacher_inputs,
+            inputs,
             stages,
             device,
             training.batch_size,
@@ -166,7 +177,8 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     while progress.epoch < training.epochs:
         epoch = progress.epoch
         student.train()
-        order = torch.randperm(len(data.y_train), generator=_generator(training.seed, epoch))
+        order = torch.randperm(len(labels), generator=_generator(training.seed, epoch))
+        order = order.to(inputs.device)  # one copy per epoch, not per step
         # Sums stay on the device: reading them every step would sync the GPU.
         sums = torch.zeros(4, device=device)  # loss * n, correct, ot_distance * n, n
         for batch in range(progress.batch, steps_per_epoch):
@@ -183,11 +195,13 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
                     (spec.regularizer.unlabeled_batch_size,),
                     generator=_generator(training.seed, epoch, batch),
                 )
-                indices_all = torch.cat([indices, pool + unlabeled_offset])
+                indices_all = torch.cat([indices, pool.to(inputs.device) + unlabeled_offset])
             else:
                 indices_all = indices
-            x = teacher_inputs[indices_all].to(device, non_blocking=True)
-            y = data.y_train[indices].to(device, non_blocking=True)
+            x = inputs[indices_all].to(device, non_blocking=True)
+            y = labels[indices].to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             labeled = len(indices)
 
             with autocast():

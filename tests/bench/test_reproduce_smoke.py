@@ -1,0 +1,38 @@
+"""bench/reproduce.py --quick runs every setting end to end on real data (no accuracy asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otrt_core.data import DatasetUnavailable, load_arrays
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_a_table_for_each_setting(tmp_path):
+    try:
+        load_arrays("fashion_mnist")
+    except DatasetUnavailable as error:  # .ci/run installs it; CI never skips this
+        pytest.skip(str(error))
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--quick", f"--out={tmp_path}"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    report = json.loads((tmp_path / "reproduce.json").read_text())
+    names = [experiment["name"] for experiment in report["experiments"]]
+    assert [name.split(",")[0] for name in names] == ["transfer", "distill", "transfer_distill"]
+    for experiment in report["experiments"]:
+        rows = {row["method"]: row for row in experiment["rows"]}
+        assert any(row["baseline"] for row in rows.values())
+        assert any(name.startswith("ot") for name in rows)
+        for row in rows.values():
+            assert 0.0 <= row["mean"] <= 1.0 and len(row["test_accuracy"]) == 1
+            assert row["vs_best_baseline"]["baseline"] in rows
+    table = (tmp_path / "reproduce.md").read_text()
+    assert "| method | test accuracy (mean ± std) |" in table
