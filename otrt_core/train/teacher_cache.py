@@ -2,23 +2,27 @@
 
 Valid because otrt applies no random augmentation: a training input's teacher
 features never change. The cache holds only the stages a term reads (and the
-logits), for the labeled and unlabeled training inputs, on the training device
-when it fits ``max_bytes``.
+logits) for the inputs the run draws from: on the training device when they
+fit ``max_memory_bytes``, else in ``.npy`` memory maps under a directory when
+they fit ``max_disk_bytes``, else nowhere (the teacher then runs every step).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from otrt_core.models import StagedModel
 
-DEFAULT_MAX_BYTES = 1 << 30
-
 
 class TeacherCache:
-    def __init__(self, features: dict[str, Tensor]) -> None:
-        self.features = features  # name -> (N_train + N_unlabeled, ...)
+    def __init__(self, features: dict[str, Tensor | np.ndarray], device: torch.device) -> None:
+        self.features = features  # name -> (N, ...), a tensor or a read-only memory map
+        self.device = device
+        self.on_disk = any(isinstance(values, np.ndarray) for values in features.values())
 
     @classmethod
     def build(
@@ -28,23 +32,53 @@ class TeacherCache:
         stages: set[str],
         device: torch.device,
         batch_size: int,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_memory_bytes: int,
+        max_disk_bytes: int = 0,
+        disk_dir: Path | None = None,
     ) -> TeacherCache | None:
-        """The cache, or None when the stages of every input would exceed ``max_bytes``."""
-        keep = stages | {"logits"}
+        """The cache, or None when the features of every input fit neither bound."""
+        keep = sorted(stages | {"logits"})
         with torch.no_grad():
             probe = teacher.forward_stages(inputs[:1].to(device))
-        per_input = sum(probe[name].numel() * probe[name].element_size() for name in keep)
-        if per_input * len(inputs) > max_bytes:
+        size = len(inputs) * sum(probe[name][0].numel() * 4 for name in keep)  # float32
+        if size <= max_memory_bytes:
+            store = {
+                name: torch.empty((len(inputs), *probe[name].shape[1:]), device=device)
+                for name in keep
+            }
+        elif disk_dir is not None and size <= max_disk_bytes:
+            disk_dir.mkdir(parents=True, exist_ok=True)
+            store = {
+                name: np.lib.format.open_memmap(
+                    disk_dir / f"{name}.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(len(inputs), *probe[name].shape[1:]),
+                )
+                for name in keep
+            }
+        else:
             return None
-        chunks: dict[str, list[Tensor]] = {name: [] for name in keep}
         with torch.no_grad():
             for start in range(0, len(inputs), batch_size):
                 out = teacher.forward_stages(inputs[start : start + batch_size].to(device))
                 for name in keep:
-                    chunks[name].append(out[name])
-        return cls({name: torch.cat(parts) for name, parts in chunks.items()})
+                    values = out[name].float()
+                    if isinstance(store[name], np.ndarray):
+                        store[name][start : start + len(values)] = values.cpu().numpy()
+                    else:
+                        store[name][start : start + len(values)] = values
+        return cls(store, device)
 
     def lookup(self, indices: Tensor) -> dict[str, Tensor]:
         """Teacher features of the inputs at ``indices`` of the inputs the cache was built on."""
-        return {name: values[indices] for name, values in self.features.items()}
+        if not self.on_disk:
+            indices = indices.to(self.device)
+            return {name: values[indices] for name, values in self.features.items()}
+        rows = indices.cpu().numpy()
+        return {
+            name: torch.from_numpy(np.ascontiguousarray(values[rows])).to(
+                self.device, non_blocking=True
+            )
+            for name, values in self.features.items()
+        }

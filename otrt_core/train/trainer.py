@@ -57,7 +57,8 @@ class RunOptions:
     device: str = "auto"
     resume: bool = False
     should_stop: Callable[[], bool] = lambda: False
-    teacher_cache_max_bytes: int = 1 << 30
+    teacher_cache_max_bytes: int = 1 << 30  # in memory, on the training device
+    teacher_cache_max_disk_bytes: int = 8 << 30  # memory-mapped under out_dir/teacher_cache
     device_data_max_bytes: int = 2 << 30
 
 
@@ -122,7 +123,9 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             stages,
             device,
             training.batch_size,
-            options.teacher_cache_max_bytes,
+            max_memory_bytes=options.teacher_cache_max_bytes,
+            max_disk_bytes=options.teacher_cache_max_disk_bytes,
+            disk_dir=out_dir / "teacher_cache",
         )
 
     # ---- resume
@@ -167,7 +170,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             "step": progress.epoch * steps_per_epoch + progress.batch,
             "steps": total_steps,
             "device": str(device),
-            "teacher_cache": cache is not None,
+            "teacher_cache": "off" if cache is None else ("disk" if cache.on_disk else "memory"),
             "resumed": options.resume and progress.epoch + progress.batch > 0,
         }
     )
@@ -211,7 +214,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
                 teacher_features = {}
                 if needs_teacher:
                     if cache is not None:
-                        teacher_features = cache.lookup(indices_all.to(device))
+                        teacher_features = cache.lookup(indices_all)
                     else:
                         with torch.no_grad():
                             teacher_features = teacher.forward_stages(x)

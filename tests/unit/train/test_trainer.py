@@ -107,7 +107,7 @@ def test_transfer_distill_uses_unlabeled_inputs(tmp_path, digits_teacher):
     )
     metrics, events = run(spec, tmp_path, teacher_path=digits_teacher)
     assert metrics["num_classes"] == 5
-    assert events[0]["teacher_cache"] is True
+    assert events[0]["teacher_cache"] == "memory"
     assert metrics["history"][-1]["ot_distance"] > 0
 
 
@@ -182,3 +182,31 @@ def test_a_pickled_object_is_never_unpickled(tmp_path):
 def test_a_missing_teacher_file_is_a_setup_error(tmp_path):
     with pytest.raises(SetupError, match="was not found"):
         run(digits_spec("distill", teacher_path="t"), tmp_path, teacher_path=tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize(
+    ("memory_bytes", "disk_bytes", "expected"),
+    [(1 << 30, 0, "memory"), (0, 1 << 30, "disk"), (0, 0, "off")],
+)
+def test_the_teacher_cache_gives_the_same_student_wherever_it_lives(
+    tmp_path, digits_teacher, memory_bytes, disk_bytes, expected
+):
+    spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 1})
+    _, events = run(
+        spec,
+        tmp_path / expected,
+        teacher_path=digits_teacher,
+        teacher_cache_max_bytes=memory_bytes,
+        teacher_cache_max_disk_bytes=disk_bytes,
+    )
+    assert events[0]["teacher_cache"] == expected
+    reference_dir = tmp_path / "uncached"
+    uncached = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"teacher_cache": "off"})}
+    )
+    _, reference_events = run(uncached, reference_dir, teacher_path=digits_teacher)
+    assert reference_events[0]["teacher_cache"] == "off"
+    ours = load_file(tmp_path / expected / "student.safetensors")
+    reference = load_file(reference_dir / "student.safetensors")
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-5)

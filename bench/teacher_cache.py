@@ -1,0 +1,129 @@
+"""What distilling costs per epoch next to plain training, with and without the teacher cache.
+
+Prints JSON (and writes it with --out): the median epoch time of (a) the
+student trained alone, (b) distilled with OT on the penultimate features with
+``teacher_cache: auto`` and (c) with ``teacher_cache: off``, runs interleaved
+round by round, epochs after the first only (the first holds the set-up and
+the cache's one teacher pass, reported apart). Goal: (b) <= 1.15 x (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from otrt_core.settings import Settings
+from otrt_core.spec import resolve_spec
+from otrt_core.train import RunOptions, train
+
+SETUPS = {
+    "fashion_mnist": {
+        "teacher": "cnn",
+        "student": "cnn_small",
+        "dataset": {"name": "fashion_mnist", "train_subset": 500, "val_fraction": 0.017},
+    },
+    "mnist1d": {"teacher": "cnn1d", "student": "cnn1d_small", "dataset": {"name": "mnist1d"}},
+}
+
+
+def epoch_times(body: dict, work: Path, teacher: Path | None) -> tuple[float, list[float]]:
+    """(first epoch with set-up, later epochs) in seconds, from the run's own history."""
+    out = Path(tempfile.mkdtemp(dir=work))
+    metrics = train(
+        resolve_spec(body),
+        RunOptions(out_dir=out, teacher_path=teacher, device="cpu"),
+        emit=lambda event: None,
+    )
+    seconds = [record["seconds"] for record in metrics["history"]]
+    return seconds[0], [b - a for a, b in itertools.pairwise(seconds)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setup", choices=SETUPS, default="fashion_mnist")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if Settings().torch_threads:
+        torch.set_num_threads(Settings().torch_threads)
+    setup = SETUPS[args.setup]
+    training = {"epochs": args.epochs, "batch_size": 128, "lr": 0.05}
+    report = {
+        "benchmark": "teacher_cache",
+        "setup": args.setup,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": os.getloadavg(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        teacher_dir = work / "teacher"
+        teacher_body = {
+            "mode": "supervised",
+            "student": {"architecture": setup["teacher"]},
+            "dataset": setup["dataset"],
+            "training": {**training, "epochs": 1},
+        }
+        train(
+            resolve_spec(teacher_body),
+            RunOptions(out_dir=teacher_dir, device="cpu"),
+            lambda e: None,
+        )
+        teacher = teacher_dir / "student.safetensors"
+
+        def distill(cache: str) -> dict:
+            return {
+                "mode": "distill",
+                "teacher": {"architecture": setup["teacher"], "checkpoint": "teacher"},
+                "student": {"architecture": setup["student"]},
+                "dataset": setup["dataset"],
+                "training": {**training, "teacher_cache": cache},
+            }
+
+        configs = {
+            "supervised": (
+                {
+                    **teacher_body,
+                    "student": {"architecture": setup["student"]},
+                    "training": training,
+                },
+                None,
+            ),
+            "distill_cached": (distill("auto"), teacher),
+            "distill_uncached": (distill("off"), teacher),
+        }
+        firsts: dict[str, list[float]] = {name: [] for name in configs}
+        laters: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(args.rounds):
+            for name, (body, teacher_path) in configs.items():
+                first, later = epoch_times(body, work, teacher_path)
+                firsts[name].append(first)
+                laters[name].extend(later)
+    epoch = {name: statistics.median(values) for name, values in laters.items()}
+    report |= {
+        "epoch_seconds": epoch,
+        "first_epoch_with_setup_seconds": {n: statistics.median(v) for n, v in firsts.items()},
+        "distill_cached_vs_supervised": epoch["distill_cached"] / epoch["supervised"],
+        "distill_uncached_vs_supervised": epoch["distill_uncached"] / epoch["supervised"],
+        "goal": 1.15,
+        "load_average_end": os.getloadavg(),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
