@@ -46,6 +46,7 @@ from otrt_core.ot import (
     transport_plan,
 )
 from otrt_core.settings import Settings
+from otrt_core.train.terms import kd_loss
 from tests.utils.features import relu_features
 
 MODEL_PAIRS = [("resnet20", "resnet56"), ("resnet8x4", "resnet32x4")]
@@ -156,16 +157,6 @@ def naive_ot_loss(teacher: dict[str, Tensor], student: dict[str, Tensor], stages
     return loss
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-    """Hinton's KD: KL between temperature-softened outputs, scaled by T^2."""
-    return F.kl_div(
-        F.log_softmax(student_logits / KD_TEMPERATURE, dim=1),
-        F.log_softmax(teacher_logits / KD_TEMPERATURE, dim=1),
-        log_target=True,
-        reduction="batchmean",
-    ) * (KD_TEMPERATURE**2)
-
-
 def bench_steps(
     student_name: str,
     teacher_name: str,
@@ -206,7 +197,9 @@ def bench_steps(
             if kd:
                 with torch.no_grad():
                     teacher_features = teacher.forward_stages(x)
-                loss = loss + kd_loss(student_features["logits"], teacher_features["logits"])
+                loss = loss + kd_loss(
+                    student_features["logits"], teacher_features["logits"], KD_TEMPERATURE
+                )
                 if ot_term is not None:
                     loss = loss + as_loss(ot_term(teacher_features, student_features))
             loss.backward()

@@ -11,19 +11,28 @@ import numpy as np
 OTRT = str(Path(sys.executable).parent / "otrt")
 
 
-def write_spec(path: Path, **training) -> Path:
-    body = {
-        "mode": "supervised",
-        "student": {"architecture": "mlp"},
-        "dataset": {"name": "digits"},
-        "training": {"batch_size": 64, **training},
-    }
+def write_spec(directory: Path, body: dict) -> Path:
+    path = directory / "spec.json"
     path.write_text(json.dumps(body))
     return path
 
 
+def otrt_train(spec: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [OTRT, "train", str(spec), "--out", str(spec.parent / "out"), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def supervised(epochs: int, **dataset) -> dict:
+    return {
+        "mode": "supervised",
+        "student": {"architecture": "mlp"},
+        "dataset": {"name": "digits", **dataset},
+        "training": {"batch_size": 64, "epochs": epochs},
+    }
+
+
 def test_sigterm_saves_and_exits_75_then_resume_finishes(tmp_path):
-    spec = write_spec(tmp_path / "spec.json", epochs=40)
+    spec = write_spec(tmp_path, supervised(epochs=40))
     out = tmp_path / "out"
     process = subprocess.Popen(
         [OTRT, "train", str(spec), "--out", str(out)], stdout=subprocess.PIPE, text=True
@@ -38,12 +47,7 @@ def test_sigterm_saves_and_exits_75_then_resume_finishes(tmp_path):
     assert (last["event"], last["reason"]) == ("stopped", "signal")
     assert (out / "checkpoint.pt").exists()
 
-    resumed = subprocess.run(
-        [OTRT, "train", str(spec), "--out", str(out), "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resumed = otrt_train(spec, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert events[0]["event"] == "start" and events[0]["resumed"] is True
@@ -52,19 +56,12 @@ def test_sigterm_saves_and_exits_75_then_resume_finishes(tmp_path):
 
 
 def test_a_bad_spec_exits_2_with_every_problem_located(tmp_path):
-    spec = tmp_path / "spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "mode": "distill",
-                "student": {"architecture": "resnet19"},
-                "dataset": {"name": "digits"},
-            }
-        )
-    )
-    result = subprocess.run(
-        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
-    )
+    body = {
+        "mode": "distill",
+        "student": {"architecture": "resnet19"},
+        "dataset": {"name": "digits"},
+    }
+    result = otrt_train(write_spec(tmp_path, body))
     assert result.returncode == 2
     assert "error: teacher: mode 'distill' needs a teacher" in result.stderr
     assert "error: student.architecture: unknown architecture 'resnet19'" in result.stderr
@@ -72,44 +69,24 @@ def test_a_bad_spec_exits_2_with_every_problem_located(tmp_path):
 
 def test_an_unreadable_teacher_exits_2_with_an_error_event(tmp_path):
     (tmp_path / "teacher.pt").write_bytes(b"not a checkpoint")
-    spec = tmp_path / "spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "mode": "distill",
-                "teacher": {"architecture": "mlp", "checkpoint": "teacher.pt"},
-                "student": {"architecture": "mlp_small"},
-                "dataset": {"name": "digits"},
-            }
-        )
-    )
-    result = subprocess.run(
-        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
-    )
+    body = {
+        "mode": "distill",
+        "teacher": {"architecture": "mlp", "checkpoint": "teacher.pt"},
+        "student": {"architecture": "mlp_small"},
+        "dataset": {"name": "digits"},
+    }
+    result = otrt_train(write_spec(tmp_path, body))
     assert result.returncode == 2
     event = json.loads(result.stdout.strip().splitlines()[-1])
     assert event["event"] == "error" and "cannot read weights from teacher.pt" in event["message"]
 
 
 def test_a_dataset_file_beside_the_spec_trains(tmp_path):
-    rng = np.random.default_rng(0)
     labels = np.arange(120) % 3
-    inputs = rng.normal(size=(120, 40)) + labels[:, None]  # separable sequences
+    inputs = np.random.default_rng(0).normal(size=(120, 40)) + labels[:, None]  # separable
     np.savez(tmp_path / "data.npz", x_train=inputs, y_train=labels)
-    spec = tmp_path / "spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "mode": "supervised",
-                "student": {"architecture": "cnn1d_small"},
-                "dataset": {"name": "data.npz"},
-                "training": {"epochs": 2, "batch_size": 32},
-            }
-        )
-    )
-    result = subprocess.run(
-        [OTRT, "train", str(spec), "--out", str(tmp_path / "out")], capture_output=True, text=True
-    )
+    body = {**supervised(epochs=2, name="data.npz"), "student": {"architecture": "cnn1d_small"}}
+    result = otrt_train(write_spec(tmp_path, body))
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_classes"] == 3 and metrics["input_shape"] == [1, 40]
