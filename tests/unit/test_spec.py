@@ -109,3 +109,8 @@ def test_field_errors_come_with_their_location():
     assert ("training", "epochs") in found
     assert ("training", "optimizer") in found
     assert ("colour",) in found
+
+
+def test_unlabeled_inputs_may_come_from_a_dataset_file():
+    spec = resolve_spec(distill(dataset={"name": "data.npz"}, regularizer={"unlabeled": True}))
+    assert spec.regularizer.unlabeled and spec.dataset.train_subset is None

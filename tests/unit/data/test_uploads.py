@@ -159,3 +159,18 @@ def test_other_files_are_refused(tmp_path):
         load_dataset_file(tmp_path / "d.zip")
     with pytest.raises(DatasetFileError, match=r"\.npz or ImageFolder \.zip"):
         load_dataset_file(tmp_path / "d.csv")
+
+
+def test_an_uploaded_unlabeled_set_joins_the_pool(tmp_path):
+    from otrt_core.data import prepare
+
+    x = np.random.default_rng(0).random((40, 12)).astype(np.float32)
+    path = save_npz(tmp_path / "d.npz", x_train=x, y_train=np.arange(40) % 2, x_unlabeled=x[:7])
+    arrays = load_dataset_file(path)
+    assert arrays.x_unlabeled.shape == (7, 1, 12)
+    data = prepare(arrays, classes=None, train_subset=None, val_fraction=0.2, seed=0)
+    assert len(data.x_unlabeled) == 7
+    with pytest.raises(DatasetFileError, match="x_unlabeled must have"):
+        load_dataset_file(
+            save_npz(tmp_path / "e.npz", x_train=x, y_train=np.arange(40) % 2, x_unlabeled=x[:, :5])
+        )
