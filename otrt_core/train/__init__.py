@@ -1,6 +1,6 @@
 """The training engine: a resolved job spec in, a trained student out (docs/training.md)."""
 
-from otrt_core.train.setup import SetupError
+from otrt_core.train.setup import Limits, SetupError
 from otrt_core.train.trainer import CHECKPOINT, RunOptions, TrainingStopped, train
 
 # Exit codes of `otrt train`, read by the service's executors.
@@ -15,6 +15,7 @@ __all__ = [
     "EXIT_MAX_RUNTIME",
     "EXIT_OK",
     "EXIT_STOPPED",
+    "Limits",
     "RunOptions",
     "SetupError",
     "TrainingStopped",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.spec import JobSpec, TrainingSpec
 from otrt_core.train.checkpoint import WeightsError, check_fits, read_weights
+from otrt_core.train.teacher_cache import TeacherCache
+from otrt_core.train.terms import KDTerm, Term, build_term
 
 
 class SetupError(ValueError):
@@ -128,3 +132,124 @@ def make_schedule(
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Run:
+    """A run ready to step: everything the loop reads, built once by ``build_run``."""
+
+    spec: JobSpec
+    device: torch.device
+    data: PreparedData
+    student: StagedModel
+    teacher: StagedModel | None
+    term: Term
+    extra_kd: KDTerm | None  # kd.weight added to another regularizer (distill)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    inputs: Tensor  # labeled training inputs, then the unlabeled pool when it is used
+    labels: Tensor  # of the labeled inputs
+    use_unlabeled: bool
+    channels_last: bool
+    cache: TeacherCache | None
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.spec.training.epochs
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.teacher is not None and (
+            self.term.needs_teacher_features or self.extra_kd is not None
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Memory bounds of a run (bytes)."""
+
+    teacher_cache_memory: int = 1 << 30  # on the training device
+    teacher_cache_disk: int = 8 << 30  # memory-mapped under the output directory
+    device_data: int = 2 << 30  # training inputs moved to the device once
+
+
+def build_run(
+    spec: JobSpec,
+    *,
+    device: torch.device,
+    datasets_root: Path | None,
+    dataset_path: Path | None,
+    teacher_path: Path | None,
+    cache_dir: Path,
+    limits: Limits,
+) -> Run:
+    training = spec.training
+    torch.manual_seed(training.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load_data(spec, datasets_root, dataset_path)
+    models = build_models(spec, data, teacher_path)
+    student, teacher = models.student.to(device), models.teacher
+    if teacher is not None:
+        teacher.to(device)
+    term = build_term(spec, teacher, student).to(device)
+    optimizer = make_optimizer(training, [*student.parameters(), *term.parameters()])
+    steps_per_epoch = math.ceil(len(data.y_train) / training.batch_size)
+    scheduler = make_schedule(optimizer, training, steps_per_epoch * training.epochs)
+
+    # Labeled inputs, then the unlabeled pool when the term uses it, so that one
+    # index space serves batches and the teacher cache alike.
+    use_unlabeled = spec.regularizer.unlabeled and len(data.x_unlabeled) > 0
+    inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
+    labels = data.y_train
+    # Datasets that fit live on the device: batches are gathered there, with no
+    # host-to-device copy per step.
+    if inputs.numel() * inputs.element_size() <= limits.device_data:
+        inputs, labels = inputs.to(device), labels.to(device)
+    channels_last = device.type == "cuda" and inputs.dim() == 4
+    if channels_last:  # the layout cuDNN's convolutions are fastest in
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+
+    run = Run(
+        spec=spec,
+        device=device,
+        data=data,
+        student=student,
+        teacher=teacher,
+        term=term,
+        extra_kd=KDTerm(spec.kd.weight, spec.kd.temperature) if spec.kd.weight > 0 else None,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        inputs=inputs,
+        labels=labels,
+        use_unlabeled=use_unlabeled,
+        channels_last=channels_last,
+        cache=None,
+        autocast=_autocast(training.amp, device),
+        steps_per_epoch=steps_per_epoch,
+    )
+    if run.needs_teacher and training.teacher_cache == "auto":
+        run.cache = TeacherCache.build(
+            teacher,
+            inputs,
+            {pair.teacher for pair in spec.regularizer.layers},
+            device,
+            training.batch_size,
+            max_memory_bytes=limits.teacher_cache_memory,
+            max_disk_bytes=limits.teacher_cache_disk,
+            disk_dir=cache_dir,
+        )
+    return run
+
+
+def _autocast(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """bfloat16 autocast on CUDA devices that support it; off on the CPU.
+
+    bfloat16 keeps float32's range, so no loss scaling is needed; the OT cost
+    is computed in float32 regardless (otrt_core.ot.cost_matrix).
+    """
+    enabled = device.type == "cuda" and amp != "off" and torch.cuda.is_bf16_supported()
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

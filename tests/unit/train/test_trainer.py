@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from otrt_core.models import build_model
-from otrt_core.train import CHECKPOINT, RunOptions, SetupError, TrainingStopped, train
+from otrt_core.train import CHECKPOINT, Limits, RunOptions, SetupError, TrainingStopped, train
 from otrt_core.train.setup import build_models, load_data
 from otrt_core.train.trainer import evaluate
 from tests.utils.specs import digits_spec
@@ -196,8 +196,7 @@ def test_the_teacher_cache_gives_the_same_student_wherever_it_lives(
         spec,
         tmp_path / expected,
         teacher_path=digits_teacher,
-        teacher_cache_max_bytes=memory_bytes,
-        teacher_cache_max_disk_bytes=disk_bytes,
+        limits=Limits(teacher_cache_memory=memory_bytes, teacher_cache_disk=disk_bytes),
     )
     assert events[0]["teacher_cache"] == expected
     reference_dir = tmp_path / "uncached"
