@@ -157,15 +157,19 @@ def resolve_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
     return spec
 
 
+# The usual weight of each baseline with otrt's loss definitions (those of Tian
+# et al.'s CRD code): 1000 for AT, 100 for FitNets; L2-SP's alpha of Li et al.
+BASELINE_WEIGHTS = {"none": 0.0, "kd": 1.0, "fitnet": 100.0, "at": 1000.0, "l2sp": 0.1}
+
+
 def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
     defaults = MODE_DEFAULTS[spec.mode]
     regularizer = spec.regularizer
     kind = regularizer.kind or defaults["kind"]
+    default_weight = defaults["weight"] if kind == "ot" else BASELINE_WEIGHTS[kind]
     updates = {
         "kind": kind,
-        "weight": regularizer.weight
-        if regularizer.weight is not None
-        else (0.0 if kind == "none" else defaults["weight"]),
+        "weight": regularizer.weight if regularizer.weight is not None else default_weight,
         "normalize": regularizer.normalize or defaults["normalize"],
         "unlabeled_batch_size": regularizer.unlabeled_batch_size
         or (spec.training.batch_size if regularizer.unlabeled else None),

@@ -114,3 +114,10 @@ def test_field_errors_come_with_their_location():
 def test_unlabeled_inputs_may_come_from_a_dataset_file():
     spec = resolve_spec(distill(dataset={"name": "data.npz"}, regularizer={"unlabeled": True}))
     assert spec.regularizer.unlabeled and spec.dataset.train_subset is None
+
+
+@pytest.mark.parametrize(("kind", "weight"), [("kd", 1.0), ("fitnet", 100.0), ("at", 1000.0)])
+def test_baselines_default_to_their_usual_weight(kind, weight):
+    layers = [{"teacher": "stage2", "student": "stage2"}]
+    spec = resolve_spec(distill(regularizer={"kind": kind, "layers": layers}))
+    assert spec.regularizer.weight == weight
