@@ -62,7 +62,9 @@ def test_a_supervised_run_writes_a_student_whose_accuracy_is_what_the_metrics_sa
 def test_distill_runs_every_regularizer(tmp_path, digits_teacher, kind):
     layers = [{"teacher": "hidden1", "student": "hidden1"}]
     spec = digits_spec(
-        "distill", teacher_path=str(digits_teacher), regularizer={"kind": kind, "layers": layers}
+        "distill",
+        teacher_path=str(digits_teacher),
+        regularizer={"kind": kind, "layers": layers, "weight": 1.0},
     )
     if kind == "at":  # attention transfer compares maps: dense stages are refused clearly
         with pytest.raises(ValueError, match="compares feature maps"):
