@@ -380,13 +380,16 @@ def main() -> None:
                 rows.append(row)
             paired_differences(rows)
             report["experiments"].append({"name": experiment.name, "rows": rows})
+            write_report(report, Path(args.out), started)  # a long run keeps what it finished
+    print(json.dumps(report, indent=2))
+
+
+def write_report(report: dict[str, Any], out: Path, started: float) -> None:
     report["wall_seconds"] = time.perf_counter() - started
     report["load_average_end"] = os.getloadavg()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reproduce.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "reproduce.md").write_text(markdown(report) + "\n")
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
