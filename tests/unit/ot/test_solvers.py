@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from otrt_core.ot import choose_solver, cost_matrix, neurons, transport_plan
+from otrt_core.ot import (
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_ITER,
+    choose_solver,
+    cost_matrix,
+    neurons,
+    transport_plan,
+)
 from otrt_core.ot.solvers import epsilon_schedule
 from tests.utils.features import relu_features
 
@@ -74,6 +81,19 @@ def test_sinkhorn_defaults_come_within_one_percent_of_exact():
     cost = realistic_cost(128, 96, seed=4)
     plan = transport_plan(cost, "sinkhorn")
     assert (plan * cost).sum().item() == pytest.approx(pot_omega(cost), rel=0.01)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_replayed_cuda_graph_plans_match_the_eager_iterations_for_each_new_cost():
+    from otrt_core.ot.solvers import _sinkhorn_iterations
+
+    for seed in range(3):  # the first call captures; later ones replay on new costs
+        cost = realistic_cost(96, 64, seed=seed, device=torch.device("cuda")).float()
+        graphed = transport_plan(cost, "sinkhorn")
+        eager = _sinkhorn_iterations(cost, DEFAULT_EPSILON, DEFAULT_MAX_ITER)
+        torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-9)
+        assert_marginals(graphed, atol=1e-6)
 
 
 @pytest.mark.parametrize("solver", ["exact", "assignment", "sinkhorn"])
