@@ -59,6 +59,9 @@ def train(
     datasets_root: Annotated[
         Path | None, typer.Option(help="Where installed datasets are looked up first.")
     ] = None,
+    stop_on_stdin_eof: Annotated[
+        bool, typer.Option(help="Checkpoint and stop when stdin closes (as on SIGTERM).")
+    ] = False,
 ) -> None:
     """Train one student from a job spec, without the service."""
     from otrt.train_command import run_train
@@ -66,6 +69,88 @@ def train(
 
     settings = Settings()
     code = run_train(
-        spec, out, resume, device, datasets_root or settings.datasets_root, settings.torch_threads
+        spec,
+        out,
+        resume,
+        device,
+        datasets_root or settings.datasets_root,
+        settings.torch_threads,
+        stop_on_stdin_eof,
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Uploads, artifacts and the SQLite file (OTRT_DATA_DIR).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
+) -> None:
+    """The whole service in one process: API, SQLite, and an in-process executor."""
+    import uvicorn
+
+    from otrt.server import AuthRefused, auth_enabled, build_embedded
+    from otrt_core.settings import Settings
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    try:
+        auth = auth_enabled(settings, host, embedded=True)
+    except AuthRefused as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    embedded = build_embedded(settings, concurrency=concurrency, auth=auth)
+    url = f"http://{host}:{port}"
+    typer.echo(f"otrt {otrt.__version__} serving {url}")
+    typer.echo(f"  API docs:  {url}/docs")
+    typer.echo(f"  data dir:  {settings.data_dir.resolve()}")
+    typer.echo(f"  database:  {settings.resolved_database_url.split('@')[-1]}")
+    typer.echo(
+        "  auth:      on (create a key: otrt keys create --name NAME)"
+        if auth
+        else "  auth:      OFF (loopback only; set OTRT_AUTH=on to require API keys)"
+    )
+    typer.echo(f"  executor:  embedded, {concurrency} job(s) at a time")
+    embedded.executor.start()
+    try:
+        uvicorn.run(embedded.app, host=host, port=port, log_level="warning")
+    finally:
+        embedded.executor.shutdown()
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrades the database (OTRT_DATABASE_URL, or the embedded SQLite) to the newest schema."""
+    from otrt_core.jobs.db import make_engine
+    from otrt_core.jobs.db import migrate as upgrade
+    from otrt_core.settings import Settings
+
+    settings = Settings()
+    upgrade(make_engine(settings.resolved_database_url))
+    typer.echo("database is at the newest migration")
+
+
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key; also its owner by default.")],
+    owner: Annotated[
+        str | None, typer.Option(help="Share the objects of this owner (default: the name).")
+    ] = None,
+) -> None:
+    """Prints a new API key once; only its hash is stored."""
+    from otrt_core.jobs.db import make_engine, make_sessions
+    from otrt_core.jobs.db import migrate as upgrade
+    from otrt_core.jobs.keys import KeyStore
+    from otrt_core.settings import Settings
+
+    engine = make_engine(Settings().resolved_database_url)
+    upgrade(engine)
+    record, plain = KeyStore(make_sessions(engine)).create(name, owner)
+    typer.echo(plain)
+    typer.echo(f"key {record.id} for owner {record.owner!r}: shown once, keep it.", err=True)

@@ -8,6 +8,7 @@ EXIT_STOPPED; `--resume` continues from it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,8 +25,14 @@ def run_train(
     device: str,
     datasets_root: Path | None,
     torch_threads: int | None,
+    stop_on_stdin_eof: bool = False,
 ) -> int:
-    """Runs the spec; returns the process exit code."""
+    """Runs the spec; returns the process exit code.
+
+    ``stop_on_stdin_eof``: stop as on SIGTERM when stdin closes. A parent that
+    holds the pipe open without writing thus stops its trainer even when it
+    dies without a chance to signal (the service runs trainers this way).
+    """
     import torch
 
     from otrt_core import train as engine
@@ -46,6 +53,8 @@ def run_train(
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if stop_on_stdin_eof:
+        threading.Thread(target=_set_at_eof, args=(sys.stdin.fileno(), stop), daemon=True).start()
     options = engine.RunOptions(
         out_dir=out_dir,
         teacher_path=_beside_spec(spec.teacher.checkpoint, spec_path) if spec.teacher else None,
@@ -69,6 +78,14 @@ def run_train(
             typer.echo(f"error: {error}", err=True)
             return engine.EXIT_INVALID
     return engine.EXIT_OK
+
+
+def _set_at_eof(fd: int, event: threading.Event) -> None:
+    # os.read, not sys.stdin: a daemon thread blocked in a buffered read would
+    # hold its lock at interpreter shutdown and abort the process.
+    while os.read(fd, 4096):
+        pass
+    event.set()
 
 
 def _beside_spec(name: str, spec_path: Path) -> Path:

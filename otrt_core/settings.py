@@ -7,6 +7,7 @@ and pass plain values down.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,3 +31,38 @@ class Settings(BaseSettings):
         default=None,
         description="Where installed datasets are looked up before their system paths.",
     )
+
+    # --- the service ---------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Uploads, artifacts, job working directories and the SQLite file.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL. Unset: SQLite at <data_dir>/otrt.db."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker (Redis). Unset: the embedded executor."
+    )
+    auth: Literal["on", "off"] | None = Field(
+        default=None,
+        description="API keys on every /v1 route. Unset: on, except `otrt serve` on loopback.",
+    )
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="Upload size limit.")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long a claimed job stays its executor's unrenewed."
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="Lease renewal and cancel polling interval."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of a job whose worker dies before it is failed."
+    )
+    requeue_after_seconds: float = Field(
+        default=60.0, gt=0, description="A queued job untouched this long is dispatched again."
+    )
+    trainer_device: str = Field(default="auto", description="--device of the trainer process.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'otrt.db').resolve()}"

@@ -76,14 +76,9 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
         return Models(student=student, teacher=None)
     if teacher_path is None or not teacher_path.exists():
         raise SetupError(f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found")
-    head_prefix = skeleton(spec.teacher.architecture).head_prefix
     try:
         weights = read_weights(teacher_path)
-        teacher_classes = _head_classes(weights, head_prefix)
-        teacher = build_model(
-            spec.teacher.architecture, num_classes=teacher_classes, input_shape=input_shape
-        )
-        check_fits(teacher, weights)
+        teacher, teacher_classes = fitted_teacher(spec.teacher.architecture, weights, input_shape)
     except WeightsError as error:
         raise SetupError(f"teacher: {error}") from None
     teacher.load_state_dict(weights)
@@ -97,6 +92,30 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
         student.load_state_dict(body, strict=False)
     return Models(student=student, teacher=teacher)
+
+
+def fitted_teacher(
+    architecture: str,
+    weights: dict[str, torch.Tensor],
+    input_shape: tuple[int, ...],
+    *,
+    meta: bool = False,
+) -> tuple[StagedModel, int]:
+    """The architecture built for the weights' class count, and that count.
+
+    Raises ``WeightsError`` if the weights do not fit it.
+
+    ``meta`` builds it on the meta device: names and shapes only, enough for
+    the service to check an upload without allocating the model.
+    """
+    head_prefix = skeleton(architecture).head_prefix
+    classes = _head_classes(weights, head_prefix)
+    if meta:
+        teacher = skeleton(architecture, num_classes=classes, input_shape=input_shape)
+    else:
+        teacher = build_model(architecture, num_classes=classes, input_shape=input_shape)
+    check_fits(teacher, weights)
+    return teacher, classes
 
 
 def _head_classes(weights: dict[str, torch.Tensor], head_prefix: str) -> int:

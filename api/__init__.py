@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): routes per resource, thin over ``otrt_core.jobs.service``."""

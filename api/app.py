@@ -1,0 +1,45 @@
+"""The FastAPI application, built from its parts (the composition root passes them in)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+import otrt
+from api import errors
+from api.routes import catalog, files, jobs, ops
+from api.telemetry import LatencyMiddleware, make_registry
+from otrt_core.jobs.keys import KeyStore
+from otrt_core.jobs.service import Service
+
+
+@dataclass
+class AppParts:
+    engine: Engine
+    service: Service
+    keys: KeyStore
+    auth: bool
+    broker_check: Callable[[], str] | None = None  # "ok" or why not
+
+
+def create_app(parts: AppParts) -> FastAPI:
+    app = FastAPI(
+        title="otrt",
+        version=otrt.__version__,
+        description="Representation transfer by optimal transport: distillation and transfer "
+        "jobs over HTTP. Errors are RFC 9457 problem documents.",
+    )
+    app.state.engine = parts.engine
+    app.state.service = parts.service
+    app.state.keys = parts.keys
+    app.state.auth = parts.auth
+    app.state.broker_check = parts.broker_check
+    app.state.registry, latency = make_registry(parts.service.store.counts_by_status)
+    app.add_middleware(LatencyMiddleware, latency=latency)
+    errors.install(app)
+    for module in (files, jobs, catalog, ops):
+        app.include_router(module.router)
+    return app

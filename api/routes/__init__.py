@@ -1,0 +1,19 @@
+"""One router per resource; each handler parses, calls the service, serializes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.errors import PROBLEM_JSON
+from api.schemas import Problem
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem documents a route may answer."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
+        }
+        for status in (401, 422, *statuses)
+    }

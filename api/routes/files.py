@@ -1,0 +1,103 @@
+"""/v1/files: uploads (raw body or multipart), listing, reading, deleting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.datastructures import UploadFile
+
+from api.auth import current_owner
+from api.routes import problems
+from api.schemas import FileOut, FilePage
+from otrt_core.jobs.service import Invalid, PayloadTooLarge, Service
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+Owner = Annotated[str, Depends(current_owner)]
+CHUNK = 1 << 20
+MULTIPART_OVERHEAD = 64 * 1024
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+        "required": True,
+    }
+}
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileOut,
+    responses=problems(413),
+    openapi_extra=UPLOAD_BODY,
+    summary="Upload a teacher checkpoint or a dataset",
+)
+async def upload(
+    request: Request,
+    owner: Owner,
+    purpose: Annotated[str, Query(pattern="^(teacher|dataset)$")],
+    x_filename: Annotated[str | None, Header()] = None,
+) -> FileOut:
+    svc = service(request)
+    declared = request.headers.get("content-length")
+    if (
+        declared
+        and declared.isdigit()
+        and int(declared) > svc.max_upload_bytes + MULTIPART_OVERHEAD
+    ):
+        raise PayloadTooLarge(f"the upload exceeds the limit of {svc.max_upload_bytes} bytes")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise Invalid.at(["body", "file"], "multipart uploads carry the file in a 'file' part")
+        record = await svc.upload(owner, purpose, part.filename or "", _read(part))
+    else:
+        if not x_filename:
+            raise Invalid.at(["header", "x-filename"], "raw uploads need an X-Filename header")
+        record = await svc.upload(owner, purpose, x_filename, request.stream())
+    return FileOut.of(record)
+
+
+async def _read(part: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await part.read(CHUNK):
+        yield chunk
+
+
+@router.get("", response_model=FilePage, responses=problems())
+def list_files(
+    request: Request,
+    owner: Owner,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> FilePage:
+    page = service(request).list_files(owner, limit, after)
+    return FilePage(
+        data=[FileOut.of(f) for f in page.items], has_more=page.has_more, next_after=page.next_after
+    )
+
+
+@router.get("/{file_id}", response_model=FileOut, responses=problems(404))
+def get_file(request: Request, owner: Owner, file_id: str) -> FileOut:
+    return FileOut.of(service(request).file(owner, file_id))
+
+
+@router.delete("/{file_id}", status_code=204, responses=problems(404, 409))
+def delete_file(request: Request, owner: Owner, file_id: str) -> Response:
+    service(request).delete_file(owner, file_id)
+    return Response(status_code=204)

@@ -1,0 +1,160 @@
+"""/v1/jobs: submit, read, list, cancel; metrics, events (JSON or SSE) and artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from api.auth import current_owner
+from api.routes import problems
+from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord
+from otrt_core.jobs import states
+from otrt_core.jobs.service import Service
+from otrt_core.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+Owner = Annotated[str, Depends(current_owner)]
+SSE_POLL_SECONDS = 0.5
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+@router.post("", status_code=201, response_model=JobOut, responses=problems(409))
+def submit(
+    request: Request,
+    response: Response,
+    owner: Owner,
+    body: JobSpec,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    """Queues a job; the same ``Idempotency-Key`` and body return the same job (200)."""
+    job, created = service(request).submit(owner, body, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage, responses=problems())
+def list_jobs(
+    request: Request,
+    owner: Owner,
+    status: Literal[states.STATUSES] | None = None,  # type: ignore[valid-type]
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> JobPage:
+    page = service(request).list_jobs(owner, status, limit, after)
+    return JobPage(
+        data=[JobOut.of(j) for j in page.items], has_more=page.has_more, next_after=page.next_after
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404))
+def get_job(request: Request, owner: Owner, job_id: str) -> JobOut:
+    return JobOut.of(service(request).job(owner, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobOut, responses=problems(404, 409)
+)
+def cancel(request: Request, owner: Owner, job_id: str) -> JobOut:
+    return JobOut.of(service(request).cancel(owner, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=list[MetricRecord], responses=problems(404))
+def metrics(request: Request, owner: Owner, job_id: str) -> list[MetricRecord]:
+    return [MetricRecord.model_validate(r) for r in service(request).metrics(owner, job_id)]
+
+
+EVENTS_RESPONSES = {
+    200: {
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "description": "Live events; `id:` is the event id, `event:` its type.",
+            }
+        },
+        "description": "The events in order; with `Accept: text/event-stream`, a live stream.",
+    },
+    **problems(404),
+}
+
+
+@router.get("/{job_id}/events", response_model=list[EventOut], responses=EVENTS_RESPONSES)
+async def events(
+    request: Request,
+    owner: Owner,
+    job_id: str,
+    after: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> list[EventOut] | StreamingResponse:
+    svc = service(request)
+    if last_event_id and last_event_id.isdigit():
+        after = max(after, int(last_event_id))
+    past = await asyncio.to_thread(svc.events, owner, job_id, after)
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return [EventOut.of(e) for e in past]
+    stream = _sse(request, svc, owner, job_id, [EventOut.of(e) for e in past])
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def _sse(
+    request: Request, svc: Service, owner: str, job_id: str, pending: list[EventOut]
+) -> AsyncIterator[str]:
+    """Events as SSE frames until the job has ended and every event was sent."""
+    last_id, quiet = (pending[-1].id if pending else 0), 0.0
+    while True:
+        for event in pending:
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
+            last_id = event.id
+        job = await asyncio.to_thread(svc.job, owner, job_id)
+        pending = [
+            EventOut.of(e) for e in await asyncio.to_thread(svc.events, owner, job_id, last_id)
+        ]
+        if job.status in states.TERMINAL and not pending:
+            return
+        if pending:
+            quiet = 0.0
+            continue
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(SSE_POLL_SECONDS)
+        quiet += SSE_POLL_SECONDS
+        if quiet >= SSE_KEEPALIVE_SECONDS:
+            quiet = 0.0
+            yield ": keep-alive\n\n"
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=problems(404))
+def artifacts(request: Request, owner: Owner, job_id: str) -> list[ArtifactOut]:
+    return [ArtifactOut.of(a) for a in service(request).artifacts(owner, job_id)]
+
+
+DOWNLOAD_RESPONSES = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The file, with ETag (its sha256), Content-Disposition and Range support.",
+    },
+    206: {"description": "The requested byte range."},
+    304: {"description": "If-None-Match matched the ETag."},
+    **problems(404),
+}
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
+def download(request: Request, owner: Owner, job_id: str, name: str) -> Response:
+    artifact, path = service(request).artifact(owner, job_id, name)
+    etag = f'"{artifact.sha256}"'
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(
+        path, filename=name, media_type="application/octet-stream", headers={"ETag": etag}
+    )

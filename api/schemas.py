@@ -1,0 +1,158 @@
+"""Response shapes of API.md, as pydantic models: they make the OpenAPI document exact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+
+
+class ProblemItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemItem] = Field(default_factory=list)
+
+
+class FileOut(BaseModel):
+    id: str
+    purpose: str
+    filename: str
+    bytes: int
+    sha256: str
+    created_at: datetime
+    format: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: StoredFile) -> FileOut:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class FilePage(BaseModel):
+    data: list[FileOut]
+    has_more: bool
+    next_after: str | None
+
+
+class Progress(BaseModel):
+    epoch: int = 0
+    epochs: int
+    step: int = 0
+    steps: int | None = None
+    fraction: float = 0.0
+
+
+class Metrics(BaseModel):
+    train_loss: float | None = None
+    val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    ot_distance: float | None = None
+    test_accuracy: float | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any]
+    attempt: int
+    progress: Progress
+    eta_seconds: float | None
+    metrics: Metrics
+    error: JobError | None
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            status=job.status,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            spec=job.spec,
+            attempt=job.attempt,
+            progress=Progress.model_validate(job.progress),
+            eta_seconds=job.eta_seconds,
+            metrics=Metrics.model_validate(job.metrics),
+            error=JobError.model_validate(job.error) if job.error else None,
+            metadata=job.job_metadata,
+        )
+
+
+class JobPage(BaseModel):
+    data: list[JobOut]
+    has_more: bool
+    next_after: str | None
+
+
+class MetricRecord(BaseModel):
+    epoch: int
+    step: int | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    ot_distance: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: JobEvent) -> EventOut:
+        return cls.model_validate(event, from_attributes=True)
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> ArtifactOut:
+        return cls.model_validate(artifact, from_attributes=True)
+
+
+class ArchitectureOut(BaseModel):
+    name: str
+    family: str
+    parameters: int
+    input_shape: list[int]
+    stages: list[str]
+    head_prefix: str
+
+
+class DatasetOut(BaseModel):
+    name: str
+    input_shape: list[int]
+    num_classes: int
+    train_size: int
+    test_size: int
+    description: str

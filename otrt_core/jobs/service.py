@@ -1,0 +1,291 @@
+"""The service layer: what each API route does, with no HTTP in it.
+
+Routes parse and serialize; everything that needs the store, the file
+storage or a rule of API.md happens here and fails with a :class:`ServiceError`
+whose status and problem list the API turns into an RFC 9457 document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from otrt_core.jobs import states
+from otrt_core.jobs.dispatch import Dispatcher
+from otrt_core.jobs.files import FileNotFound, FileRecords
+from otrt_core.jobs.inspection import (
+    InvalidUpload,
+    inspect_dataset,
+    inspect_teacher,
+    storage_suffix,
+)
+from otrt_core.jobs.storage import LocalStorage, TooLarge
+from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
+from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+from otrt_core.spec import JobSpec, SpecError, resolve_spec
+
+PURPOSES = ("teacher", "dataset")
+
+
+class ServiceError(Exception):
+    """A request the service refuses: an HTTP status, a title and what is wrong."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail, self.errors = detail, errors or []
+
+
+class NotFound(ServiceError):
+    status, title = 404, "Not Found"
+
+
+class Conflict(ServiceError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, title = 413, "Content Too Large"
+
+
+class Invalid(ServiceError):
+    status, title = 422, "Unprocessable Content"
+
+    @classmethod
+    def at(cls, loc: list[str | int], msg: str) -> Invalid:
+        return cls(msg, [{"loc": loc, "msg": msg}])
+
+
+@dataclass
+class Service:
+    store: JobStore
+    files: FileRecords
+    storage: LocalStorage
+    dispatcher: Dispatcher
+    max_upload_bytes: int
+
+    # --- files ---------------------------------------------------------------------------
+
+    async def upload(
+        self, owner: str, purpose: str, filename: str, chunks: AsyncIterator[bytes]
+    ) -> StoredFile:
+        """Streams an upload to storage, checks it for its purpose, records it."""
+        if purpose not in PURPOSES:
+            raise Invalid.at(["query", "purpose"], f"purpose must be one of {PURPOSES}")
+        filename = PurePath(filename.replace("\\", "/")).name[:255] or "upload"
+        if purpose == "dataset" and not filename.lower().endswith((".npz", ".zip")):
+            raise Invalid.at(["header", "x-filename"], "datasets are .npz or ImageFolder .zip")
+        file_id = new_id("file")
+        partial = f"uploads/{file_id}.upload"
+        try:
+            stored = await self.storage.receive(partial, chunks, self.max_upload_bytes)
+        except TooLarge as error:
+            raise PayloadTooLarge(str(error)) from None
+        key = partial
+        try:
+            with open(self.storage.path(partial), "rb") as handle:
+                suffix = storage_suffix(purpose, filename, handle.read(16))
+            key = f"uploads/{file_id}{suffix}"
+            self.storage.rename(partial, key)
+            inspect = inspect_teacher if purpose == "teacher" else inspect_dataset
+            file_format, details = await asyncio.to_thread(inspect, self.storage.path(key))
+        except InvalidUpload as error:
+            self.storage.delete(key)
+            raise Invalid.at(["body"], str(error)) from None
+        record = StoredFile(
+            id=file_id,
+            owner=owner,
+            purpose=purpose,
+            filename=filename,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            format=file_format,
+            details=details,
+            path=key,
+        )
+        return self.files.add(record)
+
+    def file(self, owner: str, file_id: str) -> StoredFile:
+        try:
+            return self.files.get(file_id, owner)
+        except FileNotFound:
+            raise NotFound(f"no file {file_id}") from None
+
+    def list_files(self, owner: str, limit: int, after: str | None) -> Page:
+        try:
+            return self.files.list(owner, limit=limit, after=after)
+        except FileNotFound:
+            raise Invalid.at(["query", "after"], f"no file {after}") from None
+
+    def delete_file(self, owner: str, file_id: str) -> None:
+        record = self.file(owner, file_id)
+        if self.store.live_jobs_using_file(file_id):
+            raise Conflict(f"file {file_id} is used by a job that has not finished")
+        self.files.delete(file_id, owner)
+        self.storage.delete(record.path)
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def submit(
+        self, owner: str, body: JobSpec, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Checks a job (every problem at once), stores it queued, then dispatches it.
+
+        ``(job, created)``: ``created`` is false when the idempotency key
+        returned an earlier job.
+        """
+        try:
+            spec = resolve_spec(body)
+        except SpecError as error:
+            problems = [{"loc": ["body", *p.loc], "msg": p.msg} for p in error.problems]
+            raise Invalid(f"{len(problems)} problem(s) in the job", problems) from None
+        problems: list[dict[str, Any]] = []
+        inputs = self._inputs(owner, spec, problems)
+        if problems:
+            raise Invalid(f"{len(problems)} problem(s) in the job", problems)
+        sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+        progress = {
+            "epoch": 0,
+            "epochs": spec.training.epochs,
+            "step": 0,
+            "steps": None,
+            "fraction": 0.0,
+        }
+        try:
+            job, created = self.store.create(
+                owner,
+                spec.model_dump(mode="json"),
+                spec.metadata,
+                progress,
+                inputs=inputs,
+                idempotency_key=idempotency_key,
+                request_hash=hashlib.sha256(sent.encode()).hexdigest(),
+            )
+        except IdempotencyConflict:
+            raise Conflict("this Idempotency-Key was used with another request body") from None
+        if created:
+            self.dispatcher.dispatch(job.id)  # only after the commit
+        return job, created
+
+    def _inputs(self, owner: str, spec: JobSpec, problems: list[dict[str, Any]]) -> dict:
+        """The uploaded files and teacher job the spec names, checked; problems appended."""
+        inputs: dict[str, str | None] = {}
+        input_shape = None
+        if spec.dataset.name.startswith("file_"):
+            record = self._owned_file(owner, spec.dataset.name, "dataset")
+            if isinstance(record, str):
+                problems.append({"loc": ["body", "dataset", "name"], "msg": record})
+            else:
+                inputs["dataset_file_id"] = record.id
+                input_shape = tuple(record.details["input_shape"])
+        elif spec.dataset.name.endswith((".npz", ".zip")):
+            msg = "file paths are for `otrt train`; upload the file and name its file_… id"
+            problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
+        else:
+            from otrt_core.data import DATASETS
+
+            input_shape = DATASETS[spec.dataset.name].input_shape
+        if spec.teacher is None:
+            return inputs
+        loc = ["body", "teacher", "checkpoint"]
+        teacher_path = self._teacher_path(owner, spec.teacher.checkpoint, inputs, problems, loc)
+        if teacher_path is not None and input_shape is not None:
+            problem = _teacher_misfit(spec.teacher.architecture, teacher_path, input_shape)
+            if problem:
+                problems.append({"loc": loc, "msg": problem})
+        return inputs
+
+    def _teacher_path(
+        self, owner: str, ref: str, inputs: dict, problems: list, loc: list
+    ) -> Path | None:
+        if ref.startswith("file_"):
+            record = self._owned_file(owner, ref, "teacher")
+            if isinstance(record, str):
+                problems.append({"loc": loc, "msg": record})
+                return None
+            inputs["teacher_file_id"] = record.id
+            return self.storage.path(record.path)
+        if ref.startswith("job_"):
+            try:
+                teacher_job = self.store.get(ref, owner)
+            except JobNotFound:
+                problems.append({"loc": loc, "msg": f"no job {ref}"})
+                return None
+            if teacher_job.status != states.SUCCEEDED:
+                msg = f"job {ref} is {teacher_job.status}; a teacher job must have succeeded"
+                problems.append({"loc": loc, "msg": msg})
+                return None
+            inputs["teacher_job_id"] = ref
+            weights = [a for a in self.store.artifacts(ref) if a.name == "student.safetensors"]
+            return self.storage.path(weights[0].path)
+        problems.append(
+            {"loc": loc, "msg": "name an uploaded file (file_…) or a finished job (job_…)"}
+        )
+        return None
+
+    def _owned_file(self, owner: str, file_id: str, purpose: str) -> StoredFile | str:
+        """The owner's file of that purpose, or why not."""
+        try:
+            record = self.files.get(file_id, owner)
+        except FileNotFound:
+            return f"no file {file_id}"
+        if record.purpose != purpose:
+            return f"file {file_id} was uploaded as a {record.purpose}, not a {purpose}"
+        return record
+
+    def job(self, owner: str, job_id: str) -> Job:
+        try:
+            return self.store.get(job_id, owner)
+        except JobNotFound:
+            raise NotFound(f"no job {job_id}") from None
+
+    def list_jobs(self, owner: str, status: str | None, limit: int, after: str | None) -> Page:
+        try:
+            return self.store.list(owner, status=status, limit=limit, after=after)
+        except JobNotFound:
+            raise Invalid.at(["query", "after"], f"no job {after}") from None
+
+    def cancel(self, owner: str, job_id: str) -> Job:
+        self.job(owner, job_id)
+        try:
+            return self.store.request_cancel(job_id, owner)
+        except states.IllegalTransition as error:
+            msg = f"job {job_id} is {error.current}; only a live job can be cancelled"
+            raise Conflict(msg) from None
+
+    def metrics(self, owner: str, job_id: str) -> list[dict[str, Any]]:
+        self.job(owner, job_id)
+        return self.store.metrics(job_id)
+
+    def events(self, owner: str, job_id: str, after: int = 0) -> list[JobEvent]:
+        self.job(owner, job_id)
+        return self.store.events(job_id, after)
+
+    def artifacts(self, owner: str, job_id: str) -> list[Artifact]:
+        self.job(owner, job_id)
+        return self.store.artifacts(job_id)
+
+    def artifact(self, owner: str, job_id: str, name: str) -> tuple[Artifact, Path]:
+        for artifact in self.artifacts(owner, job_id):
+            if artifact.name == name:
+                return artifact, self.storage.path(artifact.path)
+        raise NotFound(f"job {job_id} has no artifact {name!r}")
+
+
+def _teacher_misfit(architecture: str, path: Path, input_shape: tuple[int, ...]) -> str | None:
+    """Why the weights at ``path`` do not fit ``architecture``, or ``None`` if they do."""
+    from otrt_core.train.checkpoint import WeightsError, read_weights
+    from otrt_core.train.setup import fitted_teacher
+
+    try:
+        fitted_teacher(architecture, read_weights(path), input_shape, meta=True)
+    except WeightsError as error:
+        return str(error).replace(path.name, "the checkpoint")
+    return None

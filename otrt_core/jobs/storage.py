@@ -1,0 +1,103 @@
+"""Where uploaded files and job artifacts live: one interface, a local directory for now.
+
+Callers name objects by a relative key (``uploads/file_…``,
+``artifacts/job_…/student.safetensors``) and never build paths themselves, so
+an S3-compatible store can replace :class:`LocalStorage` without touching them.
+Writes go to a temporary file and are renamed into place: a reader never sees
+half an object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the upload exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    bytes: int
+    sha256: str
+
+
+CHUNK = 1 << 20
+
+
+class LocalStorage:
+    """Objects as files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The local file of ``key``; keys are relative and never leave the root."""
+        relative = PurePosixPath(key)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"invalid storage key {key!r}")
+        return self.root / relative
+
+    async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject:
+        """Streams ``chunks`` to ``key``, hashing on the way; :class:`TooLarge` past ``limit``."""
+        with _AtomicWriter(self.path(key), key, limit) as writer:
+            async for chunk in chunks:
+                writer.write(chunk)
+        return writer.stored
+
+    def put(self, key: str, source: Path) -> StoredObject:
+        """Copies a local file in as ``key``."""
+        with _AtomicWriter(self.path(key), key) as writer, open(source, "rb") as reader:
+            while chunk := reader.read(CHUNK):
+                writer.write(chunk)
+        return writer.stored
+
+    def rename(self, key: str, new_key: str) -> None:
+        os.replace(self.path(key), self.path(new_key))
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, key: str) -> None:
+        shutil.rmtree(self.path(key), ignore_errors=True)
+
+
+class _AtomicWriter:
+    """Writes to a temporary file beside ``target``, hashing; renames it in on success."""
+
+    def __init__(self, target: Path, key: str, limit: int | None = None) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target, self.key, self.limit = target, key, limit
+        self.digest, self.size = hashlib.sha256(), 0
+        # Closed in __exit__, which also renames or removes it.
+        self.handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=target.parent, delete=False, suffix=".part"
+        )
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.limit is not None and self.size > self.limit:
+            raise TooLarge(self.limit)
+        self.digest.update(chunk)
+        self.handle.write(chunk)
+
+    def __enter__(self) -> _AtomicWriter:
+        return self
+
+    def __exit__(self, error_type: type | None, *_: object) -> None:
+        self.handle.close()
+        if error_type is not None:
+            Path(self.handle.name).unlink(missing_ok=True)
+            return
+        os.replace(self.handle.name, self.target)
+        self.stored = StoredObject(self.key, self.size, self.digest.hexdigest())

@@ -1,0 +1,1 @@
+"""Execution of jobs: the trainer child process, the embedded executor, (later) Celery."""

@@ -1,0 +1,95 @@
+"""The trainer as a child process: started in its own process group, read as JSON lines.
+
+The same code serves the embedded executor and the Celery worker. Stopping
+sends SIGTERM to the whole group (the trainer checkpoints and exits 75), then
+SIGKILL after a grace period, so no grandchild (a data-loader worker, say)
+outlives the job. Its stdin is a pipe this process holds open: should this
+process die unannounced, the trainer reads EOF and checkpoints and stops too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+STOP_GRACE_SECONDS = 30.0
+STDERR_TAIL_BYTES = 4000
+END_OF_OUTPUT: dict[str, Any] = {"event": "end_of_output"}
+
+
+class TrainerProcess:
+    """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue."""
+
+    def __init__(
+        self, spec_path: Path, out_dir: Path, *, resume: bool, device: str, env: dict[str, str]
+    ) -> None:
+        command = [sys.executable, "-m", "otrt", "train", str(spec_path), "--out", str(out_dir)]
+        command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
+        self.stderr_path = out_dir / "trainer.log"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.stderr_path, "ab") as stderr:
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                # Never written: if this process dies, the trainer sees EOF and stops.
+                stdin=subprocess.PIPE,
+                env={**os.environ, **env},
+                start_new_session=True,  # its own process group, signalled as one
+            )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True, name=f"trainer-{self.pid}").start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a stray print; the protocol is one JSON object per line
+            if isinstance(event, dict) and "event" in event:
+                self.events.put(event)
+        self.events.put(END_OF_OUTPUT)
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        """The next event (``END_OF_OUTPUT`` once stdout closed), or ``None`` after ``timeout``."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """SIGTERM to the group, SIGKILL after ``grace`` seconds; returns the exit code."""
+        self._signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            return self.process.wait()
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self.process.wait()
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def stderr_tail(self) -> str:
+        try:
+            data = self.stderr_path.read_bytes()[-STDERR_TAIL_BYTES:]
+        except OSError:
+            return ""
+        return data.decode(errors="replace").strip()
