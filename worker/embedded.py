@@ -85,4 +85,3 @@ class EmbeddedExecutor:
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout)
-

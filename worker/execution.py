@@ -62,7 +62,7 @@ class Executor:
             spec_path, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
-        follower = Follower(self.store, lease, job.progress)
+        follower = Follower(self.store, lease, job.progress, trainer.pid)
         reason = self._follow(trainer, lease, follower, shutting_down)
         code = trainer.process.wait()
         return self._finish(lease, code, reason, follower, trainer, out_dir)
@@ -188,8 +188,8 @@ class Executor:
 class Follower:
     """Turns the trainer's JSON-lines events into the job's progress, metrics and events."""
 
-    def __init__(self, store: JobStore, lease: Lease, progress: dict[str, Any]) -> None:
-        self.store, self.lease = store, lease
+    def __init__(self, store: JobStore, lease: Lease, progress: dict[str, Any], pid: int) -> None:
+        self.store, self.lease, self.pid = store, lease, pid
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
@@ -202,7 +202,8 @@ class Follower:
         if kind == "start":
             where = f"on {event.get('device')}, teacher cache {event.get('teacher_cache')}"
             verb = "resumed" if event.get("resumed") else "started"
-            self._event("started", f"training {verb} at epoch {event.get('epoch')} {where}", event)
+            message = f"training {verb} at epoch {event.get('epoch')} {where}"
+            self._event("started", message, event | {"pid": self.pid})
         elif kind == "epoch":
             record = {k: v for k, v in event.items() if k != "event"}
             self.store.add_metric(self.lease, int(event["epoch"]), record)

@@ -7,6 +7,7 @@ pass by skipping.
 """
 
 import os
+import secrets
 
 import psycopg
 import pytest
@@ -51,3 +52,40 @@ def libpq_url(sqlalchemy_url: str) -> str:
     """postgresql+psycopg://... -> postgresql://... (what libpq reads)."""
     scheme, rest = sqlalchemy_url.split("://", 1)
     return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path):
+    """A migrated database: SQLite in a temp dir, or a fresh schema on the real PostgreSQL."""
+    from sqlalchemy import text
+
+    from otrt_core.jobs.db import make_engine, migrate
+
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'otrt.db'}")
+        migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    url = request.getfixturevalue("database_url")
+    schema = f"otrt_test_{secrets.token_hex(6)}"
+    admin = make_engine(url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(engine):
+    from otrt_core.jobs.db import make_sessions
+    from otrt_core.jobs.store import JobStore
+
+    return JobStore(make_sessions(engine))
