@@ -1,0 +1,163 @@
+"""End to end through real HTTP on `otrt serve` (uvicorn, SQLite, embedded executor).
+
+One server for the module: a supervised teacher on digits, then distill,
+transfer and transfer_distill jobs that name it, SSE followed to the end,
+downloads with Range and ETag, and a cancelled job whose trainer is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load
+
+from otrt_core.data import load_arrays
+from otrt_core.models import build_model
+
+pytestmark = pytest.mark.slow
+TRAINING = {"epochs": 3, "batch_size": 64, "lr": 0.05}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("otrt-data")
+    port = free_port()
+    env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "otrt serve did not start"
+        time.sleep(0.3)
+    yield client
+    process.terminate()
+    output, _ = process.communicate(timeout=60)
+    client.close()
+    print(output)
+
+
+def submit(client: httpx.Client, body: dict) -> str:
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def follow_sse(client: httpx.Client, job_id: str) -> list[dict]:
+    """Every event of the job from its SSE stream, which must end when the job ends."""
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events",
+                       headers={"Accept": "text/event-stream"}, timeout=300) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    return events
+
+
+def finished(client: httpx.Client, job_id: str) -> dict:
+    events = follow_sse(client, job_id)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", (job, events)
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    assert events[-1]["type"] == "succeeded" and "epoch" in [e["type"] for e in events]
+    return job
+
+
+def test_teacher_then_distill_download_and_check_the_accuracy(server):
+    teacher = submit(server, {"mode": "supervised", "student": {"architecture": "mlp"},
+                              "dataset": {"name": "digits"}, "training": TRAINING})
+    finished(server, teacher)
+    distill = submit(server, {
+        "mode": "distill", "teacher": {"architecture": "mlp", "checkpoint": teacher},
+        "student": {"architecture": "mlp_small"}, "dataset": {"name": "digits"},
+        "kd": {"weight": 1.0}, "training": TRAINING})
+    job = finished(server, distill)
+    assert job["progress"]["fraction"] == 1.0 and job["metrics"]["ot_distance"] is not None
+    assert len(server.get(f"/v1/jobs/{distill}/metrics").json()) == TRAINING["epochs"]
+
+    artifacts = {a["name"]: a for a in server.get(f"/v1/jobs/{distill}/artifacts").json()}
+    assert {"student.safetensors", "metrics.json", "spec.json"} <= set(artifacts)
+    url = f"/v1/jobs/{distill}/artifacts/student.safetensors"
+    whole = server.get(url)
+    assert whole.status_code == 200 and len(whole.content) == artifacts["student.safetensors"]["bytes"]
+    assert whole.headers["etag"] == f'"{artifacts["student.safetensors"]["sha256"]}"'
+    assert "student.safetensors" in whole.headers["content-disposition"]
+    part = server.get(url, headers={"Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.content == whole.content[10:100]
+    assert server.get(url, headers={"If-None-Match": whole.headers["etag"]}).status_code == 304
+
+    # The downloaded weights give the test accuracy the job reported.
+    metrics = json.loads(server.get(f"/v1/jobs/{distill}/artifacts/metrics.json").content)
+    model = build_model("mlp_small", num_classes=10, input_shape=(1, 8, 8))
+    model.load_state_dict(load(whole.content))
+    raw = load_arrays("digits")  # a user's view: raw test inputs and metrics.json's statistics
+    mean = torch.tensor(metrics["normalization"]["mean"]).view(-1, 1, 1)
+    std = torch.tensor(metrics["normalization"]["std"]).view(-1, 1, 1)
+    x = (torch.from_numpy(np.array(raw.x_test)) - mean) / std
+    with torch.no_grad():
+        predictions = model.eval()(x).argmax(1).numpy()
+    accuracy = float((predictions == raw.y_test).mean())
+    assert accuracy == pytest.approx(job["metrics"]["test_accuracy"], abs=1e-6)
+    assert accuracy > 0.5
+
+
+def test_transfer_and_transfer_distill_from_a_teacher_job(server):
+    source = {"name": "digits", "classes": [0, 1, 2, 3, 4]}
+    target = {"name": "digits", "classes": [5, 6, 7, 8, 9], "train_subset": 20}
+    teacher = submit(server, {"mode": "supervised", "student": {"architecture": "cnn"},
+                              "dataset": source, "training": TRAINING})
+    finished(server, teacher)
+    for mode, student in [("transfer", "cnn"), ("transfer_distill", "cnn_small")]:
+        job = finished(server, submit(server, {
+            "mode": mode, "teacher": {"architecture": "cnn", "checkpoint": teacher},
+            "student": {"architecture": student}, "dataset": target, "training": TRAINING}))
+        assert job["spec"]["regularizer"]["kind"] == "ot"
+        assert job["metrics"]["test_accuracy"] > 0.2  # five classes: chance is 0.2
+
+
+def test_cancel_a_running_job_stops_its_trainer(server):
+    job_id = submit(server, {"mode": "supervised", "student": {"architecture": "cnn"},
+                             "dataset": {"name": "digits"},
+                             "training": {"epochs": 500, "batch_size": 16}})
+    deadline = time.monotonic() + 120
+    while True:
+        events = server.get(f"/v1/jobs/{job_id}/events").json()
+        started = [e for e in events if e["type"] == "started"]
+        if started:
+            break
+        assert time.monotonic() < deadline, events
+        time.sleep(0.3)
+    pid = started[0]["data"]["pid"]
+    os.kill(pid, 0)  # running
+    response = server.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "cancelling"
+    events = follow_sse(server, job_id)
+    assert events[-1]["type"] == "cancelled"
+    assert server.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert server.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
