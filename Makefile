@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Runs otrt locally on its embedded defaults (no Docker, no external services).
+## Serves otrt on http://127.0.0.1:8000 on its embedded defaults (SQLite under ./var,
+## in-process executor, auth off on loopback; no Docker, no external services).
 run: $(STAMP)
-	$(BIN)/otrt demo
+	$(BIN)/otrt serve
 
 ## Lints, then runs every test (tests/service needs PostgreSQL and Redis on 127.0.0.1).
 test: $(STAMP) lint

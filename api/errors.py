@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -41,10 +42,23 @@ def install(app: FastAPI) -> None:
         return problem(422, f"{len(errors)} problem(s) in the request", errors)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return problem(error.status_code, str(error.detail), **(error.headers or {}))
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return problem(error.status_code, str(error.detail), **headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return problem(500, "internal error; the server log has the details")
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method any route serves at ``path`` (Starlette lists only the first route's)."""
+    methods = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)

@@ -43,7 +43,12 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         weights = read_weights(path)
     except WeightsError as error:
-        raise InvalidUpload(str(error).replace(path.name, "the upload")) from None
+        if "state dict" in str(error):
+            raise InvalidUpload(str(error).replace(path.name, "the upload")) from None
+        raise InvalidUpload(
+            "the upload is neither safetensors nor a PyTorch state dict of tensors "
+            "(pickled objects other than tensors are refused, never unpickled)"
+        ) from None
     details = {"tensors": len(weights), "parameters": sum(t.numel() for t in weights.values())}
     return ("safetensors" if path.suffix == ".safetensors" else "pytorch"), details
 

@@ -40,7 +40,10 @@ def server(tmp_path_factory):
     env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
     process = subprocess.Popen(
         [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     deadline = time.monotonic() + 60
@@ -69,12 +72,13 @@ def submit(client: httpx.Client, body: dict) -> str:
 def follow_sse(client: httpx.Client, job_id: str) -> list[dict]:
     """Every event of the job from its SSE stream, which must end when the job ends."""
     events = []
-    with client.stream("GET", f"/v1/jobs/{job_id}/events",
-                       headers={"Accept": "text/event-stream"}, timeout=300) as stream:
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=300
+    ) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
             if line.startswith("data: "):
-                events.append(json.loads(line[len("data: "):]))
+                events.append(json.loads(line[len("data: ") :]))
     return events
 
 
@@ -88,13 +92,27 @@ def finished(client: httpx.Client, job_id: str) -> dict:
 
 
 def test_teacher_then_distill_download_and_check_the_accuracy(server):
-    teacher = submit(server, {"mode": "supervised", "student": {"architecture": "mlp"},
-                              "dataset": {"name": "digits"}, "training": TRAINING})
+    teacher = submit(
+        server,
+        {
+            "mode": "supervised",
+            "student": {"architecture": "mlp"},
+            "dataset": {"name": "digits"},
+            "training": TRAINING,
+        },
+    )
     finished(server, teacher)
-    distill = submit(server, {
-        "mode": "distill", "teacher": {"architecture": "mlp", "checkpoint": teacher},
-        "student": {"architecture": "mlp_small"}, "dataset": {"name": "digits"},
-        "kd": {"weight": 1.0}, "training": TRAINING})
+    distill = submit(
+        server,
+        {
+            "mode": "distill",
+            "teacher": {"architecture": "mlp", "checkpoint": teacher},
+            "student": {"architecture": "mlp_small"},
+            "dataset": {"name": "digits"},
+            "kd": {"weight": 1.0},
+            "training": TRAINING,
+        },
+    )
     job = finished(server, distill)
     assert job["progress"]["fraction"] == 1.0 and job["metrics"]["ot_distance"] is not None
     assert len(server.get(f"/v1/jobs/{distill}/metrics").json()) == TRAINING["epochs"]
@@ -103,7 +121,9 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
     assert {"student.safetensors", "metrics.json", "spec.json"} <= set(artifacts)
     url = f"/v1/jobs/{distill}/artifacts/student.safetensors"
     whole = server.get(url)
-    assert whole.status_code == 200 and len(whole.content) == artifacts["student.safetensors"]["bytes"]
+    assert (
+        whole.status_code == 200 and len(whole.content) == artifacts["student.safetensors"]["bytes"]
+    )
     assert whole.headers["etag"] == f'"{artifacts["student.safetensors"]["sha256"]}"'
     assert "student.safetensors" in whole.headers["content-disposition"]
     part = server.get(url, headers={"Range": "bytes=10-99"})
@@ -128,21 +148,44 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
 def test_transfer_and_transfer_distill_from_a_teacher_job(server):
     source = {"name": "digits", "classes": [0, 1, 2, 3, 4]}
     target = {"name": "digits", "classes": [5, 6, 7, 8, 9], "train_subset": 20}
-    teacher = submit(server, {"mode": "supervised", "student": {"architecture": "cnn"},
-                              "dataset": source, "training": TRAINING})
+    teacher = submit(
+        server,
+        {
+            "mode": "supervised",
+            "student": {"architecture": "cnn"},
+            "dataset": source,
+            "training": TRAINING,
+        },
+    )
     finished(server, teacher)
     for mode, student in [("transfer", "cnn"), ("transfer_distill", "cnn_small")]:
-        job = finished(server, submit(server, {
-            "mode": mode, "teacher": {"architecture": "cnn", "checkpoint": teacher},
-            "student": {"architecture": student}, "dataset": target, "training": TRAINING}))
+        job = finished(
+            server,
+            submit(
+                server,
+                {
+                    "mode": mode,
+                    "teacher": {"architecture": "cnn", "checkpoint": teacher},
+                    "student": {"architecture": student},
+                    "dataset": target,
+                    "training": TRAINING,
+                },
+            ),
+        )
         assert job["spec"]["regularizer"]["kind"] == "ot"
         assert job["metrics"]["test_accuracy"] > 0.2  # five classes: chance is 0.2
 
 
 def test_cancel_a_running_job_stops_its_trainer(server):
-    job_id = submit(server, {"mode": "supervised", "student": {"architecture": "cnn"},
-                             "dataset": {"name": "digits"},
-                             "training": {"epochs": 500, "batch_size": 16}})
+    job_id = submit(
+        server,
+        {
+            "mode": "supervised",
+            "student": {"architecture": "cnn"},
+            "dataset": {"name": "digits"},
+            "training": {"epochs": 500, "batch_size": 16},
+        },
+    )
     deadline = time.monotonic() + 120
     while True:
         events = server.get(f"/v1/jobs/{job_id}/events").json()
