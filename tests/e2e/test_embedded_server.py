@@ -33,9 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("otrt-data")
+def start_server(data_dir) -> tuple[subprocess.Popen, httpx.Client]:
+    """`otrt serve` on a free port, once it answers /healthz."""
     port = free_port()
     env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
     process = subprocess.Popen(
@@ -56,6 +55,12 @@ def server(tmp_path_factory):
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, "otrt serve did not start"
         time.sleep(0.3)
+    return process, client
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, client = start_server(tmp_path_factory.mktemp("otrt-data"))
     yield client
     process.terminate()
     output, _ = process.communicate(timeout=60)
@@ -176,25 +181,40 @@ def test_transfer_and_transfer_distill_from_a_teacher_job(server):
         assert job["metrics"]["test_accuracy"] > 0.2  # five classes: chance is 0.2
 
 
-def test_cancel_a_running_job_stops_its_trainer(server):
-    job_id = submit(
-        server,
-        {
-            "mode": "supervised",
-            "student": {"architecture": "cnn"},
-            "dataset": {"name": "digits"},
-            "training": {"epochs": 500, "batch_size": 16},
-        },
-    )
+LONG_JOB = {
+    "mode": "supervised",
+    "student": {"architecture": "cnn"},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 500, "batch_size": 16},
+}
+
+
+def wait_for_event(client: httpx.Client, job_id: str, type_: str, count: int = 1) -> dict:
+    """The ``count``-th event of that type, once it exists."""
     deadline = time.monotonic() + 120
     while True:
-        events = server.get(f"/v1/jobs/{job_id}/events").json()
-        started = [e for e in events if e["type"] == "started"]
-        if started:
-            break
+        events = client.get(f"/v1/jobs/{job_id}/events").json()
+        matching = [e for e in events if e["type"] == type_]
+        if len(matching) >= count:
+            return matching[count - 1]
         assert time.monotonic() < deadline, events
         time.sleep(0.3)
-    pid = started[0]["data"]["pid"]
+
+
+def gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_cancel_a_running_job_stops_its_trainer(server):
+    job_id = submit(server, LONG_JOB)
+    pid = wait_for_event(server, job_id, "started")["data"]["pid"]
     os.kill(pid, 0)  # running
     response = server.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelling"
@@ -204,3 +224,24 @@ def test_cancel_a_running_job_stops_its_trainer(server):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert server.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_a_job_running_when_the_server_is_killed_resumes_on_restart(tmp_path):
+    first, client = start_server(tmp_path)
+    job_id = submit(client, LONG_JOB)
+    pid = wait_for_event(client, job_id, "started")["data"]["pid"]
+    wait_for_event(client, job_id, "epoch")  # a checkpoint exists
+    first.kill()  # SIGKILL: no chance to stop the trainer
+    first.wait()
+    assert gone(pid, within=60), "the orphaned trainer kept running"
+    second, client = start_server(tmp_path)
+    try:
+        resumed = wait_for_event(client, job_id, "started", count=2)["data"]
+        assert resumed["resumed"] and resumed["epoch"] >= 1
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "running" and job["attempt"] == 2
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+        assert follow_sse(client, job_id)[-1]["type"] == "cancelled"
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
