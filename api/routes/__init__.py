@@ -9,11 +9,14 @@ from api.schemas import Problem
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem documents a route may answer."""
+    """OpenAPI entries for the problem documents a route may answer.
+
+    Every route may answer 400 (a body that is not JSON at all), 401 and 422.
+    """
     return {
         status: {
             "model": Problem,
             "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
         }
-        for status in (401, 422, *statuses)
+        for status in (400, 401, 422, *statuses)
     }
