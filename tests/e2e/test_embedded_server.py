@@ -33,10 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir) -> tuple[subprocess.Popen, httpx.Client]:
+def start_server(
+    data_dir, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, httpx.Client]:
     """`otrt serve` on a free port, once it answers /healthz."""
     port = free_port()
     env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
+    env |= extra_env or {}
     process = subprocess.Popen(
         [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
@@ -74,12 +77,13 @@ def submit(client: httpx.Client, body: dict) -> str:
     return response.json()["id"]
 
 
-def follow_sse(client: httpx.Client, job_id: str) -> list[dict]:
+def follow_sse(client: httpx.Client, job_id: str, last_event_id: int | None = None) -> list[dict]:
     """Every event of the job from its SSE stream, which must end when the job ends."""
     events = []
-    with client.stream(
-        "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=300
-    ) as stream:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=300) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
             if line.startswith("data: "):
@@ -93,7 +97,7 @@ def finished(client: httpx.Client, job_id: str) -> dict:
     assert job["status"] == "succeeded", (job, events)
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     assert events[-1]["type"] == "succeeded" and "epoch" in [e["type"] for e in events]
-    return job
+    return job | {"events": events}
 
 
 def test_teacher_then_distill_download_and_check_the_accuracy(server):
@@ -106,7 +110,9 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
             "training": TRAINING,
         },
     )
-    finished(server, teacher)
+    everything = finished(server, teacher)["events"]
+    resumed = follow_sse(server, teacher, last_event_id=everything[2]["id"])
+    assert resumed == everything[3:]  # a reconnecting client gets only what it missed
     distill = submit(
         server,
         {
