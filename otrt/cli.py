@@ -121,6 +121,59 @@ def serve(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """The API alone (production): jobs go to Celery workers through OTRT_BROKER_URL."""
+    import uvicorn
+
+    from otrt.server import AuthRefused, auth_enabled, build_api
+    from otrt_core.settings import Settings
+
+    settings = Settings()
+    if not settings.broker_url:
+        typer.echo("error: `otrt api` needs OTRT_BROKER_URL (or use `otrt serve`)", err=True)
+        raise typer.Exit(2)
+    try:
+        auth = auth_enabled(settings, host, embedded=False)
+    except AuthRefused as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"otrt {otrt.__version__} API on http://{host}:{port} (auth {'on' if auth else 'OFF'})"
+    )
+    uvicorn.run(build_api(settings, auth=auth), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def worker(
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name (default: otrt@<host>-<pid>).")
+    ] = None,
+) -> None:
+    """A Celery worker (production): one job at a time; run one per GPU.
+
+    Pin its GPU with CUDA_VISIBLE_DEVICES; stop it with SIGTERM (the running job
+    checkpoints and goes back to the queue).
+    """
+    import os
+    import socket
+
+    from otrt_core.settings import Settings
+
+    if not Settings().broker_url:
+        typer.echo("error: `otrt worker` needs OTRT_BROKER_URL", err=True)
+        raise typer.Exit(2)
+    from worker.celery_app import app as celery
+
+    name = hostname or f"otrt@{socket.gethostname()}-{os.getpid()}"
+    celery.worker_main(
+        ["worker", "--loglevel=INFO", f"--hostname={name}", "--without-gossip", "--without-mingle"]
+    )
+
+
+@app.command()
 def migrate() -> None:
     """Upgrades the database (OTRT_DATABASE_URL, or the embedded SQLite) to the newest schema."""
     from otrt_core.jobs.db import make_engine

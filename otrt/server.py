@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from api.app import AppParts, create_app
 from otrt_core.jobs.db import make_engine, make_sessions, migrate
@@ -48,38 +50,96 @@ def auth_enabled(settings: Settings, host: str, *, embedded: bool) -> bool:
 
 
 @dataclass
+class Components:
+    """The store, file records, keys and storage over one database and data directory."""
+
+    engine: Engine
+    store: JobStore
+    files: FileRecords
+    keys: KeyStore
+    storage: LocalStorage
+    data_dir: Path
+
+
+def build_components(settings: Settings) -> Components:
+    data_dir = settings.data_dir.resolve()
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessions(engine)
+    return Components(
+        engine=engine,
+        store=JobStore(sessions),
+        files=FileRecords(sessions),
+        keys=KeyStore(sessions),
+        storage=LocalStorage(data_dir / "store"),
+        data_dir=data_dir,
+    )
+
+
+def build_executor(settings: Settings, parts: Components, name: str) -> Executor:
+    """What runs jobs in this process, under the lease owner ``name``."""
+    return Executor(
+        store=parts.store,
+        files=parts.files,
+        storage=parts.storage,
+        work_root=parts.data_dir / "work",
+        name=name,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        device=settings.trainer_device,
+    )
+
+
+@dataclass
 class Embedded:
     app: FastAPI
     executor: EmbeddedExecutor
-    keys: KeyStore
-    store: JobStore
+    components: Components
 
 
 def build_embedded(settings: Settings, *, concurrency: int = 1, auth: bool = False) -> Embedded:
     """The whole service in one process: migrated DB, storage, executor threads, app."""
-    data_dir = settings.data_dir.resolve()
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    sessions = make_sessions(engine)
-    store, files, keys = JobStore(sessions), FileRecords(sessions), KeyStore(sessions)
-    storage = LocalStorage(data_dir / "store")
+    parts = build_components(settings)
+    migrate(parts.engine)
     # One name per data directory: after a crash, the restarted server knows its old leases.
-    name = "embedded-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    name = "embedded-" + hashlib.sha256(str(parts.data_dir).encode()).hexdigest()[:12]
     executor = EmbeddedExecutor(
-        Executor(
-            store=store,
-            files=files,
-            storage=storage,
-            work_root=data_dir / "work",
-            name=name,
-            lease_seconds=settings.lease_seconds,
-            heartbeat_seconds=settings.heartbeat_seconds,
-            device=settings.trainer_device,
-        ),
+        build_executor(settings, parts, name),
         concurrency=concurrency,
         max_attempts=settings.max_attempts,
         requeue_after_seconds=settings.requeue_after_seconds,
     )
-    service = Service(store, files, storage, executor, settings.max_upload_bytes)
-    app = create_app(AppParts(engine=engine, service=service, keys=keys, auth=auth))
-    return Embedded(app=app, executor=executor, keys=keys, store=store)
+    return Embedded(app=_app(settings, parts, executor, auth), executor=executor, components=parts)
+
+
+def build_api(settings: Settings, *, auth: bool) -> FastAPI:
+    """The API alone (`otrt api`): jobs go to Celery workers through the broker."""
+    from worker.celery_app import app as celery
+    from worker.celery_dispatch import CeleryDispatcher
+
+    parts = build_components(settings)
+
+    def broker_check() -> str:
+        try:
+            with celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception as error:
+            return f"unreachable: {type(error).__name__}"
+        return "ok"
+
+    dispatcher = CeleryDispatcher(celery, parts.store)
+    return _app(settings, parts, dispatcher, auth, broker_check)
+
+
+def _app(settings, parts: Components, dispatcher, auth: bool, broker_check=None) -> FastAPI:
+    service = Service(
+        parts.store, parts.files, parts.storage, dispatcher, settings.max_upload_bytes
+    )
+    return create_app(
+        AppParts(
+            engine=parts.engine,
+            service=service,
+            keys=parts.keys,
+            auth=auth,
+            broker_check=broker_check,
+        )
+    )

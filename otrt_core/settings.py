@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A queued job untouched this long is dispatched again."
     )
     trainer_device: str = Field(default="auto", description="--device of the trainer process.")
+    visibility_timeout_seconds: int = Field(
+        default=8 * 86_400,
+        ge=60,
+        description=(
+            "Redis' visibility timeout: longer than any job's max_runtime_s (at most 7 days), "
+            "so that a running job's message is never handed to a second worker."
+        ),
+    )
 
     @property
     def resolved_database_url(self) -> str:

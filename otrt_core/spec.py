@@ -97,7 +97,7 @@ class TrainingSpec(_Strict):
     amp: Literal["auto", "on", "off"] = "auto"
     teacher_cache: Literal["auto", "off"] = "auto"
     select: Literal["best", "last"] = "best"
-    max_runtime_s: int = Field(default=86_400, ge=1)
+    max_runtime_s: int = Field(default=86_400, ge=1, le=7 * 86_400)
 
 
 class JobSpec(_Strict):

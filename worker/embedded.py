@@ -77,7 +77,6 @@ class EmbeddedExecutor:
                 log.exception("the reaper failed; trying again")
                 continue
             for job_id in reaped.requeued + reaped.redispatch:
-                self.store.touch_queued(job_id)
                 self.dispatch(job_id)
 
     def shutdown(self, timeout: float = 60.0) -> None:

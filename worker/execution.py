@@ -44,6 +44,9 @@ class Executor:
     heartbeat_seconds: float
     device: str = "auto"
     trainer_env: dict[str, str] | None = None
+    # Wall-clock backstop per attempt beyond the spec's max_runtime_s (which the
+    # trainer enforces itself, with a checkpoint): a hung trainer is killed.
+    time_limit_grace_seconds: float = 600.0
 
     def run(self, job_id: str, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
         """Runs ``job_id`` to an end if this executor wins its claim; returns how it ended.
@@ -63,7 +66,15 @@ class Executor:
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
         follower = Follower(self.store, lease, job.progress, trainer.pid)
-        reason = self._follow(trainer, lease, follower, shutting_down)
+        deadline = (
+            time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
+        )
+        try:
+            reason = self._follow(trainer, lease, follower, shutting_down, deadline)
+        except BaseException:  # a time limit or a worker shutting down mid-job
+            trainer.stop()
+            self._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
+            raise
         code = trainer.process.wait()
         return self._finish(lease, code, reason, follower, trainer, out_dir)
 
@@ -92,6 +103,7 @@ class Executor:
         lease: Lease,
         follower: Follower,
         shutting_down: Callable[[], bool],
+        deadline: float,
     ) -> str | None:
         """Relays events until the trainer's output ends; returns why it was stopped, if it was."""
         next_beat = time.monotonic() + self.heartbeat_seconds
@@ -104,19 +116,23 @@ class Executor:
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.heartbeat_seconds
-            reason = self._heartbeat(lease, shutting_down)
+            reason = self._heartbeat(lease, shutting_down, deadline)
             if reason is not None:
                 log.info("job %s: stopping the trainer (%s)", lease.job_id, reason)
                 trainer.stop()
                 return reason
 
-    def _heartbeat(self, lease: Lease, shutting_down: Callable[[], bool]) -> str | None:
+    def _heartbeat(
+        self, lease: Lease, shutting_down: Callable[[], bool], deadline: float
+    ) -> str | None:
         """Renews the lease; returns why the trainer must stop now, if it must."""
         cancel = self.store.renew(lease, self.lease_seconds)
         if cancel is None:
             return "lease_lost"
         if cancel:
             return "cancel"
+        if time.monotonic() > deadline:
+            return "time_limit"
         return "shutdown" if shutting_down() else None
 
     def _finish(
@@ -133,6 +149,9 @@ class Executor:
         job_id = lease.job_id
         if reason == "cancel":
             return self._end(lease, states.CANCELLED, "cancelled; the trainer stopped")
+        if reason == "time_limit":
+            message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
+            return self._fail(lease, "time_limit", message)
         if code == EXIT_OK:
             self._publish(lease, out_dir, follower)
             shutil.rmtree(out_dir, ignore_errors=True)

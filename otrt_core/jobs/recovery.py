@@ -22,7 +22,8 @@ class Reaped:
     requeued: list[str] = field(default_factory=list)  # dispatch these again
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
-    redispatch: list[str] = field(default_factory=list)  # queued too long: message maybe lost
+    # Queued too long (the message may be lost); marked as re-sent by this reaper only.
+    redispatch: list[str] = field(default_factory=list)
 
 
 def release_leases_of(store: JobStore, owner: str) -> list[str]:
@@ -51,7 +52,8 @@ def reap(store: JobStore, max_attempts: int, requeue_after_seconds: float) -> Re
     """Requeues jobs with an expired lease (or fails them after ``max_attempts``).
 
     A job being cancelled when its executor died is ``cancelled``; a job queued
-    for longer than ``requeue_after_seconds`` is listed for dispatching again.
+    for longer than ``requeue_after_seconds`` is listed for dispatching again,
+    by one reaper only (its ``queued_at`` is moved by compare-and-set).
     """
     now = utcnow()
     reaped = Reaped()
@@ -85,6 +87,10 @@ def reap(store: JobStore, max_attempts: int, requeue_after_seconds: float) -> Re
         except states.IllegalTransition:
             continue  # renewed, finished or reaped elsewhere meanwhile
         bucket.append(job.id)
-    stale = store.queued_since(now - timedelta(seconds=requeue_after_seconds))
-    reaped.redispatch = [job_id for job_id in stale if job_id not in reaped.requeued]
+    before = now - timedelta(seconds=requeue_after_seconds)
+    reaped.redispatch = [
+        job_id
+        for job_id in store.queued_since(before)
+        if job_id not in reaped.requeued and store.touch_queued(job_id, before)
+    ]
     return reaped

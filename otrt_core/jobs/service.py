@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -30,6 +31,7 @@ from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
 PURPOSES = ("teacher", "dataset")
+log = logging.getLogger("otrt.service")
 
 
 class ServiceError(Exception):
@@ -171,8 +173,21 @@ class Service:
         except IdempotencyConflict:
             raise Conflict("this Idempotency-Key was used with another request body") from None
         if created:
-            self.dispatcher.dispatch(job.id)  # only after the commit
+            self._dispatch(job.id)
         return job, created
+
+    def _dispatch(self, job_id: str) -> None:
+        """Hands a committed job to the dispatcher; a failure here loses nothing.
+
+        The job stays queued in the DB, and a reaper dispatches it again after
+        ``requeue_after_seconds`` (a broker down for a moment, say).
+        """
+        try:
+            self.dispatcher.dispatch(job_id)
+        except Exception:
+            log.warning(
+                "job %s: dispatch failed; the reaper will send it again", job_id, exc_info=True
+            )
 
     def _inputs(self, owner: str, spec: JobSpec, problems: list[dict[str, Any]]) -> dict:
         """The uploaded files and teacher job the spec names, checked; problems appended."""

@@ -365,14 +365,15 @@ class JobStore:
                 )
             )
 
-    def touch_queued(self, job_id: str) -> None:
-        """Marks a queued job as dispatched again now."""
+    def touch_queued(self, job_id: str, before: datetime) -> bool:
+        """Marks a job queued before ``before`` as dispatched again now; false if another did."""
         with self.sessions.begin() as session:
-            session.execute(
+            result = session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == states.QUEUED)
+                .where(Job.id == job_id, Job.status == states.QUEUED, Job.queued_at < before)
                 .values(queued_at=utcnow())
             )
+            return result.rowcount == 1
 
 
 def _holds(lease: Lease) -> tuple:

@@ -162,3 +162,10 @@ def test_pages_are_newest_first_and_owner_scoped(store):
     assert seen == ids[::-1]
     assert first.has_more and second.has_more and not third.has_more
     assert third.next_after is None
+
+
+def test_a_stale_queued_job_is_redispatched_by_one_reaper_only(store):
+    job = new_job(store)
+    first = reap(store, max_attempts=3, requeue_after_seconds=0)
+    second = reap(store, max_attempts=3, requeue_after_seconds=0.5)
+    assert first.redispatch == [job.id] and second.redispatch == []
