@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,10 @@ from safetensors.torch import load
 
 from otrt_core.data import load_arrays
 from otrt_core.models import build_model
+from tests.utils.processes import free_port, pid_gone
 
 pytestmark = pytest.mark.slow
 TRAINING = {"epochs": 3, "batch_size": 64, "lr": 0.05}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(
@@ -207,17 +201,6 @@ def wait_for_event(client: httpx.Client, job_id: str, type_: str, count: int = 1
         time.sleep(0.3)
 
 
-def gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_cancel_a_running_job_stops_its_trainer(server):
     job_id = submit(server, LONG_JOB)
     pid = wait_for_event(server, job_id, "started")["data"]["pid"]
@@ -239,7 +222,7 @@ def test_a_job_running_when_the_server_is_killed_resumes_on_restart(tmp_path):
     wait_for_event(client, job_id, "epoch")  # a checkpoint exists
     first.kill()  # SIGKILL: no chance to stop the trainer
     first.wait()
-    assert gone(pid, within=60), "the orphaned trainer kept running"
+    assert pid_gone(pid, within=60), "the orphaned trainer kept running"
     second, client = start_server(tmp_path)
     try:
         resumed = wait_for_event(client, job_id, "started", count=2)["data"]

@@ -54,33 +54,38 @@ def libpq_url(sqlalchemy_url: str) -> str:
     return f"{scheme.split('+', 1)[0]}://{rest}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path):
-    """A migrated database: SQLite in a temp dir, or a fresh schema on the real PostgreSQL."""
+@pytest.fixture
+def postgres_schema_url(database_url: str):
+    """A URL whose connections live in a fresh schema of the real PostgreSQL, dropped after."""
     from sqlalchemy import text
 
-    from otrt_core.jobs.db import make_engine, migrate
+    from otrt_core.jobs.db import make_engine
 
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'otrt.db'}")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    url = request.getfixturevalue("database_url")
     schema = f"otrt_test_{secrets.token_hex(6)}"
-    admin = make_engine(url)
+    admin = make_engine(database_url)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
     try:
-        migrate(engine)
-        yield engine
+        yield f"{database_url}?options=-csearch_path%3D{schema}"
     finally:
-        engine.dispose()
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path):
+    """A migrated database: SQLite in a temp dir, or a fresh schema on the real PostgreSQL."""
+    from otrt_core.jobs.db import make_engine, migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'otrt.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema_url")
+    engine = make_engine(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,173 @@
+"""Fault tests of the distributed shape: real PostgreSQL, Redis, `otrt api` and Celery workers.
+
+Bounded in time (leases of 3 s, heartbeats of 0.5 s, re-dispatch after 5 s)
+and marked slow; CI runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+from tests.service.cluster import Cluster
+from tests.utils.processes import free_port, pid_gone
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+TINY = {
+    "mode": "supervised",
+    "student": {"architecture": "mlp_small"},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 1, "batch_size": 256},
+}
+# About a second per epoch on this machine: long enough to be caught mid-run.
+MEDIUM = {
+    "mode": "supervised",
+    "student": {"architecture": "cnn"},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 8, "batch_size": 16},
+}
+LONG = MEDIUM | {"training": {"epochs": 500, "batch_size": 16}}
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> str:
+    """An emptied Redis database of the real server, for one test."""
+    url = redis_url.rsplit("/", 1)[0] + "/11"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def cluster(tmp_path, postgres_schema_url, broker_url):
+    cluster = Cluster(tmp_path, postgres_schema_url, broker_url)
+    yield cluster
+    cluster.close()
+
+
+def worker_pid(event: dict) -> int:
+    """The worker process holding an attempt, from its `running` event (celery-<host>-<pid>)."""
+    return int(event["data"]["worker"].rsplit("-", 1)[1])
+
+
+def test_a_sigkilled_worker_s_job_resumes_on_another_and_succeeds_once(cluster):
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    cluster.start_api()
+    job_id = cluster.submit(MEDIUM)
+    running = cluster.wait_event(job_id, "running")
+    trainer = cluster.wait_event(job_id, "started")["data"]["pid"]
+    cluster.wait_event(job_id, "epoch", count=2)
+    os.kill(worker_pid(running), signal.SIGKILL)
+    assert pid_gone(trainer, within=60), "the orphaned trainer kept running"
+
+    job = cluster.wait(job_id, {"succeeded", "failed"})
+    assert job["status"] == "succeeded" and job["attempt"] == 2, job
+    second = cluster.wait_event(job_id, "started", count=2)["data"]
+    assert second["resumed"] and second["epoch"] >= 2
+    epochs = [m["epoch"] for m in cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()]
+    assert epochs == list(range(1, 9))  # continuous, each epoch once
+    names = [a["name"] for a in cluster.client.get(f"/v1/jobs/{job_id}/artifacts").json()]
+    assert sorted(names) == sorted(set(names)) and "student.safetensors" in names
+    assert [e["type"] for e in cluster.events(job_id)].count("succeeded") == 1
+
+
+def test_two_workers_run_each_of_many_jobs_exactly_once(cluster):
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    cluster.start_api()
+    job_ids = [cluster.submit(TINY) for _ in range(10)]
+    for job_id in job_ids:
+        job = cluster.wait(job_id, {"succeeded", "failed"})
+        assert job["status"] == "succeeded" and job["attempt"] == 1, job
+        types = [e["type"] for e in cluster.events(job_id)]
+        assert types.count("running") == 1 and types.count("succeeded") == 1
+        names = [a["name"] for a in cluster.client.get(f"/v1/jobs/{job_id}/artifacts").json()]
+        assert len(names) == len(set(names)) >= 4
+    workers = {cluster.wait_event(j, "running")["data"]["worker"] for j in job_ids}
+    assert len(workers) == 2  # both took jobs
+
+
+def test_cancel_reaches_a_job_on_a_worker_within_10_seconds(cluster):
+    cluster.start_worker("w1")
+    cluster.start_api()
+    job_id = cluster.submit(LONG)
+    trainer = cluster.wait_event(job_id, "started")["data"]["pid"]
+    asked = time.monotonic()
+    assert cluster.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    job = cluster.wait(job_id, {"cancelled"}, timeout=10)
+    assert time.monotonic() - asked < 10 and job["status"] == "cancelled"
+    assert pid_gone(trainer, within=5)
+
+
+def test_restarting_the_api_changes_nothing_for_a_running_job(cluster):
+    cluster.start_worker("w1")
+    cluster.start_api()
+    job_id = cluster.submit(MEDIUM)
+    cluster.wait_event(job_id, "epoch")
+    cluster.stop_api()
+    cluster.start_api()
+    job = cluster.wait(job_id, {"succeeded", "failed"})
+    assert job["status"] == "succeeded" and job["attempt"] == 1
+
+
+def test_restarting_redis_loses_no_queued_or_running_job(tmp_path, postgres_schema_url):
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+
+    def start_redis() -> subprocess.Popen:
+        command = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--dir",
+            str(data),
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return process
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("redis-server did not start")
+
+    server = start_redis()
+    cluster = Cluster(tmp_path, postgres_schema_url, f"redis://127.0.0.1:{port}/0")
+    try:
+        cluster.start_worker("w1")
+        cluster.start_api()
+        job_ids = [cluster.submit(MEDIUM)] + [cluster.submit(TINY) for _ in range(3)]
+        cluster.wait_event(job_ids[0], "epoch")  # one running, three queued in Redis
+        server.terminate()
+        server.wait(timeout=30)
+        time.sleep(1)
+        server = start_redis()
+        for job_id in job_ids:
+            job = cluster.wait(job_id, {"succeeded", "failed"}, timeout=240)
+            assert job["status"] == "succeeded", job
+            types = [e["type"] for e in cluster.events(job_id)]
+            assert types.count("succeeded") == 1
+    finally:
+        cluster.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_readyz_reports_the_broker(cluster):
+    cluster.start_api()
+    checks = cluster.client.get("/readyz").json()["checks"]
+    assert checks == {"database": "ok", "broker": "ok"}
