@@ -1,0 +1,137 @@
+"""Throughput and recovery of the distributed shape: real PostgreSQL, Redis, API, Celery workers.
+
+Prints JSON (and writes it with --out):
+
+- jobs/minute for N tiny jobs submitted at once, with 1 and then 2 workers;
+- submit -> running (the server's ``started_at - created_at``) median and p99
+  of those jobs, queueing behind busy workers included, and of jobs sent one
+  at a time to an idle worker (the dispatch path alone: API, Redis, claim);
+- recovery after a SIGKILL: seconds from killing the worker that runs a job to
+  that job running again on the other worker (bounded by the lease, 3 s here).
+
+Uses the fault tests' harness (tests/service/cluster.py) against the PostgreSQL
+and Redis given on the command line (a fresh schema, an emptied Redis database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+from sqlalchemy import text
+
+from otrt_core.jobs.db import make_engine
+from tests.service.cluster import Cluster
+
+TINY = {
+    "mode": "supervised",
+    "student": {"architecture": "mlp_small"},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 1, "batch_size": 256},
+}
+MEDIUM = TINY | {"student": {"architecture": "cnn"}, "training": {"epochs": 6, "batch_size": 16}}
+
+
+def seconds_between(job: dict, start: str, end: str) -> float:
+    return (datetime.fromisoformat(job[end]) - datetime.fromisoformat(job[start])).total_seconds()
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def throughput(cluster: Cluster, jobs: int) -> dict:
+    submitted = time.monotonic()
+    job_ids = [cluster.submit(TINY) for _ in range(jobs)]
+    finished = [cluster.wait(job_id, {"succeeded", "failed"}, timeout=600) for job_id in job_ids]
+    elapsed = time.monotonic() - submitted
+    dispatch = [seconds_between(job, "created_at", "started_at") for job in finished]
+    return {
+        "jobs": jobs,
+        "succeeded": sum(job["status"] == "succeeded" for job in finished),
+        "jobs_per_minute": 60 * jobs / elapsed,
+        "submit_to_running_seconds": {"median": statistics.median(dispatch), "p99": p99(dispatch)},
+    }
+
+
+def idle_dispatch(cluster: Cluster, jobs: int = 5) -> dict:
+    latencies = []
+    for _ in range(jobs):
+        job = cluster.wait(cluster.submit(TINY), {"succeeded", "failed"}, timeout=120)
+        latencies.append(seconds_between(job, "created_at", "started_at"))
+    return {"median": statistics.median(latencies), "p99": p99(latencies)}
+
+
+def recovery(cluster: Cluster) -> float:
+    job_id = cluster.submit(MEDIUM)
+    running = cluster.wait_event(job_id, "running")
+    cluster.wait_event(job_id, "epoch")
+    killed = time.time()
+    os.kill(int(running["data"]["worker"].rsplit("-", 1)[1]), signal.SIGKILL)
+    again = cluster.wait_event(job_id, "running", count=2, timeout=120)
+    cluster.wait(job_id, {"succeeded", "failed"}, timeout=300)
+    return datetime.fromisoformat(again["at"]).timestamp() - killed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument(
+        "--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    schema = f"otrt_bench_{secrets.token_hex(4)}"
+    admin = make_engine(args.database_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    report: dict = {"benchmark": "queue_load", "load_average_start": os.getloadavg()}
+    try:
+        for workers in (1, 2):
+            redis.Redis.from_url(args.redis_url).flushdb()
+            with tempfile.TemporaryDirectory() as root:
+                url = f"{args.database_url}?options=-csearch_path%3D{schema}"
+                cluster = Cluster(Path(root), url, args.redis_url)
+                try:
+                    for index in range(workers):
+                        cluster.start_worker(f"w{index}")
+                    cluster.start_api()
+                    time.sleep(3)  # workers connected
+                    report[f"workers_{workers}"] = throughput(cluster, args.jobs)
+                    if workers == 1:
+                        report["idle_dispatch_seconds"] = idle_dispatch(cluster)
+                    if workers == 2:
+                        report["recovery_after_sigkill_seconds"] = recovery(cluster)
+                finally:
+                    cluster.close()
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    report["speedup_2_vs_1"] = (
+        report["workers_2"]["jobs_per_minute"] / report["workers_1"]["jobs_per_minute"]
+    )
+    report["lease_seconds"] = 3
+    report["load_average_end"] = os.getloadavg()
+    text_out = json.dumps(report, indent=2)
+    print(text_out)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text_out + "\n")
+
+
+if __name__ == "__main__":
+    main()
