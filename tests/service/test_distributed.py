@@ -171,3 +171,21 @@ def test_readyz_reports_the_broker(cluster):
     cluster.start_api()
     checks = cluster.client.get("/readyz").json()["checks"]
     assert checks == {"database": "ok", "broker": "ok"}
+
+
+def test_a_worker_stopped_with_sigterm_checkpoints_and_requeues_its_job(cluster):
+    worker = cluster.start_worker("w1")
+    cluster.start_api()
+    job_id = cluster.submit(LONG)
+    trainer = cluster.wait_event(job_id, "started")["data"]["pid"]
+    cluster.wait_event(job_id, "epoch")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert pid_gone(trainer, within=5)
+    job = cluster.job(job_id)
+    assert job["status"] == "queued" and job["attempt"] == 1, cluster.events(job_id)
+    cluster.start_worker("w2")
+    resumed = cluster.wait_event(job_id, "started", count=2)["data"]
+    assert resumed["resumed"] and resumed["epoch"] >= 1
+    assert cluster.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    assert cluster.wait(job_id, {"cancelled"}, timeout=30)["status"] == "cancelled"
