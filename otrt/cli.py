@@ -207,3 +207,9 @@ def keys_create(
     record, plain = KeyStore(make_sessions(engine)).create(name, owner)
     typer.echo(plain)
     typer.echo(f"key {record.id} for owner {record.owner!r}: shown once, keep it.", err=True)
+
+
+# The client commands (submit, jobs, status, events, cancel, download, upload).
+from otrt import client_commands  # noqa: E402
+
+client_commands.register(app)

@@ -6,17 +6,41 @@ and pass plain values down.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def config_file() -> Path:
+    """The optional TOML file of settings: ``$OTRT_CONFIG_FILE``, else the user's config dir."""
+    if os.environ.get("OTRT_CONFIG_FILE"):
+        return Path(os.environ["OTRT_CONFIG_FILE"])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "otrt" / "config.toml"
 
 
 class Settings(BaseSettings):
-    """Every setting of otrt, with its default."""
+    """Every setting of otrt, with its default.
+
+    Read from ``OTRT_*`` environment variables, then from the TOML config file
+    (:func:`config_file`; keys without the prefix, e.g. ``url = "…"``).
+    """
 
     model_config = SettingsConfigDict(env_prefix="OTRT_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return init_settings, env_settings, toml, file_secret_settings
+
+    # --- the client (SDK and `otrt submit`, `otrt jobs`, …) ------------------------------
+    url: str = Field(default="http://127.0.0.1:8000", description="The otrt server to talk to.")
+    api_key: str | None = Field(default=None, description="The API key the client sends.")
 
     torch_threads: int | None = Field(
         default=None,

@@ -1,0 +1,266 @@
+"""The Python SDK: ``otrt.Client`` over httpx, covering API.md. Imports no torch.
+
+>>> client = otrt.Client("http://127.0.0.1:8000", api_key=None)
+>>> teacher = client.create_job({"mode": "supervised", "student": {"architecture": "mlp"},
+...                              "dataset": {"name": "digits"}})
+>>> client.wait(teacher["id"])["status"]
+'succeeded'
+
+Responses are the API's JSON as dicts. Every error is an :class:`ApiError`
+(by status: :class:`Unauthorized`, :class:`NotFound`, :class:`Conflict`,
+:class:`Invalid`, :class:`TooLarge`) carrying the RFC 9457 problem document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CHUNK = 1 << 20
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ApiError(Exception):
+    """An error answer: ``status``, and the ``problem`` document (``detail``, ``errors``)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        self.detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+        self.errors: list[dict[str, Any]] = list(problem.get("errors") or [])
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors)
+        super().__init__(f"{status} {self.detail}" + (f" ({where})" if where else ""))
+
+
+class Unauthorized(ApiError): ...
+
+
+class NotFound(ApiError): ...
+
+
+class Conflict(ApiError): ...
+
+
+class Invalid(ApiError): ...
+
+
+class TooLarge(ApiError): ...
+
+
+ERRORS = {401: Unauthorized, 404: NotFound, 409: Conflict, 413: TooLarge, 422: Invalid}
+
+
+class JobTimeout(TimeoutError):
+    """:meth:`Client.wait` ran out of time; ``job`` is the last state seen."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(f"job {job['id']} is still {job['status']}")
+        self.job = job
+
+
+class Client:
+    """A connection to one otrt server; usable as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        _raise_for_problem(response)
+        return response
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paginated list, fetching pages as needed."""
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self._request("GET", path, params=params).json()
+            yield from page["data"]
+            if not page["has_more"]:
+                return
+            params["after"] = page["next_after"]
+
+    # --- files -------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: str | Path,
+        purpose: str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Streams a file up (``purpose``: teacher or dataset); ``progress(sent, total)``."""
+        path = Path(path)
+        total = path.stat().st_size
+
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    sent += len(chunk)
+                    if progress:
+                        progress(sent, total)
+                    yield chunk
+
+        headers = {
+            "X-Filename": path.name,
+            "Content-Length": str(total),
+            "Content-Type": "application/octet-stream",
+        }
+        return self._request(
+            "POST", "/v1/files", params={"purpose": purpose}, content=chunks(), headers=headers
+        ).json()
+
+    def file(self, file_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/files/{file_id}").json()
+
+    def files(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._pages("/v1/files", {"limit": page_size})
+
+    def delete_file(self, file_id: str) -> None:
+        self._request("DELETE", f"/v1/files/{file_id}")
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def create_job(self, spec: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submits a job from a dict or a pydantic spec (anything with ``model_dump``)."""
+        body = (
+            spec.model_dump(mode="json", exclude_none=True) if hasattr(spec, "model_dump") else spec
+        )
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self, status: str | None = None, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every job, newest first (pages fetched as the iteration goes)."""
+        return self._pages("/v1/jobs", {"status": status, "limit": page_size})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def wait(
+        self, job_id: str, *, timeout: float | None = None, poll_seconds: float = 1.0
+    ) -> dict[str, Any]:
+        """The job once it has ended; :class:`JobTimeout` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (job := self.job(job_id))["status"] not in TERMINAL:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(job)
+            time.sleep(poll_seconds)
+        return job
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/metrics").json()
+
+    def events(self, job_id: str, *, follow: bool = False, after: int = 0) -> Iterator[dict]:
+        """The job's events in order; with ``follow``, live until the job ends.
+
+        Following reconnects after a dropped connection with ``Last-Event-ID``,
+        so no event is lost or repeated.
+        """
+        if not follow:
+            yield from self._request(
+                "GET", f"/v1/jobs/{job_id}/events", params={"after": after}
+            ).json()
+            return
+        last = after
+        while True:
+            try:
+                for event in self._stream_events(job_id, last):
+                    last = event["id"]
+                    yield event
+                return
+            except httpx.TransportError:
+                time.sleep(1.0)  # the server restarted or the network dropped: resume
+
+    def _stream_events(self, job_id: str, last: int) -> Iterator[dict[str, Any]]:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
+        with self.http.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_problem(response)
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    yield json.loads(line[len("data: ") :])
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()
+
+    def download(
+        self, job_id: str, name: str = "student.safetensors", dest: str | Path = "."
+    ) -> Path:
+        """Downloads an artifact into ``dest`` (a directory or a file path), sha256 verified.
+
+        An interrupted download resumes from its ``.part`` file with a Range request.
+        """
+        (listed,) = [a for a in self.artifacts(job_id) if a["name"] == name] or [None]
+        if listed is None:
+            raise NotFound(404, {"detail": f"job {job_id} has no artifact {name!r}"})
+        dest = Path(dest)
+        target = dest / name if dest.is_dir() else dest
+        partial = target.with_name(target.name + ".part")
+        have = partial.stat().st_size if partial.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if 0 < have < listed["bytes"] else {}
+        url = f"/v1/jobs/{job_id}/artifacts/{name}"
+        with self.http.stream("GET", url, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_problem(response)
+            mode = "ab" if response.status_code == 206 else "wb"
+            with partial.open(mode) as handle:
+                for chunk in response.iter_bytes(CHUNK):
+                    handle.write(chunk)
+        digest = hashlib.sha256()
+        with partial.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != listed["sha256"]:
+            partial.unlink()
+            raise ApiError(0, {"detail": f"{name}: sha256 mismatch; the download was discarded"})
+        partial.replace(target)
+        return target
+
+    # --- catalog -------------------------------------------------------------------------
+
+    def architectures(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/architectures").json()
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/datasets").json()
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"detail": response.text[:500] or response.reason_phrase}
+    raise ERRORS.get(response.status_code, ApiError)(response.status_code, problem)
