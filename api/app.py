@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 import otrt
 from api import errors
-from api.routes import catalog, files, jobs, ops
+from api.routes import catalog, dashboard, files, jobs, ops
 from api.telemetry import LatencyMiddleware, make_registry
 from otrt_core.jobs.keys import KeyStore
 from otrt_core.jobs.service import Service
@@ -40,6 +41,7 @@ def create_app(parts: AppParts) -> FastAPI:
     app.state.registry, latency = make_registry(parts.service.store.counts_by_status)
     app.add_middleware(LatencyMiddleware, latency=latency)
     errors.install(app)
-    for module in (files, jobs, catalog, ops):
+    for module in (files, jobs, catalog, ops, dashboard):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

@@ -1,0 +1,297 @@
+// otrt dashboard: a single page over the HTTP API, no build step, no network but the API.
+// Routes: #/ (jobs), #/jobs/ID (one job, live), #/new (submit form).
+
+const view = document.getElementById("view");
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+let stopPage = () => {};
+
+// --- the API, with the key kept in this tab's session -------------------------------------
+
+function headers(extra = {}) {
+  const key = sessionStorage.getItem("otrt-key");
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function askForKey() {
+  const dialog = document.getElementById("key-dialog");
+  dialog.showModal();
+  await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+  sessionStorage.setItem("otrt-key", document.getElementById("key-input").value.trim());
+}
+
+async function api(path, options = {}) {
+  for (;;) {
+    const response = await fetch(path, { ...options, headers: headers(options.headers) });
+    if (response.status === 401) { await askForKey(); continue; }
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({ detail: response.statusText }));
+      throw Object.assign(new Error(problem.detail || response.statusText), { problem, status: response.status });
+    }
+    return response;
+  }
+}
+const getJSON = async (path) => (await api(path)).json();
+
+// Server-sent events through fetch (EventSource cannot send the Authorization header).
+async function followEvents(jobId, onEvent, signal) {
+  let last = 0;
+  while (!signal.aborted) {
+    try {
+      const response = await api(`/v1/jobs/${jobId}/events`, {
+        headers: { Accept: "text/event-stream", "Last-Event-ID": String(last) }, signal });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;  // the server ends the stream when the job has ended
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+          const data = frame.split("\n").find((line) => line.startsWith("data: "));
+          if (data) { const event = JSON.parse(data.slice(6)); last = event.id; onEvent(event); }
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 1000));  // reconnect, resuming after `last`
+    }
+  }
+}
+
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+};
+const fmtEta = (s) => (s == null ? "" : s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
+const statusBadge = (status) => el("span", { class: `status ${status}`, "data-status": status }, status);
+const progressBar = (fraction) => el("span", { class: "bar" }, el("span", { style: `width:${Math.round(100 * fraction)}%` }));
+
+// --- jobs list ---------------------------------------------------------------------------
+
+async function jobsPage() {
+  const filter = el("select", { id: "status-filter" },
+    ...["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"].map((s) => el("option", { value: s }, s || "all statuses")));
+  const body = el("tbody");
+  view.replaceChildren(el("h2", {}, "Jobs"), filter,
+    el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ...["job", "status", "mode", "student", "progress", "ETA", "created"].map((h) => el("th", {}, h)))), body));
+  const refresh = async () => {
+    const query = filter.value ? `?status=${filter.value}&limit=100` : "?limit=100";
+    const page = await getJSON(`/v1/jobs${query}`);
+    body.replaceChildren(...page.data.map((job) => el("tr", { "data-job": job.id },
+      el("td", {}, el("a", { href: `#/jobs/${job.id}` }, job.id)), el("td", {}, statusBadge(job.status)),
+      el("td", {}, job.spec.mode), el("td", {}, job.spec.student.architecture),
+      el("td", {}, progressBar(job.progress.fraction)), el("td", {}, fmtEta(job.eta_seconds)),
+      el("td", {}, job.created_at.slice(0, 19).replace("T", " ")))));
+  };
+  filter.addEventListener("change", refresh);
+  await refresh();
+  const timer = setInterval(refresh, 2000);
+  return () => clearInterval(timer);
+}
+
+// --- charts ------------------------------------------------------------------------------
+
+const COLORS = ["#2f6fed", "#e8590c", "#0ca678", "#ae3ec9"];
+
+function lineChart(canvas, series, records) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  const g = canvas.getContext("2d"); g.scale(ratio, ratio); g.clearRect(0, 0, width, height);
+  const points = series.map((key) => records.filter((r) => r[key] != null).map((r) => [r.epoch, r[key]]));
+  const all = points.flat();
+  canvas.dataset.points = String(all.length);
+  if (!all.length) return;
+  const [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+  const [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  const pad = 34, sx = (x) => pad + ((x - x0) / (x1 - x0 || 1)) * (width - pad - 8);
+  const sy = (y) => height - pad + 8 - ((y - y0) / (y1 - y0 || 1)) * (height - pad - 8);
+  g.strokeStyle = "#d0d5dd"; g.fillStyle = "#667085"; g.font = "11px system-ui";
+  g.beginPath(); g.moveTo(pad, 8); g.lineTo(pad, height - pad + 8); g.lineTo(width - 8, height - pad + 8); g.stroke();
+  g.fillText(y1.toPrecision(3), 2, 14); g.fillText(y0.toPrecision(3), 2, height - pad + 8);
+  g.fillText(`epoch ${x0}`, pad, height - 8); g.fillText(`${x1}`, width - 24, height - 8);
+  points.forEach((line, i) => {
+    g.strokeStyle = COLORS[i]; g.lineWidth = 2; g.beginPath();
+    line.forEach(([x, y], j) => (j ? g.lineTo(sx(x), sy(y)) : g.moveTo(sx(x), sy(y))));
+    g.stroke();
+  });
+}
+
+// A .npy file (little-endian float32/float64, C order, 2-D) as rows of numbers.
+function parseNpy(buffer) {
+  const bytes = new Uint8Array(buffer);
+  const major = bytes[6];
+  const headerLength = major === 1 ? bytes[8] | (bytes[9] << 8) : new DataView(buffer).getUint32(8, true);
+  const start = major === 1 ? 10 : 12;
+  const header = new TextDecoder().decode(bytes.slice(start, start + headerLength));
+  const descr = header.match(/'descr':\s*'([^']+)'/)[1];
+  const shape = header.match(/'shape':\s*\((\d+),\s*(\d+)\)/).slice(1).map(Number);
+  if (/True/.test(header.match(/'fortran_order':\s*(\w+)/)[1])) throw new Error("Fortran-ordered plan");
+  const offset = start + headerLength;
+  const values = descr === "<f4" ? new Float32Array(buffer.slice(offset)) : new Float64Array(buffer.slice(offset));
+  return { rows: shape[0], cols: shape[1], values };
+}
+
+function heatmap(canvas, plan) {
+  const cell = Math.max(1, Math.floor(480 / Math.max(plan.rows, plan.cols)));
+  canvas.width = plan.cols * cell; canvas.height = plan.rows * cell;
+  canvas.style.width = `${canvas.width}px`;
+  canvas.dataset.rows = String(plan.rows); canvas.dataset.cols = String(plan.cols);
+  const g = canvas.getContext("2d");
+  const max = plan.values.reduce((a, b) => Math.max(a, b), 0) || 1;
+  for (let i = 0; i < plan.rows; i++) {
+    for (let j = 0; j < plan.cols; j++) {
+      const v = plan.values[i * plan.cols + j] / max;
+      g.fillStyle = `rgb(${255 - Math.round(208 * v)}, ${255 - Math.round(144 * v)}, ${255 - Math.round(18 * v)})`;
+      g.fillRect(j * cell, i * cell, cell, cell);
+    }
+  }
+}
+
+// --- one job -----------------------------------------------------------------------------
+
+async function jobPage(jobId) {
+  const controller = new AbortController();
+  const header = el("div", { id: "job-header" });
+  const charts = { loss: el("canvas", { id: "chart-loss" }), accuracy: el("canvas", { id: "chart-accuracy" }), ot: el("canvas", { id: "chart-ot" }) };
+  const log = el("div", { id: "log" });
+  const artifacts = el("ul", { id: "artifacts" });
+  const planCanvas = el("canvas", { id: "plan", class: "plan" });
+  const planCard = el("div", { class: "card", id: "plan-card", hidden: "" }, el("h3", {}, "Transport plan (teacher neurons × student neurons)"), planCanvas);
+  const spec = el("pre", { id: "spec" });
+  const card = (title, ...body) => el("div", { class: "card" }, el("h3", {}, title), ...body);
+  const legend = (...names) => el("div", { class: "legend" }, ...names.map((n, i) => el("span", { style: `color:${COLORS[i]}` }, `— ${n}`)));
+  view.replaceChildren(header,
+    el("div", { class: "grid" },
+      card("Loss", legend("train", "validation"), charts.loss),
+      card("Accuracy", legend("train", "validation"), charts.accuracy),
+      card("OT distance", charts.ot)),
+    el("div", { class: "grid" }, card("Events", log), card("Artifacts", artifacts), planCard),
+    card("Resolved spec", spec));
+
+  let records = [];
+  const draw = () => {
+    lineChart(charts.loss, ["train_loss", "val_loss"], records);
+    lineChart(charts.accuracy, ["train_accuracy", "val_accuracy"], records);
+    lineChart(charts.ot, ["ot_distance"], records);
+  };
+  const renderJob = (job) => {
+    const cancel = TERMINAL.has(job.status) ? null : el("button", { class: "danger", id: "cancel", onclick: async () => { await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }); refresh(); } }, "Cancel");
+    const accuracy = job.metrics.test_accuracy == null ? "" : ` · test accuracy ${(100 * job.metrics.test_accuracy).toFixed(1)}%`;
+    header.replaceChildren(...[el("h2", {}, `${jobId} `, statusBadge(job.status)),
+      el("p", {}, `${job.spec.mode}: ${job.spec.teacher ? job.spec.teacher.architecture + " → " : ""}${job.spec.student.architecture} on ${job.spec.dataset.name} · epoch ${job.progress.epoch}/${job.progress.epochs} `,
+        progressBar(job.progress.fraction), ` ${fmtEta(job.eta_seconds) && "ETA " + fmtEta(job.eta_seconds)}${accuracy}`),
+      job.error ? el("p", { class: "error" }, `${job.error.code}: ${job.error.message}`) : null, cancel].filter(Boolean));
+    spec.textContent = JSON.stringify(job.spec, null, 2);
+  };
+  const showArtifacts = async () => {
+    const list = await getJSON(`/v1/jobs/${jobId}/artifacts`);
+    artifacts.replaceChildren(...list.map((a) => el("li", {}, el("a", { href: "#", "data-artifact": a.name, onclick: (e) => { e.preventDefault(); download(jobId, a.name); } }, a.name), ` ${(a.bytes / 1024).toFixed(1)} KiB`)));
+    if (list.some((a) => a.name === "plan.npy")) {
+      heatmap(planCanvas, parseNpy(await (await api(`/v1/jobs/${jobId}/artifacts/plan.npy`)).arrayBuffer()));
+      planCard.hidden = false;
+    }
+  };
+  const refresh = async () => {
+    const job = await getJSON(`/v1/jobs/${jobId}`);
+    renderJob(job);
+    if (TERMINAL.has(job.status)) await showArtifacts();
+    return job;
+  };
+  records = await getJSON(`/v1/jobs/${jobId}/metrics`);
+  draw();
+  await refresh();
+  followEvents(jobId, async (event) => {
+    const text = event.message.startsWith(event.type) ? event.message : `${event.type}: ${event.message}`;
+    log.append(el("div", {}, `${event.at.slice(11, 19)} ${text}`));
+    log.scrollTop = log.scrollHeight;
+    if (event.type === "epoch") { records = records.filter((r) => r.epoch !== event.data.epoch).concat([event.data]); draw(); }
+    if (["started", "epoch", "done"].includes(event.type) || TERMINAL.has(event.type)) await refresh();
+  }, controller.signal);
+  window.addEventListener("resize", draw);
+  return () => { controller.abort(); window.removeEventListener("resize", draw); };
+}
+
+async function download(jobId, name) {
+  const blob = await (await api(`/v1/jobs/${jobId}/artifacts/${name}`)).blob();
+  const link = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(link); link.click(); link.remove();
+}
+
+// --- submit form -------------------------------------------------------------------------
+
+async function newJobPage() {
+  const [architectures, datasets, files, finished] = await Promise.all([
+    getJSON("/v1/architectures"), getJSON("/v1/datasets"), getJSON("/v1/files?limit=100"), getJSON("/v1/jobs?status=succeeded&limit=100")]);
+  const options = (items) => items.map(([value, label]) => el("option", { value }, label));
+  const field = (label, loc, input) => el("div", { "data-field": loc }, el("label", { for: input.id }, label), input, el("div", { class: "field-error", "data-error-for": loc }));
+  const select = (id, items) => el("select", { id, name: id }, ...options(items));
+  const input = (id, attrs) => el("input", { id, name: id, ...attrs });
+  const archs = architectures.map((a) => [a.name, `${a.name} (${(a.parameters / 1e6).toFixed(2)} M)`]);
+  const form = el("form", { class: "job card", id: "job-form" },
+    field("Mode", "mode", select("mode", [["supervised", "supervised"], ["distill", "distill"], ["transfer", "transfer"], ["transfer_distill", "transfer + distill"]])),
+    field("Teacher architecture", "teacher.architecture", select("teacher-architecture", archs)),
+    field("Teacher checkpoint", "teacher.checkpoint", select("teacher-checkpoint", [["", "—"],
+      ...finished.data.map((j) => [j.id, `job ${j.id} (${j.spec.student.architecture})`]),
+      ...files.data.filter((f) => f.purpose === "teacher").map((f) => [f.id, `file ${f.filename}`])])),
+    field("Student architecture", "student.architecture", select("student-architecture", archs)),
+    field("Dataset", "dataset.name", select("dataset", [...datasets.map((d) => [d.name, `${d.name} (${d.num_classes} classes)`]),
+      ...files.data.filter((f) => f.purpose === "dataset").map((f) => [f.id, `file ${f.filename}`])])),
+    field("Classes (comma-separated, optional)", "dataset.classes", input("classes", { placeholder: "e.g. 5,6,7,8,9" })),
+    field("Labeled examples per class (optional)", "dataset.train_subset", input("train-subset", { type: "number", min: "1" })),
+    field("Regularizer", "regularizer.kind", select("kind", [["", "mode default"], ["ot", "ot"], ["kd", "kd"], ["fitnet", "fitnet"], ["at", "at"], ["l2sp", "l2sp"], ["none", "none"]])),
+    field("Weight λ (optional)", "regularizer.weight", input("weight", { type: "number", step: "any" })),
+    field("Epochs", "training.epochs", input("epochs", { type: "number", value: "20" })),
+    field("Batch size", "training.batch_size", input("batch-size", { type: "number", value: "128" })),
+    field("Learning rate", "training.lr", input("lr", { type: "number", step: "any", value: "0.05" })),
+    el("p", { class: "error", id: "form-error" }), el("button", { type: "submit", id: "submit" }, "Submit job"));
+  view.replaceChildren(el("h2", {}, "New job"), form);
+  const value = (id) => form.querySelector(`#${id}`).value.trim();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    form.querySelectorAll(".field-error").forEach((node) => (node.textContent = ""));
+    form.querySelector("#form-error").textContent = "";
+    const body = { mode: value("mode"), student: { architecture: value("student-architecture") },
+      dataset: { name: value("dataset") }, regularizer: {},
+      training: { epochs: Number(value("epochs")), batch_size: Number(value("batch-size")), lr: Number(value("lr")) } };
+    if (body.mode !== "supervised") body.teacher = { architecture: value("teacher-architecture"), checkpoint: value("teacher-checkpoint") };
+    if (value("classes")) body.dataset.classes = value("classes").split(",").map((c) => Number(c.trim()));
+    if (value("train-subset")) body.dataset.train_subset = Number(value("train-subset"));
+    if (value("kind")) body.regularizer.kind = value("kind");
+    if (value("weight")) body.regularizer.weight = Number(value("weight"));
+    try {
+      const job = await (await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
+      location.hash = `#/jobs/${job.id}`;
+    } catch (error) {
+      const unplaced = [];
+      for (const problem of error.problem?.errors || []) {
+        const loc = problem.loc.filter((part) => part !== "body").join(".");
+        const slot = [...form.querySelectorAll("[data-error-for]")].find((node) => loc === node.dataset.errorFor || loc.startsWith(`${node.dataset.errorFor}.`));
+        if (slot) slot.textContent = problem.msg; else unplaced.push(`${loc}: ${problem.msg}`);
+      }
+      form.querySelector("#form-error").textContent = unplaced.join("; ") || (error.problem?.errors?.length ? "" : error.message);
+    }
+  });
+}
+
+// --- routing -----------------------------------------------------------------------------
+
+async function route() {
+  stopPage();
+  stopPage = () => {};
+  const [, page, id] = location.hash.split("/");
+  try {
+    stopPage = (await (page === "jobs" && id ? jobPage(id) : page === "new" ? newJobPage() : jobsPage())) || (() => {});
+  } catch (error) {
+    view.replaceChildren(el("p", { class: "error" }, `Error: ${error.message}`));
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.getElementById("key-form").addEventListener("submit", () => {});
+route();

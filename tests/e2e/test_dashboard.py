@@ -1,0 +1,123 @@
+"""The web dashboard in a real browser: Playwright driving Debian's headless Chromium.
+
+Against `otrt serve` with auth on: the key is entered once; a job submitted
+through the form with a mistake shows the API's error next to its field; a
+teacher and then an OT distillation are submitted through the form and watched
+to the end; the curves and the transport plan are drawn; the student downloads.
+Screenshots of the job page go to tests/output/ (the test output).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_embedded_server import start_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+OUTPUT = Path(__file__).resolve().parents[1] / "output"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        message = "Chromium is not installed (apt-get install chromium; .ci/run does it)"
+        if os.environ.get("CI") or os.environ.get("OTRT_REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("dashboard-data")
+    created = subprocess.run(
+        [sys.executable, "-m", "otrt", "keys", "create", "--name", "browser"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OTRT_DATA_DIR": str(data_dir)},
+    )
+    process, http = start_server(data_dir, extra_env={"OTRT_AUTH": "on"})
+    yield str(http.base_url), created.stdout.strip()
+    process.terminate()
+    process.communicate(timeout=60)
+
+
+def submit_form(
+    page, *, mode: str, student: str, teacher_checkpoint: str | None = None, epochs: int = 3
+) -> None:
+    page.goto(page.url.split("#")[0] + "#/new")
+    page.wait_for_selector("#job-form")
+    page.select_option("#mode", mode)
+    page.select_option("#student-architecture", student)
+    page.select_option("#teacher-architecture", "mlp")
+    if teacher_checkpoint is not None:
+        page.select_option("#teacher-checkpoint", teacher_checkpoint)
+    page.select_option("#dataset", "digits")
+    page.fill("#epochs", str(epochs))
+    page.fill("#batch-size", "64")
+    page.click("#submit")
+
+
+def wait_until_succeeded(page) -> str:
+    page.wait_for_url("**/#/jobs/job_*")
+    page.wait_for_selector("#job-header [data-status='succeeded']", timeout=120_000)
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
+    url, key = served
+    OUTPUT.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1400}, accept_downloads=True)
+    page.goto(url + "/#/new")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button")
+    page.wait_for_selector("#job-form")
+
+    # A distill job without a teacher: the API's problem shows next to the field.
+    submit_form(page, mode="distill", student="mlp_small", teacher_checkpoint="")
+    error = page.locator("[data-error-for='teacher.checkpoint']")
+    error.wait_for()
+    page.wait_for_function(
+        "document.querySelector(\"[data-error-for='teacher.checkpoint']\").textContent.length > 0"
+    )
+    assert "file_" in error.text_content() or "job" in error.text_content()
+
+    submit_form(page, mode="supervised", student="mlp")
+    teacher = wait_until_succeeded(page)
+
+    submit_form(page, mode="distill", student="mlp_small", teacher_checkpoint=teacher)
+    student = wait_until_succeeded(page)
+    assert student != teacher
+    page.wait_for_selector("#plan-card:not([hidden])")
+    rows, cols = page.eval_on_selector("#plan", "c => [c.dataset.rows, c.dataset.cols]")
+    assert int(rows) > 0 and int(cols) > 0  # teacher x student neurons
+    for chart in ("#chart-loss", "#chart-accuracy", "#chart-ot"):
+        assert int(page.eval_on_selector(chart, "c => c.dataset.points")) >= 3, chart
+    assert page.locator("#log div").count() >= 5
+    page.screenshot(path=str(OUTPUT / "dashboard-job.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.click("[data-artifact='student.safetensors']")
+    saved = tmp_path / "student.safetensors"
+    download.value.save_as(saved)
+    assert saved.stat().st_size > 1000
+
+    page.goto(url + "/#/")
+    page.wait_for_selector(f"tr[data-job='{student}']")
+    assert page.locator("#jobs tbody tr").count() == 2  # the key was asked for once only
+    page.screenshot(path=str(OUTPUT / "dashboard-jobs.png"), full_page=True)
