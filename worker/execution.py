@@ -219,20 +219,17 @@ class Follower:
         if kind in ("start", "step", "epoch"):
             self._progress(event)
         if kind == "start":
+            for record in event.get("history") or []:  # epochs a dead executor never recorded
+                self._record_epoch(record)
             where = f"on {event.get('device')}, teacher cache {event.get('teacher_cache')}"
             verb = "resumed" if event.get("resumed") else "started"
             message = f"training {verb} at epoch {event.get('epoch')} {where}"
-            self._event("started", message, event | {"pid": self.pid})
+            data = {k: v for k, v in event.items() if k != "history"} | {"pid": self.pid}
+            self._event("started", message, data)
         elif kind == "epoch":
-            record = {k: v for k, v in event.items() if k != "event"}
-            self.store.add_metric(self.lease, int(event["epoch"]), record)
-            accuracy = event.get("val_accuracy")
-            best = self.metrics.get("best_val_accuracy")
-            if accuracy is not None and (best is None or accuracy > best):
-                self.metrics["best_val_accuracy"] = accuracy
-            self.metrics["val_accuracy"] = accuracy
+            record = self._record_epoch(event)
             message = f"epoch {event['epoch']}/{self.progress.get('epochs')}"
-            self._event("epoch", f"{message}: val accuracy {accuracy}", record)
+            self._event("epoch", f"{message}: val accuracy {event.get('val_accuracy')}", record)
         elif kind == "error":
             self.error = str(event.get("message", ""))
             self._event("error", self.error, event)
@@ -241,6 +238,17 @@ class Follower:
         elif kind == "done":
             self.done = event
             self._event("done", "outputs written", event)
+
+    def _record_epoch(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Stores one epoch's record (replacing a redone one) and updates the job's metrics."""
+        record = {k: v for k, v in event.items() if k != "event"}
+        self.store.add_metric(self.lease, int(record["epoch"]), record)
+        accuracy = record.get("val_accuracy")
+        best = self.metrics.get("best_val_accuracy")
+        if accuracy is not None and (best is None or accuracy > best):
+            self.metrics["best_val_accuracy"] = accuracy
+        self.metrics["val_accuracy"] = accuracy
+        return record
 
     def _progress(self, event: dict[str, Any]) -> None:
         for key in ("epoch", "epochs", "step", "steps"):

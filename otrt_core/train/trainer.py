@@ -136,6 +136,9 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
                 "off" if run.cache is None else ("disk" if run.cache.on_disk else "memory")
             ),
             "resumed": resumed,
+            # The epochs done so far: a parent that missed some `epoch` lines (it
+            # died while they were printed) gets the whole history back here.
+            "history": progress.history,
         }
     )
     while progress.epoch < spec.training.epochs:

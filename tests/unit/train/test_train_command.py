@@ -51,6 +51,10 @@ def test_sigterm_saves_and_exits_75_then_resume_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert events[0]["event"] == "start" and events[0]["resumed"] is True
+    done = events[0][
+        "history"
+    ]  # the epochs finished before the stop, for a parent that missed them
+    assert [r["epoch"] for r in done] == list(range(1, events[0]["epoch"] + 1)) and done
     assert events[-1]["event"] == "done"
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 40
 
