@@ -65,7 +65,13 @@ class Executor:
             spec_path, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
-        follower = Follower(self.store, lease, job.progress, trainer.pid)
+        follower = Follower(
+            self.store,
+            lease,
+            job.progress,
+            trainer.pid,
+            publish_plan=lambda: self._publish(lease, out_dir, ("plan.npy",), replace=False),
+        )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
         )
@@ -153,7 +159,7 @@ class Executor:
             message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
             return self._fail(lease, "time_limit", message)
         if code == EXIT_OK:
-            self._publish(lease, out_dir, follower)
+            self._publish(lease, out_dir, ARTIFACTS)
             shutil.rmtree(out_dir, ignore_errors=True)
             accuracy = follower.done.get("test_accuracy")
             return self._end(
@@ -186,10 +192,16 @@ class Executor:
             return error.current
         return status
 
-    def _publish(self, lease: Lease, out_dir: Path, follower: Follower) -> None:
-        """Copies the trainer's outputs into the artifact store and records them."""
+    def _publish(
+        self, lease: Lease, out_dir: Path, names: tuple[str, ...], *, replace: bool = True
+    ) -> None:
+        """Copies trainer outputs into the artifact store and records them.
+
+        ``replace``: the final set replaces every artifact recorded before;
+        otherwise only the named ones are (re)recorded (the live plan).
+        """
         records = []
-        for name in ARTIFACTS:
+        for name in names:
             if (out_dir / name).exists():
                 stored = self.storage.put(f"artifacts/{lease.job_id}/{name}", out_dir / name)
                 records.append(
@@ -201,14 +213,22 @@ class Executor:
                         path=stored.key,
                     )
                 )
-        self.store.add_artifacts(lease, records)
+        self.store.add_artifacts(lease, records, replace=replace)
 
 
 class Follower:
     """Turns the trainer's JSON-lines events into the job's progress, metrics and events."""
 
-    def __init__(self, store: JobStore, lease: Lease, progress: dict[str, Any], pid: int) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        lease: Lease,
+        progress: dict[str, Any],
+        pid: int,
+        publish_plan: Callable[[], None] | None = None,
+    ) -> None:
         self.store, self.lease, self.pid = store, lease, pid
+        self.publish_plan = publish_plan
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
@@ -233,6 +253,8 @@ class Follower:
         elif kind == "error":
             self.error = str(event.get("message", ""))
             self._event("error", self.error, event)
+        elif kind == "plan" and self.publish_plan is not None:
+            self.publish_plan()  # the latest plan, for the dashboard's heatmap
         elif kind == "stopped":
             self._event("stopped", f"trainer stopped ({event.get('reason')})", event)
         elif kind == "done":

@@ -210,7 +210,11 @@ async function jobPage(jobId) {
     const text = event.message.startsWith(event.type) ? event.message : `${event.type}: ${event.message}`;
     log.append(el("div", {}, `${event.at.slice(11, 19)} ${text}`));
     log.scrollTop = log.scrollHeight;
-    if (event.type === "epoch") { records = records.filter((r) => r.epoch !== event.data.epoch).concat([event.data]); draw(); }
+    if (event.type === "epoch") {
+      records = records.filter((r) => r.epoch !== event.data.epoch).concat([event.data]);
+      draw();
+      await showArtifacts();  // the latest transport plan, rewritten every epoch
+    }
     if (["started", "epoch", "done"].includes(event.type) || TERMINAL.has(event.type)) await refresh();
   }, controller.signal);
   window.addEventListener("resize", draw);

@@ -295,11 +295,17 @@ class JobStore:
             )
             session.add(JobMetric(job_id=lease.job_id, epoch=epoch, values=values))
 
-    def add_artifacts(self, lease: Lease, artifacts: list[Artifact]) -> None:
+    def add_artifacts(
+        self, lease: Lease, artifacts: list[Artifact], *, replace: bool = True
+    ) -> None:
+        """Records artifacts: all of them (``replace``) or these, over same-named ones."""
         with self.sessions.begin() as session:
             if session.scalar(select(Job.id).where(*_holds(lease))) is None:
                 return
-            session.execute(delete(Artifact).where(Artifact.job_id == lease.job_id))
+            stale = delete(Artifact).where(Artifact.job_id == lease.job_id)
+            if not replace:
+                stale = stale.where(Artifact.name.in_([a.name for a in artifacts]))
+            session.execute(stale)
             session.add_all(artifacts)
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:

@@ -22,7 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from otrt_core.spec import JobSpec
-from otrt_core.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from otrt_core.train.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from otrt_core.train.export import export_onnx
 from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
@@ -155,6 +160,9 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             }
         progress.epoch, progress.batch = progress.epoch + 1, 0
         checkpoints.save(progress)
+        if spec.regularizer.kind == "ot" and run.teacher is not None:
+            save_plan(options.out_dir / "plan.npy", sample_plan(run))
+            emit({"event": "plan", "epoch": progress.epoch})
         emit({"event": "epoch", **record})
     return write_outputs(run, progress, checkpoints.best_state, options.out_dir, clock, emit)
 
@@ -318,7 +326,7 @@ def write_outputs(
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
     if spec.regularizer.kind == "ot" and run.teacher is not None:
-        np.save(out_dir / "plan.npy", sample_plan(run))
+        save_plan(out_dir / "plan.npy", sample_plan(run))  # of the selected student
     emit(
         {
             "event": "done",
@@ -355,13 +363,25 @@ def evaluate(
 @torch.no_grad()
 def sample_plan(run: Run) -> np.ndarray:
     """The transport plan of the first OT layer pair on a validation batch (for visualization)."""
+    was_training = run.student.training
     run.student.eval()
     data = run.data
     x = (data.x_val if len(data.x_val) else data.x_train)[: run.spec.training.batch_size]
     x = x.to(run.device)
     out = run.term(run.teacher.forward_stages(x), run.student.forward_stages(x))
+    run.student.train(was_training)
     first = next(iter(out.plans.values()))
     return first.float().cpu().numpy()
+
+
+def save_plan(path: Path, plan: np.ndarray) -> None:
+    """Writes ``plan.npy`` atomically: a reader (the service) never sees half a file."""
+
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            np.save(handle, plan)
+
+    atomic_write(path, write)
 
 
 def _generator(*seeds: int) -> torch.Generator:

@@ -88,7 +88,7 @@ def follow_sse(client: httpx.Client, job_id: str, last_event_id: int | None = No
 def finished(client: httpx.Client, job_id: str) -> dict:
     events = follow_sse(client, job_id)
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "succeeded", (job, events)
+    assert job["status"] == "succeeded" and job["attempt"] == 1, (job, events)
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     assert events[-1]["type"] == "succeeded" and "epoch" in [e["type"] for e in events]
     return job | {"events": events}

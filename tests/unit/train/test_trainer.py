@@ -70,14 +70,19 @@ def test_distill_runs_every_regularizer(tmp_path, digits_teacher, kind):
         with pytest.raises(ValueError, match="compares feature maps"):
             run(spec, tmp_path, teacher_path=digits_teacher)
         return
-    metrics, _ = run(spec, tmp_path, teacher_path=digits_teacher)
+    metrics, events = run(spec, tmp_path, teacher_path=digits_teacher)
     assert 0.3 < metrics["test_accuracy"] <= 1.0
     distances = [record["ot_distance"] for record in metrics["history"]]
+    kinds = [event["event"] for event in events]
     if kind == "ot":
         assert all(d is not None and d > 0 for d in distances)
         assert np.load(tmp_path / "plan.npy").shape == (256, 64)  # teacher x student neurons
+        # A fresh plan after every epoch, announced just before the epoch's line.
+        assert [e["epoch"] for e in events if e["event"] == "plan"] == [1, 2, 3]
+        assert all(kinds[i + 1] == "epoch" for i, k in enumerate(kinds) if k == "plan")
     else:
         assert distances == [None] * 3
+        assert "plan" not in kinds
 
 
 def test_kd_can_be_added_to_ot_when_distilling(tmp_path, digits_teacher):
