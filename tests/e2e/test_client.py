@@ -173,3 +173,28 @@ def test_submit_uploads_local_files_named_in_the_spec(served, client, tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)
     assert job["spec"]["teacher"]["checkpoint"].startswith("file_")
+
+
+def test_the_cli_reads_server_and_key_from_the_config_file(served, tmp_path):
+    url, key = served
+    config = tmp_path / "config.toml"
+    config.write_text(f'url = "{url}"\napi_key = "{key}"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("OTRT_URL", "OTRT_API_KEY")}
+    listed = subprocess.run(
+        [sys.executable, "-m", "otrt", "jobs", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env | {"OTRT_CONFIG_FILE": str(config)},
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
+    config.write_text(f'url = "{url}"\napi_key = "otrt_wrong"\n')
+    refused = subprocess.run(
+        [sys.executable, "-m", "otrt", "jobs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env | {"OTRT_CONFIG_FILE": str(config)},
+    )
+    assert refused.returncode == 1 and refused.stderr.startswith("error: 401")

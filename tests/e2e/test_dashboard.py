@@ -117,7 +117,18 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     download.value.save_as(saved)
     assert saved.stat().st_size > 1000
 
+    # A long job cancelled with the job page's button.
+    submit_form(page, mode="supervised", student="mlp", epochs=5000)
+    page.wait_for_url("**/#/jobs/job_*")
+    page.wait_for_selector("#job-header [data-status='running']", timeout=60_000)
+    page.click("#cancel")
+    page.wait_for_selector("#job-header [data-status='cancelled']", timeout=60_000)
+
     page.goto(url + "/#/")
     page.wait_for_selector(f"tr[data-job='{student}']")
-    assert page.locator("#jobs tbody tr").count() == 2  # the key was asked for once only
+    assert page.locator("#jobs tbody tr").count() == 3  # the key was asked for once only
+    page.select_option("#status-filter", "cancelled")
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 1")
+    page.select_option("#status-filter", "")
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 3")
     page.screenshot(path=str(OUTPUT / "dashboard-jobs.png"), full_page=True)
