@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.spec import JobSpec, TrainingSpec
+from otrt_core.train.batches import BatchGatherer
 from otrt_core.train.checkpoint import WeightsError, check_fits, read_weights
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import KDTerm, Term, build_term
@@ -168,6 +169,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     inputs: Tensor  # labeled training inputs, then the unlabeled pool when it is used
     labels: Tensor  # of the labeled inputs
+    gather_inputs: BatchGatherer  # rows of ``inputs`` onto the device
+    gather_labels: BatchGatherer
     use_unlabeled: bool
     channels_last: bool
     cache: TeacherCache | None
@@ -226,6 +229,7 @@ def build_run(
     # host-to-device copy per step.
     if inputs.numel() * inputs.element_size() <= limits.device_data:
         inputs, labels = inputs.to(device), labels.to(device)
+    batch_rows = training.batch_size + (spec.regularizer.unlabeled_batch_size or 0)
     channels_last = device.type == "cuda" and inputs.dim() == 4
     if channels_last:  # the layout cuDNN's convolutions are fastest in
         student.to(memory_format=torch.channels_last)
@@ -244,6 +248,8 @@ def build_run(
         scheduler=scheduler,
         inputs=inputs,
         labels=labels,
+        gather_inputs=BatchGatherer(inputs, device, batch_rows),
+        gather_labels=BatchGatherer(labels, device, training.batch_size),
         use_unlabeled=use_unlabeled,
         channels_last=channels_last,
         cache=None,

@@ -228,8 +228,8 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
             generator=_generator(spec.training.seed, epoch, batch),
         )
         indices = torch.cat([labeled, pool.to(run.inputs.device) + len(run.data.x_train)])
-    x = run.inputs[indices].to(run.device, non_blocking=True)
-    y = run.labels[labeled].to(run.device, non_blocking=True)
+    x = run.gather_inputs(indices)
+    y = run.gather_labels(labeled)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     n = len(labeled)

@@ -216,3 +216,16 @@ def test_the_teacher_cache_gives_the_same_student_wherever_it_lives(
     reference = load_file(reference_dir / "student.safetensors")
     for name in reference:
         torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_host_data_staged_through_pinned_buffers_trains_like_device_data(tmp_path):
+    spec = digits_spec(training={"amp": "off"})
+    students = []
+    for name, limits in [("device", Limits()), ("host", Limits(device_data=0))]:
+        out = tmp_path / name
+        train(spec, RunOptions(out_dir=out, device="cuda", limits=limits), emit=lambda e: None)
+        students.append(load_file(out / "student.safetensors"))
+    for key, tensor in students[0].items():
+        torch.testing.assert_close(students[1][key], tensor, rtol=1e-5, atol=1e-6)
