@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 
 from api.app import AppParts, create_app
 from otrt_core.jobs.db import make_engine, make_sessions, migrate
+from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileRecords
 from otrt_core.jobs.keys import KeyStore
 from otrt_core.jobs.service import Service
@@ -130,7 +132,13 @@ def build_api(settings: Settings, *, auth: bool) -> FastAPI:
     return _app(settings, parts, dispatcher, auth, broker_check)
 
 
-def _app(settings, parts: Components, dispatcher, auth: bool, broker_check=None) -> FastAPI:
+def _app(
+    settings: Settings,
+    parts: Components,
+    dispatcher: Dispatcher,
+    auth: bool,
+    broker_check: Callable[[], str] | None = None,
+) -> FastAPI:
     service = Service(
         parts.store, parts.files, parts.storage, dispatcher, settings.max_upload_bytes
     )

@@ -31,6 +31,7 @@ from celery import Celery, signals
 from otrt_core.jobs.recovery import reap
 from otrt_core.settings import Settings
 from worker.celery_dispatch import QUEUE, TASK, CeleryDispatcher
+from worker.execution import Executor
 
 log = logging.getLogger("otrt.worker")
 
@@ -64,7 +65,7 @@ class Runtime:
     """What one worker process needs, built on first use (after any fork)."""
 
     settings: Settings
-    executor: object
+    executor: Executor
     dispatcher: CeleryDispatcher
     stopping: threading.Event
 
