@@ -86,13 +86,16 @@ def test_sinkhorn_defaults_come_within_one_percent_of_exact():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_replayed_cuda_graph_plans_match_the_eager_iterations_for_each_new_cost():
-    from otrt_core.ot.solvers import _sinkhorn_iterations
+    from otrt_core.ot.solvers import _compiled_half_step, _sinkhorn_iterations
 
+    assert _compiled_half_step() is not None  # torch.compile works on the CUDA machines
     for seed in range(3):  # the first call captures; later ones replay on new costs
         cost = realistic_cost(96, 64, seed=seed, device=torch.device("cuda")).float()
         graphed = transport_plan(cost, "sinkhorn")
         eager = _sinkhorn_iterations(cost, DEFAULT_EPSILON, DEFAULT_MAX_ITER)
-        torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-9)
+        # Fused kernels round differently; exp(. / epsilon) magnifies it a little.
+        torch.testing.assert_close(graphed, eager, rtol=1e-3, atol=1e-7)
+        assert (graphed * cost).sum().item() == pytest.approx((eager * cost).sum().item(), rel=1e-5)
         assert_marginals(graphed, atol=1e-6)
 
 
