@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,25 @@ def ot(name: str, layer: str, normalize: str, **extra) -> Method:
             **extra,
         },
         grid={"weight": [0.1, 1.0, 10.0]},
+        baseline=False,
+    )
+
+
+def tuned_ot(name: str, layers: list[str], **extra) -> Method:
+    """OT with lambda, ``normalize`` and the layer pair all chosen on validation.
+
+    The search the issue asks for (METHOD.md's options): 3 x 3 x len(layers)
+    configurations on the first seed. It is larger than the baselines' (lambda
+    only), which the table says next to the row.
+    """
+    return Method(
+        f"{name} [λ, normalize, layer tuned]",
+        {"kind": "ot", **extra},
+        grid={
+            "weight": [0.1, 1.0, 10.0],
+            "normalize": ["none", "center", "standardize"],
+            "layers": [[{"teacher": layer, "student": layer}] for layer in layers],
+        },
         baseline=False,
     )
 
@@ -157,6 +176,7 @@ def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
                 Method("l2sp", {"kind": "l2sp"}, grid={"weight": [0.01, 0.1, 1.0]}),
                 ot("ot", "penultimate", "standardize"),
                 ot("ot + unlabeled", "penultimate", "standardize", unlabeled=True),
+                tuned_ot("ot + unlabeled", ["penultimate", "stage2"], unlabeled=True),
             ],
         )
         for labels in few_labels
@@ -176,6 +196,8 @@ def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
             kd={"weight": 1.0},
             baseline=False,
         ),
+        tuned_ot("ot", ["penultimate", mid]),
+        replace(tuned_ot("ot + kd", ["penultimate", mid]), kd={"weight": 1.0}),
     ]
     distill = [
         Experiment(
@@ -219,6 +241,7 @@ def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
             hinted("fitnet", "penultimate", suffix=" + unlabeled", unlabeled=True),
             ot("ot", "penultimate", "center"),
             ot("ot + unlabeled", "penultimate", "center", unlabeled=True),
+            tuned_ot("ot + unlabeled", ["penultimate", "stage2"], unlabeled=True),
         ],
     )
     chosen = [*transfer, *distill, transfer_distill]
@@ -319,7 +342,7 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for row in experiment["rows"]:
             diff = row["vs_best_baseline"]
-            chosen = ", ".join(f"{k}={v}" for k, v in row["chosen"].items()) or "-"
+            chosen = ", ".join(f"{k}={_short(v)}" for k, v in row["chosen"].items()) or "-"
             lines.append(
                 f"| {row['method']} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
                 f"| {100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} vs {diff['baseline']} "
@@ -327,6 +350,13 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    """A chosen value for the table: a layer pair list shows its stage names only."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return "+".join(pair["student"] for pair in value)
+    return str(value)
 
 
 def main() -> None:
