@@ -59,7 +59,10 @@ class Executor:
             return None
         job = self.store.get(job_id)
         out_dir = self.work_root / job_id
-        spec_path = self._write_input_spec(job, out_dir)
+        try:
+            spec_path = self._write_input_spec(job, out_dir)
+        except (LookupError, ValueError, OSError) as error:  # an input vanished since submission
+            return self._fail(lease, "input_missing", f"cannot prepare the job's inputs: {error}")
         resume = (out_dir / "checkpoint.pt").exists()
         trainer = TrainerProcess(
             spec_path, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
@@ -91,9 +94,12 @@ class Executor:
             record = self.files.get(job.teacher_file_id, job.owner)
             spec["teacher"]["checkpoint"] = str(self.storage.path(record.path))
         elif job.teacher_job_id:
-            (weights,) = [
-                a for a in self.store.artifacts(job.teacher_job_id) if a.name == ARTIFACTS[0]
-            ]
+            weights = next(
+                (a for a in self.store.artifacts(job.teacher_job_id) if a.name == ARTIFACTS[0]),
+                None,
+            )
+            if weights is None:
+                raise LookupError(f"teacher job {job.teacher_job_id} has no student weights")
             spec["teacher"]["checkpoint"] = str(self.storage.path(weights.path))
         if job.dataset_file_id:
             record = self.files.get(job.dataset_file_id, job.owner)
