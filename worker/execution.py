@@ -94,10 +94,7 @@ class Executor:
             record = self.files.get(job.teacher_file_id, job.owner)
             spec["teacher"]["checkpoint"] = str(self.storage.path(record.path))
         elif job.teacher_job_id:
-            weights = next(
-                (a for a in self.store.artifacts(job.teacher_job_id) if a.name == ARTIFACTS[0]),
-                None,
-            )
+            weights = self.store.artifact(job.teacher_job_id, ARTIFACTS[0])
             if weights is None:
                 raise LookupError(f"teacher job {job.teacher_job_id} has no student weights")
             spec["teacher"]["checkpoint"] = str(self.storage.path(weights.path))

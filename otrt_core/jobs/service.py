@@ -31,6 +31,7 @@ from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
 PURPOSES = ("teacher", "dataset")
+STUDENT_WEIGHTS = "student.safetensors"  # the artifact a teacher job lends
 log = logging.getLogger("otrt.service")
 
 
@@ -237,9 +238,12 @@ class Service:
                 msg = f"job {ref} is {teacher_job.status}; a teacher job must have succeeded"
                 problems.append({"loc": loc, "msg": msg})
                 return None
+            weights = self.store.artifact(ref, STUDENT_WEIGHTS)
+            if weights is None:
+                problems.append({"loc": loc, "msg": f"job {ref} has no {STUDENT_WEIGHTS}"})
+                return None
             inputs["teacher_job_id"] = ref
-            weights = [a for a in self.store.artifacts(ref) if a.name == "student.safetensors"]
-            return self.storage.path(weights[0].path)
+            return self.storage.path(weights.path)
         problems.append(
             {"loc": loc, "msg": "name an uploaded file (file_…) or a finished job (job_…)"}
         )
@@ -288,10 +292,11 @@ class Service:
         return self.store.artifacts(job_id)
 
     def artifact(self, owner: str, job_id: str, name: str) -> tuple[Artifact, Path]:
-        for artifact in self.artifacts(owner, job_id):
-            if artifact.name == name:
-                return artifact, self.storage.path(artifact.path)
-        raise NotFound(f"job {job_id} has no artifact {name!r}")
+        self.job(owner, job_id)
+        artifact = self.store.artifact(job_id, name)
+        if artifact is None:
+            raise NotFound(f"job {job_id} has no artifact {name!r}")
+        return artifact, self.storage.path(artifact.path)
 
 
 def _teacher_misfit(architecture: str, path: Path, input_shape: tuple[int, ...]) -> str | None:

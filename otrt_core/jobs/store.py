@@ -334,6 +334,11 @@ class JobStore:
                 )
             )
 
+    def artifact(self, job_id: str, name: str) -> Artifact | None:
+        """The job's artifact called ``name``, if it has one."""
+        with self.sessions() as session:
+            return session.get(Artifact, (job_id, name))
+
     # --- recovery ------------------------------------------------------------------------
 
     def expired_leases(self, now: datetime | None = None) -> list[Job]:
