@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 
 LOCAL_OWNER = "local"  # every object's owner when auth is off (embedded, loopback only)
@@ -18,3 +20,6 @@ def current_owner(request: Request) -> str:
     if owner is None:
         raise HTTPException(401, "a valid API key is required", {"WWW-Authenticate": "Bearer"})
     return owner
+
+
+Owner = Annotated[str, Depends(current_owner)]  # a route parameter: the caller's owner

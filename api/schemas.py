@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
-from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+from otrt_core.jobs.tables import Job
 
 
 class ProblemItem(BaseModel):
@@ -25,7 +25,15 @@ class Problem(BaseModel):
     errors: list[ProblemItem] = Field(default_factory=list)
 
 
-class FileOut(BaseModel):
+class _FromRow(BaseModel):
+    """A response read field by field from a table row."""
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class FileOut(_FromRow):
     id: str
     purpose: str
     filename: str
@@ -34,10 +42,6 @@ class FileOut(BaseModel):
     created_at: datetime
     format: str
     details: dict[str, Any]
-
-    @classmethod
-    def of(cls, record: StoredFile) -> FileOut:
-        return cls.model_validate(record, from_attributes=True)
 
 
 class FilePage(BaseModel):
@@ -117,27 +121,19 @@ class MetricRecord(BaseModel):
     seconds: float | None = None
 
 
-class EventOut(BaseModel):
+class EventOut(_FromRow):
     id: int
     at: datetime
     type: str
     message: str
     data: dict[str, Any]
 
-    @classmethod
-    def of(cls, event: JobEvent) -> EventOut:
-        return cls.model_validate(event, from_attributes=True)
 
-
-class ArtifactOut(BaseModel):
+class ArtifactOut(_FromRow):
     name: str
     bytes: int
     sha256: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, artifact: Artifact) -> ArtifactOut:
-        return cls.model_validate(artifact, from_attributes=True)
 
 
 class ArchitectureOut(BaseModel):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+
 from api.errors import PROBLEM_JSON
 from api.schemas import Problem
+from otrt_core.jobs.service import Service
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -20,3 +23,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in (400, 401, 422, *statuses)
     }
+
+
+def service(request: Request) -> Service:
+    """The app's service layer (set by ``create_app``)."""
+    return request.app.state.service

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
@@ -12,7 +11,6 @@ from api.routes import problems
 from api.schemas import ArchitectureOut, DatasetOut
 
 router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(current_owner)])
-Owner = Annotated[str, Depends(current_owner)]
 
 
 @cache

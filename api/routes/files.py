@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from api.auth import current_owner
-from api.routes import problems
+from api.auth import Owner
+from api.routes import problems, service
 from api.schemas import FileOut, FilePage
-from otrt_core.jobs.service import Invalid, PayloadTooLarge, Service
+from otrt_core.jobs.service import Invalid, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-Owner = Annotated[str, Depends(current_owner)]
 CHUNK = 1 << 20
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -33,10 +32,6 @@ UPLOAD_BODY = {
         "required": True,
     }
 }
-
-
-def service(request: Request) -> Service:
-    return request.app.state.service
 
 
 @router.post(

@@ -6,24 +6,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from api.auth import current_owner
-from api.routes import problems
+from api.auth import Owner
+from api.routes import problems, service
 from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord
 from otrt_core.jobs import states
 from otrt_core.jobs.service import Service
 from otrt_core.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-Owner = Annotated[str, Depends(current_owner)]
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
-
-
-def service(request: Request) -> Service:
-    return request.app.state.service
 
 
 @router.post("", status_code=201, response_model=JobOut, responses=problems(409))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from otrt_core.jobs.store import Page
+from otrt_core.jobs.store import Page, after_in_newest_first, newest_first
 from otrt_core.jobs.tables import StoredFile
 
 
@@ -33,17 +33,9 @@ class FileRecords:
         """The owner's files, newest first; ``after`` is the last id of the previous page."""
         query = select(StoredFile).where(StoredFile.owner == owner)
         if after is not None:
-            cursor = self.get(after, owner)
-            query = query.where(
-                or_(
-                    StoredFile.created_at < cursor.created_at,
-                    and_(StoredFile.created_at == cursor.created_at, StoredFile.id < cursor.id),
-                )
-            )
+            query = query.where(after_in_newest_first(StoredFile, self.get(after, owner)))
         with self.sessions() as session:
-            rows = session.scalars(
-                query.order_by(StoredFile.created_at.desc(), StoredFile.id.desc()).limit(limit + 1)
-            ).all()
+            rows = session.scalars(query.order_by(*newest_first(StoredFile)).limit(limit + 1)).all()
         return Page(list(rows[:limit]), has_more=len(rows) > limit)
 
     def delete(self, file_id: str, owner: str) -> StoredFile:

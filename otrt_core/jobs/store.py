@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.jobs import states
-from otrt_core.jobs.tables import Artifact, Job, JobEvent, JobMetric, utcnow
+from otrt_core.jobs.tables import Artifact, Job, JobEvent, JobMetric, StoredFile, utcnow
 
 
 class JobNotFound(LookupError):
@@ -52,6 +52,19 @@ class Page:
     @property
     def next_after(self) -> str | None:
         return self.items[-1].id if self.has_more and self.items else None
+
+
+def newest_first(table: type[Job] | type[StoredFile]) -> tuple:
+    """The order of every list: newest first, ids breaking ties (a stable keyset)."""
+    return table.created_at.desc(), table.id.desc()
+
+
+def after_in_newest_first(table: type[Job] | type[StoredFile], cursor: Job | StoredFile):
+    """The rows that come after ``cursor`` in :func:`newest_first` order (keyset pagination)."""
+    return or_(
+        table.created_at < cursor.created_at,
+        and_(table.created_at == cursor.created_at, table.id < cursor.id),
+    )
 
 
 def new_id(prefix: str) -> str:
@@ -139,15 +152,8 @@ class JobStore:
                 cursor = session.get(Job, after)
                 if cursor is None or cursor.owner != owner:
                     raise JobNotFound(after)
-                query = query.where(
-                    or_(
-                        Job.created_at < cursor.created_at,
-                        and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
-                    )
-                )
-            rows = session.scalars(
-                query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-            ).all()
+                query = query.where(after_in_newest_first(Job, cursor))
+            rows = session.scalars(query.order_by(*newest_first(Job)).limit(limit + 1)).all()
         return Page(list(rows[:limit]), has_more=len(rows) > limit)
 
     def live_jobs_using_file(self, file_id: str) -> int:
