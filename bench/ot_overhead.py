@@ -20,7 +20,6 @@ Timing goals are reported, never asserted: compare ratios from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import publish
 from otrt_core.models import build_model
 from otrt_core.ot import (
     LayerPair,
@@ -77,11 +77,7 @@ def main() -> None:
     report["solve"] = bench_solves(widths, device, args.batch_size, args.solve_repeats)
     report["load_average_end"] = os.getloadavg()
     report["goals"] = goals(report)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    publish(report, args.out)
 
 
 def parse_args() -> argparse.Namespace:

@@ -16,7 +16,6 @@ and Redis given on the command line (a fresh schema, an emptied Redis database).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 from sqlalchemy import text
 
+from bench.report import publish
 from otrt_core.jobs.db import make_engine
 from tests.service.cluster import Cluster
 
@@ -126,11 +126,7 @@ def main() -> None:
     )
     report["lease_seconds"] = 3
     report["load_average_end"] = os.getloadavg()
-    text_out = json.dumps(report, indent=2)
-    print(text_out)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text_out + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,8 @@ Prints JSON (and writes it with --out). Goals to report: status p99 < 20 ms at
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,43 +27,17 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import publish
+from tests.utils.processes import start_server
+
 TINY_JOB = {
     "mode": "supervised",
     "student": {"architecture": "mlp_small"},
     "dataset": {"name": "digits"},
     "training": {"epochs": 1, "batch_size": 256},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "otrt",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
-    for _ in range(300):
-        try:
-            if client.get("/healthz").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise SystemExit("otrt serve did not start")
 
 
 def wait_for(client: httpx.Client, job_id: str, statuses: set[str]) -> dict:
@@ -120,13 +91,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5, help="tiny jobs for dispatch latency")
     parser.add_argument("--out")
     args = parser.parse_args()
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     report: dict = {"benchmark": "service_load", "load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(Path(data_dir), port)
+        server, client = start_server(Path(data_dir), {"OTRT_HEARTBEAT_SECONDS": "1"})
+        base_url = str(client.base_url)
         try:
-            client = httpx.Client(base_url=base_url, timeout=60)
             dispatch = []
             for _ in range(args.jobs):
                 job_id = client.post("/v1/jobs", json=TINY_JOB).json()["id"]
@@ -149,11 +118,7 @@ def main() -> None:
         "goals": {"status_p99_ms": 20.0, "dispatch_seconds": 0.5},
         "load_average_end": os.getloadavg(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

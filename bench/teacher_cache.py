@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
+from bench.report import publish
 from otrt_core.settings import Settings
 from otrt_core.spec import resolve_spec
 from otrt_core.train import RunOptions, train
@@ -149,11 +149,7 @@ def main() -> None:
         "goal": 1.15,
         "load_average_end": os.getloadavg(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 
 import otrt
 from otrt_core.spec import JobSpec
-from tests.e2e.test_embedded_server import start_server
+from tests.utils.processes import start_server
 
 pytestmark = pytest.mark.slow
 TINY = {

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -21,38 +19,10 @@ from safetensors.torch import load
 
 from otrt_core.data import load_arrays
 from otrt_core.models import build_model
-from tests.utils.processes import free_port, pid_gone
+from tests.utils.processes import pid_gone, start_server
 
 pytestmark = pytest.mark.slow
 TRAINING = {"epochs": 3, "batch_size": 64, "lr": 0.05}
-
-
-def start_server(
-    data_dir, extra_env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, httpx.Client]:
-    """`otrt serve` on a free port, once it answers /healthz."""
-    port = free_port()
-    env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
-    env |= extra_env or {}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "otrt serve did not start"
-        time.sleep(0.3)
-    return process, client
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from otrt_core.spec import resolve_spec
-from tests.e2e.test_embedded_server import start_server
+from tests.utils.processes import start_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

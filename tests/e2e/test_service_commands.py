@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.e2e.test_embedded_server import start_server
+from tests.utils.processes import start_server
 
 
 def otrt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

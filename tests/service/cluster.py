@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.utils.processes import free_port
+from tests.utils.processes import free_port, wait_until_healthy
 
 
 class Cluster:
@@ -56,16 +56,8 @@ class Cluster:
         port = free_port()
         self.api_process = self._start(self._otrt("api", "--port", str(port)), "api.log")
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return self.client
-            except httpx.TransportError:
-                pass
-            assert self.api_process.poll() is None, self.log("api.log")
-            assert time.monotonic() < deadline, "otrt api did not start"
-            time.sleep(0.2)
+        wait_until_healthy(self.client, self.api_process, lambda: self.log("api.log"))
+        return self.client
 
     def stop_api(self) -> None:
         self.api_process.terminate()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
 
 
 def free_port() -> int:
@@ -23,3 +29,37 @@ def pid_gone(pid: int, within: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def wait_until_healthy(
+    client: httpx.Client, process: subprocess.Popen, output: Callable[[], str], timeout: float = 60
+) -> None:
+    """Polls ``/healthz`` until it answers 200; fails with the process's output if it died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, f"no answer on {client.base_url}/healthz"
+        time.sleep(0.2)
+
+
+def start_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, httpx.Client]:
+    """`otrt serve` on a free port with a short heartbeat, once it answers /healthz."""
+    port = free_port()
+    env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env | (extra_env or {}),
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    wait_until_healthy(client, process, lambda: process.stdout.read())
+    return process, client
