@@ -20,6 +20,7 @@ import typer
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (OTRT_URL).")]
 Key = Annotated[str | None, typer.Option("--api-key", help="API key (OTRT_API_KEY).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobId = Annotated[str, typer.Argument(help="job_…")]
 
 
 @contextmanager
@@ -173,7 +174,7 @@ def jobs(
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(help="job_…")],
+    job_id: JobId,
     url: Url = None,
     api_key: Key = None,
     as_json: Json = False,
@@ -198,7 +199,7 @@ def status(
 
 
 def events(
-    job_id: Annotated[str, typer.Argument(help="job_…")],
+    job_id: JobId,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Live, until the job ends.")
     ] = False,
@@ -218,7 +219,7 @@ def events(
 
 
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="job_…")],
+    job_id: JobId,
     url: Url = None,
     api_key: Key = None,
     as_json: Json = False,
@@ -230,7 +231,7 @@ def cancel(
 
 
 def download(
-    job_id: Annotated[str, typer.Argument(help="job_…")],
+    job_id: JobId,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into.")] = Path("."),
     name: Annotated[str, typer.Option(help="Artifact name.")] = "student.safetensors",
     url: Url = None,

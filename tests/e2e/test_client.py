@@ -11,7 +11,6 @@ import pytest
 
 import otrt
 from otrt_core.spec import JobSpec
-from tests.utils.processes import start_server
 
 pytestmark = pytest.mark.slow
 TINY = {
@@ -20,23 +19,6 @@ TINY = {
     "dataset": {"name": "digits"},
     "training": {"epochs": 2, "batch_size": 64},
 }
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(url, key): an auth-on embedded server and a key created with `otrt keys create`."""
-    data_dir = tmp_path_factory.mktemp("client-data")
-    created = subprocess.run(
-        [sys.executable, "-m", "otrt", "keys", "create", "--name", "sdk"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ | {"OTRT_DATA_DIR": str(data_dir)},
-    )
-    process, http = start_server(data_dir, extra_env={"OTRT_AUTH": "on"})
-    yield str(http.base_url), created.stdout.strip()
-    process.terminate()
-    process.communicate(timeout=60)
 
 
 @pytest.fixture

@@ -10,13 +10,9 @@ Screenshots of the job page go to tests/output/ (the test output).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from tests.utils.processes import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = Path(__file__).resolve().parents[1] / "output"
@@ -38,22 +34,6 @@ def browser():
         )
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("dashboard-data")
-    created = subprocess.run(
-        [sys.executable, "-m", "otrt", "keys", "create", "--name", "browser"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"OTRT_DATA_DIR": str(data_dir)},
-    )
-    process, http = start_server(data_dir, extra_env={"OTRT_AUTH": "on"})
-    yield str(http.base_url), created.stdout.strip()
-    process.terminate()
-    process.communicate(timeout=60)
 
 
 def submit_form(
