@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -11,10 +11,12 @@ from sqlalchemy import Engine
 
 import otrt
 from api import errors
+from api.limits import BodyLimit, RateLimiter
 from api.routes import catalog, dashboard, files, jobs, ops
 from api.telemetry import LatencyMiddleware, make_registry
-from otrt_core.jobs.keys import KeyStore
+from otrt_core.jobs.keys import KeyStore, Quota
 from otrt_core.jobs.service import Service
+from otrt_core.settings import Settings
 
 
 @dataclass
@@ -24,6 +26,9 @@ class AppParts:
     keys: KeyStore
     auth: bool
     broker_check: Callable[[], str] | None = None  # "ok" or why not
+    # Of keys that set none of their own; default: the settings' defaults.
+    quota: Quota = field(default_factory=lambda: Quota.from_settings(Settings()))
+    max_json_bytes: int = 1 << 20
 
 
 def create_app(parts: AppParts) -> FastAPI:
@@ -38,7 +43,10 @@ def create_app(parts: AppParts) -> FastAPI:
     app.state.keys = parts.keys
     app.state.auth = parts.auth
     app.state.broker_check = parts.broker_check
+    app.state.quota = parts.quota
+    app.state.rate_limiter = RateLimiter()
     app.state.registry, latency = make_registry(parts.service.store.counts_by_status)
+    app.add_middleware(BodyLimit, limit=parts.max_json_bytes)
     app.add_middleware(LatencyMiddleware, latency=latency)
     errors.install(app)
     for module in (files, jobs, catalog, ops, dashboard):

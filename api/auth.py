@@ -1,25 +1,58 @@
-"""Who is asking: ``Authorization: Bearer <key>`` resolved to an owner, or the local owner."""
+"""Who is asking: ``Authorization: Bearer <key>`` resolved to a caller, or the local owner.
+
+Every authenticated request spends one token of its key's rate limit (429
+with ``Retry-After`` when none is left); revoked keys are refused at once,
+since the key is read on every request.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 
+from otrt_core.jobs.keys import Quota
+from otrt_core.jobs.tables import ApiKey
+
 LOCAL_OWNER = "local"  # every object's owner when auth is off (embedded, loopback only)
 
 
-def current_owner(request: Request) -> str:
-    """The owner the request acts for; 401 with ``WWW-Authenticate`` otherwise."""
+@dataclass(frozen=True)
+class Caller:
+    """The owner a request acts for, and its key (``None`` when auth is off)."""
+
+    owner: str
+    key: ApiKey | None
+    quota: Quota
+
+
+def current_caller(request: Request) -> Caller:
+    """The caller; 401 with ``WWW-Authenticate`` without a valid key, 429 past its rate."""
     state = request.app.state
     if not state.auth:
-        return LOCAL_OWNER
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    owner = state.keys.owner_of(key.strip()) if scheme.lower() == "bearer" and key else None
-    if owner is None:
+        return Caller(LOCAL_OWNER, None, state.quota)
+    scheme, _, plain = request.headers.get("authorization", "").partition(" ")
+    key = state.keys.find(plain.strip()) if scheme.lower() == "bearer" and plain else None
+    if key is None:
         raise HTTPException(401, "a valid API key is required", {"WWW-Authenticate": "Bearer"})
-    return owner
+    quota = state.quota.of(key)
+    state.rate_limiter.take(key.id, quota.rate_limit, quota.rate_burst)
+    return Caller(key.owner, key, quota)
 
 
+def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
+    return caller.owner
+
+
+def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    """A caller whose key has the admin scope (any caller when auth is off); else 403."""
+    if caller.key is not None and not caller.key.admin:
+        raise HTTPException(403, "this needs a key with the admin scope (otrt keys create --admin)")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]  # a route parameter: the caller
 Owner = Annotated[str, Depends(current_owner)]  # a route parameter: the caller's owner
+Admin = Annotated[Caller, Depends(admin_caller)]  # a route parameter: an admin caller

@@ -34,7 +34,7 @@ def problem(
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return problem(error.status, error.detail, error.errors)
+        return problem(error.status, error.detail, error.errors, **error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -62,9 +62,17 @@ def train(
     stop_on_stdin_eof: Annotated[
         bool, typer.Option(help="Checkpoint and stop when stdin closes (as on SIGTERM).")
     ] = False,
+    teacher_file: Annotated[
+        Path | None,
+        typer.Option(help="The teacher's weights, whatever teacher.checkpoint names (an id)."),
+    ] = None,
+    dataset_file: Annotated[
+        Path | None,
+        typer.Option(help="The dataset's .npz or .zip, whatever dataset.name names (an id)."),
+    ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
-    from otrt.train_command import run_train
+    from otrt.train_command import InputFiles, run_train
     from otrt_core.settings import Settings
 
     settings = Settings()
@@ -76,6 +84,7 @@ def train(
         datasets_root or settings.datasets_root,
         settings.torch_threads,
         stop_on_stdin_eof,
+        InputFiles(teacher=teacher_file, dataset=dataset_file),
     )
     raise typer.Exit(code)
 
@@ -189,14 +198,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="A label for the key; also its owner by default.")],
-    owner: Annotated[
-        str | None, typer.Option(help="Share the objects of this owner (default: the name).")
-    ] = None,
-) -> None:
-    """Prints a new API key once; only its hash is stored."""
+def _keys():
+    """The key store of the configured database, migrated."""
     from otrt_core.jobs.db import make_engine, make_sessions
     from otrt_core.jobs.db import migrate as upgrade
     from otrt_core.jobs.keys import KeyStore
@@ -204,9 +207,101 @@ def keys_create(
 
     engine = make_engine(Settings().resolved_database_url)
     upgrade(engine)
-    record, plain = KeyStore(make_sessions(engine)).create(name, owner)
+    return KeyStore(make_sessions(engine))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key; also its owner by default.")],
+    owner: Annotated[
+        str | None, typer.Option(help="Share the objects of this owner (default: the name).")
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option(help="May read /metrics, which counts every owner's jobs.")
+    ] = False,
+) -> None:
+    """Prints a new API key once; only its hash is stored."""
+    record, plain = _keys().create(name, owner, admin=admin)
     typer.echo(plain)
     typer.echo(f"key {record.id} for owner {record.owner!r}: shown once, keep it.", err=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+) -> None:
+    """Every key: id, owner, name, scope, quotas, and whether it is revoked."""
+    import json
+
+    for key in _keys().list():
+        row = {
+            "id": key.id,
+            "owner": key.owner,
+            "name": key.name,
+            "admin": key.admin,
+            "max_running": key.max_running,
+            "max_queued": key.max_queued,
+            "rate_limit": key.rate_limit,
+            "created_at": key.created_at.isoformat(),
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+        if json_output:
+            typer.echo(json.dumps(row))
+            continue
+        state = "revoked" if key.revoked_at else ("admin" if key.admin else "active")
+        quota = " ".join(
+            f"{name}={row[name]}"
+            for name in ("max_running", "max_queued", "rate_limit")
+            if row[name] is not None
+        )
+        typer.echo(f"{key.id}  {key.owner:<20} {key.name:<20} {state:<8} {quota}".rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revokes a key: every request with it is refused (401) from now on."""
+    from otrt_core.jobs.keys import KeyNotFound
+
+    try:
+        _keys().revoke(key_id)
+    except KeyNotFound:
+        typer.echo(f"error: no key {key_id}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"key {key_id} revoked")
+
+
+@keys_app.command("set-quota")
+def keys_set_quota(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")],
+    max_running: Annotated[
+        int | None, typer.Option(min=0, help="Jobs running at once (0: the default).")
+    ] = None,
+    max_queued: Annotated[
+        int | None, typer.Option(min=0, help="Jobs waiting at once (0: the default).")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0, help="Requests per second (0: the default).")
+    ] = None,
+) -> None:
+    """Sets a key's quotas; options left out keep their value, 0 returns to the default."""
+    from otrt_core.jobs.keys import KeyNotFound
+
+    given = {"max_running": max_running, "max_queued": max_queued, "rate_limit": rate_limit}
+    changes = {name: value or None for name, value in given.items() if value is not None}
+    if not changes:
+        typer.echo(
+            "error: give at least one of --max-running, --max-queued, --rate-limit", err=True
+        )
+        raise typer.Exit(2)
+    try:
+        key = _keys().set_quota(key_id, **changes)
+    except KeyNotFound:
+        typer.echo(f"error: no key {key_id}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"key {key.id}: max_running={key.max_running} max_queued={key.max_queued} "
+        f"rate_limit={key.rate_limit} (None: the server's default)"
+    )
 
 
 # The client commands (submit, jobs, status, events, cancel, download, upload).

@@ -20,7 +20,8 @@ from api.app import AppParts, create_app
 from otrt_core.jobs.db import make_engine, make_sessions, migrate
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.keys import KeyStore
+from otrt_core.jobs.inspection import InspectionLimits
+from otrt_core.jobs.keys import KeyStore, Quota
 from otrt_core.jobs.service import Service
 from otrt_core.jobs.storage import LocalStorage
 from otrt_core.jobs.store import JobStore
@@ -88,6 +89,7 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         device=settings.trainer_device,
+        default_max_running=settings.max_running,
     )
 
 
@@ -140,8 +142,14 @@ def _app(
     broker_check: Callable[[], str] | None = None,
 ) -> FastAPI:
     service = Service(
-        parts.store, parts.files, parts.storage, dispatcher, settings.max_upload_bytes
+        parts.store,
+        parts.files,
+        parts.storage,
+        dispatcher,
+        settings.max_upload_bytes,
+        InspectionLimits(max_decoded_bytes=settings.max_decoded_bytes),
     )
+    service.remove_orphans(settings.orphan_grace_seconds)
     return create_app(
         AppParts(
             engine=parts.engine,
@@ -149,5 +157,7 @@ def _app(
             keys=parts.keys,
             auth=auth,
             broker_check=broker_check,
+            quota=Quota.from_settings(settings),
+            max_json_bytes=settings.max_json_bytes,
         )
     )

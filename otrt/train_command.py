@@ -12,10 +12,25 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from otrt_core import protocol
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """Local files that stand for the spec's symbolic inputs (the service's ids).
+
+    The spec keeps ``file_…`` / ``job_…`` ids; whoever runs the trainer says
+    where their bytes are. Unset: the spec's own value is a path.
+    """
+
+    teacher: Path | None = None
+    dataset: Path | None = None
 
 
 def run_train(
@@ -26,6 +41,7 @@ def run_train(
     datasets_root: Path | None,
     torch_threads: int | None,
     stop_on_stdin_eof: bool = False,
+    inputs: InputFiles | None = None,
 ) -> int:
     """Runs the spec; returns the process exit code.
 
@@ -45,20 +61,23 @@ def run_train(
         spec = resolve_spec(json.loads(spec_path.read_text()))
     except (OSError, json.JSONDecodeError) as error:
         typer.echo(f"error: cannot read {spec_path}: {error}", err=True)
-        return engine.EXIT_INVALID
+        return protocol.EXIT_INVALID
     except SpecError as error:
         for problem in error.problems:
             typer.echo(f"error: {'.'.join(map(str, problem.loc))}: {problem.msg}", err=True)
-        return engine.EXIT_INVALID
+        return protocol.EXIT_INVALID
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if stop_on_stdin_eof:
         threading.Thread(target=_set_at_eof, args=(sys.stdin.fileno(), stop), daemon=True).start()
+    inputs = inputs or InputFiles()
     options = engine.RunOptions(
         out_dir=out_dir,
-        teacher_path=_beside_spec(spec.teacher.checkpoint, spec_path) if spec.teacher else None,
-        dataset_path=(
+        teacher_path=inputs.teacher
+        or (_beside_spec(spec.teacher.checkpoint, spec_path) if spec.teacher else None),
+        dataset_path=inputs.dataset
+        or (
             _beside_spec(spec.dataset.name, spec_path)
             if spec.dataset.name.endswith((".npz", ".zip"))
             else None
@@ -72,12 +91,18 @@ def run_train(
         try:
             engine.train(spec, options, emit)
         except engine.TrainingStopped as stopped:
-            return engine.EXIT_STOPPED if stopped.reason == "signal" else engine.EXIT_MAX_RUNTIME
-        except (engine.SetupError, DatasetUnavailable, DatasetFileError, ValueError) as error:
-            emit({"event": "error", "code": "invalid_input", "message": str(error)})
+            if stopped.reason == "signal":
+                return protocol.EXIT_STOPPED
+            return protocol.EXIT_MAX_RUNTIME
+        except engine.Diverged as error:
+            emit({"event": "error", "code": protocol.DIVERGED, "message": str(error)})
             typer.echo(f"error: {error}", err=True)
-            return engine.EXIT_INVALID
-    return engine.EXIT_OK
+            return protocol.EXIT_DIVERGED
+        except (engine.SetupError, DatasetUnavailable, DatasetFileError, ValueError) as error:
+            emit({"event": "error", "code": protocol.INVALID_INPUT, "message": str(error)})
+            typer.echo(f"error: {error}", err=True)
+            return protocol.EXIT_INVALID
+    return protocol.EXIT_OK
 
 
 def _set_at_eof(fd: int, event: threading.Event) -> None:

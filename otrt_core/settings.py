@@ -72,6 +72,38 @@ class Settings(BaseSettings):
         description="API keys on every /v1 route. Unset: on, except `otrt serve` on loopback.",
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="Upload size limit.")
+    max_decoded_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1,
+        description=(
+            "What one uploaded dataset may cost once decoded (arrays as stored plus the float32 "
+            "inputs), read from its headers before decoding; past it the upload is 413."
+        ),
+    )
+    max_json_bytes: int = Field(
+        default=1024**2, ge=1024, description="Size limit of a JSON request body (413 past it)."
+    )
+    orphan_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "On start, uploads with no record and partial files older than this are removed "
+            "(younger ones may be another replica's upload in flight)."
+        ),
+    )
+    # --- sharing: defaults for keys without their own quota (`otrt keys set-quota`) ------
+    max_running: int | None = Field(
+        default=None, ge=1, description="Jobs of one key running at once. Unset: no limit."
+    )
+    max_queued: int = Field(
+        default=1000, ge=1, description="Jobs of one key waiting at once; past it, 429."
+    )
+    rate_limit: float = Field(
+        default=50.0, gt=0, description="Requests per second one key may make (429 past it)."
+    )
+    rate_burst: int = Field(
+        default=200, ge=1, description="Requests one key may make at once before the rate applies."
+    )
     lease_seconds: float = Field(
         default=60.0, gt=0, description="How long a claimed job stays its executor's unrenewed."
     )

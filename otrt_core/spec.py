@@ -11,11 +11,17 @@ a job is reproducible from its ``spec.json`` alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from otrt_core.ot import DEFAULT_EPSILON, DEFAULT_MAX_ITER, NORMALIZATIONS, SOLVERS, SPATIAL_MODES
+from otrt_core.protocol import (
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_ITER,
+    NORMALIZATIONS,
+    SOLVERS,
+    SPATIAL_MODES,
+)
 
 Mode = Literal["supervised", "transfer", "distill", "transfer_distill"]
 RegularizerKind = Literal["none", "ot", "l2sp", "kd", "fitnet", "at"]
@@ -34,28 +40,45 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Bounds on what a job may ask for: every number a user sends is finite and
+# bounded, so no value that passes submission can fail or blow up at run time.
+MAX_WEIGHT = 1e6  # any loss weight (lambda, KD, a layer pair's, L2-SP's beta)
+MAX_LR = 10.0
+MAX_SEED = 2**32 - 1  # what every RNG of numpy and torch accepts
+MAX_CLASSES = 100_000
+METADATA_MAX_KEYS = 32
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 1024
+NAME_MAX_CHARS = 200  # architecture names, ids and paths
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are errors, and so are NaN and infinities (JSON's Infinity included).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TeacherSpec(_Strict):
-    architecture: str
+    architecture: str = Field(max_length=NAME_MAX_CHARS)
     checkpoint: str = Field(
-        description="An uploaded file (file_…), a finished job (job_…), or a path for `otrt train`."
+        max_length=1000,
+        description="An uploaded file (file_…), a finished job (job_…), "
+        "or a path for `otrt train`.",
     )
 
 
 class StudentSpec(_Strict):
-    architecture: str
+    architecture: str = Field(max_length=NAME_MAX_CHARS)
 
 
 class DatasetSpec(_Strict):
-    name: str
-    classes: list[int] | None = Field(
-        default=None, description="Keep these classes, relabelled 0..k-1 in this order."
+    name: str = Field(max_length=1000)
+    classes: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] | None = Field(
+        default=None,
+        max_length=MAX_CLASSES,
+        description="Keep these classes, relabelled 0..k-1 in this order.",
     )
     train_subset: int | None = Field(
-        default=None, ge=1, description="Labeled training examples kept per class."
+        default=None, ge=1, le=10**9, description="Labeled training examples kept per class."
     )
     val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
 
@@ -63,37 +86,43 @@ class DatasetSpec(_Strict):
 class LayerPairSpec(_Strict):
     teacher: str = "penultimate"
     student: str = "penultimate"
-    weight: float = Field(default=1.0, ge=0.0)
+    weight: float = Field(default=1.0, ge=0.0, le=MAX_WEIGHT)
 
 
 class RegularizerSpec(_Strict):
     kind: RegularizerKind | None = Field(default=None, description="Default: by mode.")
-    weight: float | None = Field(default=None, ge=0.0, description="lambda. Default: by mode.")
-    layers: list[LayerPairSpec] = Field(default_factory=lambda: [LayerPairSpec()], min_length=1)
+    weight: float | None = Field(
+        default=None, ge=0.0, le=MAX_WEIGHT, description="lambda. Default: by mode."
+    )
+    layers: list[LayerPairSpec] = Field(
+        default_factory=lambda: [LayerPairSpec()], min_length=1, max_length=64
+    )
     solver: Solver = "auto"
-    epsilon: float = Field(default=DEFAULT_EPSILON, gt=0.0)
-    max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
+    epsilon: float = Field(default=DEFAULT_EPSILON, gt=0.0, le=100.0)
+    max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1, le=100_000)
     spatial: Spatial = "pool"
     normalize: Normalize | None = Field(default=None, description="Default: by mode.")
     unlabeled: bool = False
-    unlabeled_batch_size: int | None = Field(default=None, ge=1)
-    l2sp_beta: float = Field(default=0.01, ge=0.0, description="L2-SP's weight on the new head.")
+    unlabeled_batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    l2sp_beta: float = Field(
+        default=0.01, ge=0.0, le=MAX_WEIGHT, description="L2-SP's weight on the new head."
+    )
 
 
 class KDSpec(_Strict):
-    weight: float = Field(default=0.0, ge=0.0)
-    temperature: float = Field(default=4.0, gt=0.0)
+    weight: float = Field(default=0.0, ge=0.0, le=MAX_WEIGHT)
+    temperature: float = Field(default=4.0, gt=0.0, le=1000.0)
 
 
 class TrainingSpec(_Strict):
     epochs: int = Field(default=20, ge=1, le=10_000)
     batch_size: int = Field(default=128, ge=1, le=65_536)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0.0)
+    lr: float = Field(default=0.05, gt=0.0, le=MAX_LR)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0, le=1.0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     amp: Literal["auto", "on", "off"] = "auto"
     teacher_cache: Literal["auto", "off"] = "auto"
     select: Literal["best", "last"] = "best"
@@ -108,7 +137,30 @@ class JobSpec(_Strict):
     regularizer: RegularizerSpec = Field(default_factory=RegularizerSpec)
     kd: KDSpec = Field(default_factory=KDSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    priority: int = Field(
+        default=0,
+        ge=-10,
+        le=10,
+        description="Order among the owner's own queued jobs (higher first); owners take turns.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=METADATA_MAX_KEYS,
+        description=f"Up to {METADATA_MAX_KEYS} string pairs: keys of at most "
+        f"{METADATA_MAX_KEY_CHARS} characters, values of at most {METADATA_MAX_VALUE_CHARS}.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
+        for key, value in metadata.items():
+            if not 0 < len(key) <= METADATA_MAX_KEY_CHARS:
+                raise ValueError(f"metadata keys have 1 to {METADATA_MAX_KEY_CHARS} characters")
+            if len(value) > METADATA_MAX_VALUE_CHARS:
+                raise ValueError(
+                    f"metadata[{key!r}] is longer than {METADATA_MAX_VALUE_CHARS} characters"
+                )
+        return metadata
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from celery import Celery, signals
 from otrt_core.jobs.recovery import reap
 from otrt_core.settings import Settings
 from worker.celery_dispatch import QUEUE, TASK, CeleryDispatcher
-from worker.execution import Executor
+from worker.execution import Executor, run_in_fair_order
 
 log = logging.getLogger("otrt.worker")
 
@@ -86,12 +86,18 @@ def runtime() -> Runtime:
 
 
 @app.task(name=TASK)
-def run_job(job_id: str) -> str | None:
-    """Runs the job if this worker wins its claim; a lost claim drops the message."""
+def run_job(job_id: str) -> int:
+    """Runs jobs in fair order while any may start; the message is only a wake-up.
+
+    Each queued job has a message, but the job a message names may not be the
+    one fair order starts next: whichever worker takes a message runs the next
+    job of the owner whose turn it is. A message that finds nothing to run is
+    dropped; the reaper re-sends one for any job left queued too long.
+    """
     current = runtime()
-    outcome = current.executor.run(job_id, shutting_down=current.stopping.is_set)
-    log.info("job %s: %s", job_id, outcome or "not claimed (dropped)")
-    return outcome
+    ran = run_in_fair_order(current.executor, current.stopping.is_set)
+    log.info("woken for job %s: ran %d job(s)", job_id, ran)
+    return ran
 
 
 def reaper_loop(current: Runtime) -> None:

@@ -1,8 +1,9 @@
 """The embedded executor: threads in the API's process that run queued jobs.
 
 It is the ``Dispatcher`` of ``otrt serve``: ``dispatch`` puts a job id on an
-in-process queue, ``concurrency`` threads take ids and run them through
-:class:`~worker.execution.Executor` (claim, trainer child process, report).
+in-process queue, and each id wakes one of ``concurrency`` threads, which runs
+jobs through :class:`~worker.execution.Executor` in fair order between owners
+(claim, trainer child process, report) while any may start.
 A reaper thread requeues jobs whose lease expired and re-dispatches jobs
 queued for too long, so nothing depends on the queue alone: the DB is the
 truth. On start, jobs this executor held before a crash are requeued at once
@@ -18,7 +19,7 @@ import threading
 from otrt_core.jobs.recovery import reap, release_leases_of
 from otrt_core.jobs.store import JobStore
 from otrt_core.jobs.tables import utcnow
-from worker.execution import Executor
+from worker.execution import Executor, run_in_fair_order
 
 log = logging.getLogger("otrt.worker")
 
@@ -59,15 +60,14 @@ class EmbeddedExecutor:
         self.threads.append(thread)
 
     def _work(self) -> None:
+        """Each dispatched id wakes a thread, which then runs jobs in fair order while any
+        may start (the id it woke for may well be run by another thread, or later)."""
         while not self.stopping.is_set():
             try:
-                job_id = self.queue.get(timeout=0.2)
+                self.queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                self.executor.run(job_id, shutting_down=self.stopping.is_set)
-            except Exception:  # one job's failure must not stop the executor
-                log.exception("job %s: the executor failed", job_id)
+            run_in_fair_order(self.executor, self.stopping.is_set)
 
     def _reap(self) -> None:
         while not self.stopping.wait(self.executor.heartbeat_seconds):

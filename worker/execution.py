@@ -16,19 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otrt_core import protocol
 from otrt_core.jobs import states
-from otrt_core.jobs.files import FileRecords
+from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.storage import LocalStorage
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import Artifact, Job
-from worker.runner import END_OF_OUTPUT, TrainerProcess
+from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
 
 log = logging.getLogger("otrt.worker")
-
-# Exit codes of `otrt train` (otrt_core.train): kept literal so that the worker
-# does not import torch.
-EXIT_OK, EXIT_INVALID, EXIT_STOPPED, EXIT_MAX_RUNTIME = 0, 2, 75, 124
-ARTIFACTS = ("student.safetensors", "metrics.json", "spec.json", "student.onnx", "plan.npy")
+MESSAGE_CHARS = 500  # a failed job's error.message: one line, no server detail
 
 
 @dataclass
@@ -43,29 +40,32 @@ class Executor:
     lease_seconds: float
     heartbeat_seconds: float
     device: str = "auto"
+    default_max_running: int | None = None  # per key, for keys without their own quota
     trainer_env: dict[str, str] | None = None
     # Wall-clock backstop per attempt beyond the spec's max_runtime_s (which the
     # trainer enforces itself, with a checkpoint): a hung trainer is killed.
     time_limit_grace_seconds: float = 600.0
 
-    def run(self, job_id: str, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
-        """Runs ``job_id`` to an end if this executor wins its claim; returns how it ended.
+    def run_next(self, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
+        """Claims the job fair order starts next and runs it to an end; returns how it ended.
 
-        ``None``: not claimed (someone else has it, or it is not queued). Else
-        the job's status afterwards, or ``"lease_lost"`` when it was fenced off.
+        ``None``: no job may start now. Else the job's status afterwards, or
+        ``"lease_lost"`` when it was fenced off.
         """
-        lease = self.store.claim(job_id, self.name, self.lease_seconds)
+        lease = self.store.claim_next(self.name, self.lease_seconds, self.default_max_running)
         if lease is None:
             return None
+        job_id = lease.job_id
         job = self.store.get(job_id)
         out_dir = self.work_root / job_id
         try:
-            spec_path = self._write_input_spec(job, out_dir)
-        except (LookupError, ValueError, OSError) as error:  # an input vanished since submission
-            return self._fail(lease, "input_missing", f"cannot prepare the job's inputs: {error}")
-        resume = (out_dir / "checkpoint.pt").exists()
+            inputs = self._trainer_inputs(job, out_dir)
+        except LookupError as error:  # an input vanished since submission
+            message = f"an input of the job is gone: {error.args[0]}"
+            return self._fail(lease, protocol.INPUT_MISSING, message)
+        resume = (out_dir / protocol.CHECKPOINT).exists()
         trainer = TrainerProcess(
-            spec_path, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
+            inputs, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
         follower = Follower(
@@ -73,7 +73,8 @@ class Executor:
             lease,
             job.progress,
             trainer.pid,
-            publish_plan=lambda: self._publish(lease, out_dir, ("plan.npy",), replace=False),
+            publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
+            clean=self._one_line,
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -87,24 +88,33 @@ class Executor:
         code = trainer.process.wait()
         return self._finish(lease, code, reason, follower, trainer, out_dir)
 
-    def _write_input_spec(self, job: Job, out_dir: Path) -> Path:
-        """The job's spec with its uploaded inputs replaced by their local paths."""
-        spec = json.loads(json.dumps(job.spec))
+    def _trainer_inputs(self, job: Job, out_dir: Path) -> TrainerInputs:
+        """The job's spec as submitted (ids, never paths) and the local files of its ids."""
+        teacher = dataset = None
         if job.teacher_file_id:
-            record = self.files.get(job.teacher_file_id, job.owner)
-            spec["teacher"]["checkpoint"] = str(self.storage.path(record.path))
+            teacher = self._local(job.teacher_file_id, job.owner)
         elif job.teacher_job_id:
-            weights = self.store.artifact(job.teacher_job_id, ARTIFACTS[0])
-            if weights is None:
-                raise LookupError(f"teacher job {job.teacher_job_id} has no student weights")
-            spec["teacher"]["checkpoint"] = str(self.storage.path(weights.path))
+            weights = self.store.artifact(job.teacher_job_id, protocol.STUDENT_WEIGHTS)
+            teacher = self._existing(weights.path if weights else None, job.teacher_job_id)
         if job.dataset_file_id:
-            record = self.files.get(job.dataset_file_id, job.owner)
-            spec["dataset"]["name"] = str(self.storage.path(record.path))
+            dataset = self._local(job.dataset_file_id, job.owner)
         out_dir.mkdir(parents=True, exist_ok=True)
-        spec_path = out_dir / "input-spec.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
-        return spec_path
+        spec_path = out_dir / "job-spec.json"
+        spec_path.write_text(json.dumps(job.spec, indent=2))
+        return TrainerInputs(spec=spec_path, teacher=teacher, dataset=dataset)
+
+    def _local(self, file_id: str, owner: str) -> Path:
+        """The local copy of an uploaded file; ``LookupError(file_id)`` if it is gone."""
+        try:
+            key = self.files.get(file_id, owner).path
+        except FileNotFound:
+            key = None
+        return self._existing(key, file_id)
+
+    def _existing(self, key: str | None, ref: str) -> Path:
+        if key is None or not self.storage.path(key).is_file():
+            raise LookupError(ref)
+        return self.storage.path(key)
 
     def _follow(
         self,
@@ -161,8 +171,8 @@ class Executor:
         if reason == "time_limit":
             message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
             return self._fail(lease, "time_limit", message)
-        if code == EXIT_OK:
-            self._publish(lease, out_dir, ARTIFACTS)
+        if code == protocol.EXIT_OK:
+            self._publish(lease, out_dir, protocol.ARTIFACTS)
             shutil.rmtree(out_dir, ignore_errors=True)
             accuracy = follower.done.get("test_accuracy")
             return self._end(
@@ -173,19 +183,28 @@ class Executor:
                 progress=follower.progress | {"fraction": 1.0},
                 eta_seconds=0.0,
             )
-        if code == EXIT_STOPPED or reason == "shutdown":
+        if code == protocol.EXIT_STOPPED or reason == "shutdown":
             return self._end(lease, states.QUEUED, "stopped with a checkpoint; requeued to resume")
-        if code == EXIT_INVALID:
-            message = follower.error or trainer.stderr_tail() or "invalid input"
-            return self._fail(lease, "invalid_input", message)
-        if code == EXIT_MAX_RUNTIME:
-            return self._fail(lease, "max_runtime", "training.max_runtime_s ran out")
-        tail = trainer.stderr_tail()
-        log.warning("job %s: trainer exited %d: %s", job_id, code, tail[-500:])
-        return self._fail(lease, "trainer_error", f"the trainer exited with {code}: {tail[-1500:]}")
+        if code in (protocol.EXIT_INVALID, protocol.EXIT_DIVERGED) and follower.error:
+            error_code = protocol.DIVERGED if code == protocol.EXIT_DIVERGED else None
+            return self._fail(lease, error_code or protocol.INVALID_INPUT, follower.error)
+        if code == protocol.EXIT_MAX_RUNTIME:
+            return self._fail(lease, protocol.MAX_RUNTIME, "training.max_runtime_s ran out")
+        # Anything else is otrt's fault, not the user's: the details stay in the server log.
+        log.error("job %s: trainer exited %d:\n%s", job_id, code, trainer.stderr_tail())
+        message = f"the trainer failed (exit {code}); the server log has the details"
+        return self._fail(lease, protocol.INTERNAL_ERROR, message)
 
     def _fail(self, lease: Lease, code: str, message: str) -> str:
+        message = self._one_line(message)
         return self._end(lease, states.FAILED, message, error={"code": code, "message": message})
+
+    def _one_line(self, message: str) -> str:
+        """A message fit for the client: its first line, no server path, bounded."""
+        for root in (self.work_root.resolve(), self.storage.root):
+            message = message.replace(f"{root}/", "").replace(str(root), "")
+        lines = message.strip().splitlines() or [""]
+        return lines[0][:MESSAGE_CHARS]
 
     def _end(self, lease: Lease, status: str, message: str, **fields: Any) -> str:
         try:
@@ -219,6 +238,23 @@ class Executor:
         self.store.add_artifacts(lease, records, replace=replace)
 
 
+def run_in_fair_order(executor: Executor, shutting_down: Callable[[], bool]) -> int:
+    """Runs jobs one after another, each the next in fair order, until none may start
+    or the process is shutting down; returns how many ran. One job's failure to run is
+    logged and does not stop the next."""
+    ran = 0
+    while not shutting_down():
+        try:
+            outcome = executor.run_next(shutting_down)
+        except Exception:
+            log.exception("the executor failed to run a job")
+            continue
+        if outcome is None:
+            break
+        ran += 1
+    return ran
+
+
 class Follower:
     """Turns the trainer's JSON-lines events into the job's progress, metrics and events."""
 
@@ -229,9 +265,10 @@ class Follower:
         progress: dict[str, Any],
         pid: int,
         publish_plan: Callable[[], None] | None = None,
+        clean: Callable[[str], str] = str,
     ) -> None:
         self.store, self.lease, self.pid = store, lease, pid
-        self.publish_plan = publish_plan
+        self.publish_plan, self.clean = publish_plan, clean
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
@@ -253,9 +290,11 @@ class Follower:
             record = self._record_epoch(event)
             message = f"epoch {event['epoch']}/{self.progress.get('epochs')}"
             self._event("epoch", f"{message}: val accuracy {event.get('val_accuracy')}", record)
-        elif kind == "error":
-            self.error = str(event.get("message", ""))
-            self._event("error", self.error, event)
+        elif kind in ("error", "warning"):
+            message = self.clean(str(event.get("message", "")))
+            if kind == "error":
+                self.error = message
+            self._event(kind, message, {"code": event.get("code"), "message": message})
         elif kind == "plan" and self.publish_plan is not None:
             self.publish_plan()  # the latest plan, for the dashboard's heatmap
         elif kind == "stopped":

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,40 @@ STDERR_TAIL_BYTES = 4000
 END_OF_OUTPUT: dict[str, Any] = {"event": "end_of_output"}
 
 
+@dataclass(frozen=True)
+class TrainerInputs:
+    """The job's spec file (symbolic: ids, not paths) and the local files its ids stand for."""
+
+    spec: Path
+    teacher: Path | None = None
+    dataset: Path | None = None
+
+    def arguments(self) -> list[str]:
+        files = [("--teacher-file", self.teacher), ("--dataset-file", self.dataset)]
+        return [str(self.spec)] + [arg for flag, path in files if path for arg in (flag, str(path))]
+
+
 class TrainerProcess:
     """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue."""
 
     def __init__(
-        self, spec_path: Path, out_dir: Path, *, resume: bool, device: str, env: dict[str, str]
+        self,
+        inputs: TrainerInputs,
+        out_dir: Path,
+        *,
+        resume: bool,
+        device: str,
+        env: dict[str, str],
     ) -> None:
-        command = [sys.executable, "-m", "otrt", "train", str(spec_path), "--out", str(out_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "otrt",
+            "train",
+            *inputs.arguments(),
+            "--out",
+            str(out_dir),
+        ]
         command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
         self.stderr_path = out_dir / "trainer.log"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +106,6 @@ class TrainerProcess:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
             return self.process.wait()
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-        self.process.wait()
 
     def _signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):

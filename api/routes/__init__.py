@@ -14,14 +14,15 @@ from otrt_core.jobs.service import Service
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem documents a route may answer.
 
-    Every route may answer 400 (a body that is not JSON at all), 401 and 422.
+    Every route may answer 400 (a body that is not JSON at all), 401, 422 and 429
+    (the key's request rate).
     """
     return {
         status: {
             "model": Problem,
             "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
         }
-        for status in (400, 401, 422, *statuses)
+        for status in (400, 401, 422, 429, *statuses)
     }
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from starlette.datastructures import UploadFile
 
 from api.auth import Owner
+from api.multipart import ENVELOPE_BYTES, MultipartFile
 from api.routes import problems, service
 from api.schemas import FileOut, FilePage
 from otrt_core.jobs.service import Invalid, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-CHUNK = 1 << 20
-MULTIPART_OVERHEAD = 64 * 1024
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -46,32 +43,22 @@ async def upload(
     request: Request,
     owner: Owner,
     purpose: Annotated[str, Query(pattern="^(teacher|dataset)$")],
-    x_filename: Annotated[str | None, Header()] = None,
+    x_filename: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> FileOut:
+    """Streams the body (raw, or a multipart ``file`` part) to storage; never spooled whole."""
     svc = service(request)
     declared = request.headers.get("content-length")
-    if (
-        declared
-        and declared.isdigit()
-        and int(declared) > svc.max_upload_bytes + MULTIPART_OVERHEAD
-    ):
+    if declared and declared.isdigit() and int(declared) > svc.max_upload_bytes + ENVELOPE_BYTES:
         raise PayloadTooLarge(f"the upload exceeds the limit of {svc.max_upload_bytes} bytes")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
-        part = form.get("file")
-        if not isinstance(part, UploadFile):
-            raise Invalid.at(["body", "file"], "multipart uploads carry the file in a 'file' part")
-        record = await svc.upload(owner, purpose, part.filename or "", _read(part))
+        body = MultipartFile(request, svc.max_upload_bytes)
+        filename = await body.open()
+        record = await svc.upload(owner, purpose, filename, body.chunks())
     else:
         if not x_filename:
             raise Invalid.at(["header", "x-filename"], "raw uploads need an X-Filename header")
         record = await svc.upload(owner, purpose, x_filename, request.stream())
     return FileOut.of(record)
-
-
-async def _read(part: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await part.read(CHUNK):
-        yield chunk
 
 
 @router.get("", response_model=FilePage, responses=problems())

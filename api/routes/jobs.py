@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from api.auth import Owner
+from api.auth import CallerDep, Owner
+from api.downloads import download_response
 from api.routes import problems, service
 from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord
 from otrt_core.jobs import states
@@ -19,18 +20,28 @@ from otrt_core.spec import JobSpec
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
+MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit integers in the store
 
 
-@router.post("", status_code=201, response_model=JobOut, responses=problems(409))
+@router.post("", status_code=201, response_model=JobOut, responses=problems(409, 413, 429))
 def submit(
     request: Request,
     response: Response,
-    owner: Owner,
+    caller: CallerDep,
     body: JobSpec,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    """Queues a job; the same ``Idempotency-Key`` and body return the same job (200)."""
-    job, created = service(request).submit(owner, body, idempotency_key)
+    """Queues a job; the same ``Idempotency-Key`` and body return the same job (200).
+
+    429 when the caller's key already has its ``max_queued`` jobs waiting.
+    """
+    job, created = service(request).submit(
+        caller.owner,
+        body,
+        idempotency_key,
+        key_id=caller.key.id if caller.key else None,
+        max_queued=caller.quota.max_queued,
+    )
     if not created:
         response.status_code = 200
     return JobOut.of(job)
@@ -86,12 +97,13 @@ async def events(
     request: Request,
     owner: Owner,
     job_id: str,
-    after: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID)] = None,
 ) -> list[EventOut] | StreamingResponse:
+    """Events after ``after`` (or the SSE ``Last-Event-ID``), in order."""
     svc = service(request)
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+    if last_event_id is not None:
+        after = max(after, last_event_id)
     past = await asyncio.to_thread(svc.events, owner, job_id, after)
     if "text/event-stream" not in request.headers.get("accept", ""):
         return [EventOut.of(e) for e in past]
@@ -140,16 +152,11 @@ DOWNLOAD_RESPONSES = {
     },
     206: {"description": "The requested byte range."},
     304: {"description": "If-None-Match matched the ETag."},
-    **problems(404),
+    **problems(404, 416),
 }
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
 def download(request: Request, owner: Owner, job_id: str, name: str) -> Response:
     artifact, path = service(request).artifact(owner, job_id, name)
-    etag = f'"{artifact.sha256}"'
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
-        return Response(status_code=304, headers={"ETag": etag})
-    return FileResponse(
-        path, filename=name, media_type="application/octet-stream", headers={"ETag": etag}
-    )
+    return download_response(request, path, name, artifact.sha256)

@@ -7,6 +7,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from api.auth import Admin
+from api.routes import problems
+
 router = APIRouter(tags=["operations"])
 
 
@@ -36,7 +39,10 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
-    """Prometheus text format: jobs by status, queue depth, request latency."""
+@router.get("/metrics", response_class=Response, responses=problems(403))
+def metrics(request: Request, _: Admin) -> Response:
+    """Prometheus text format: jobs by status, queue depth, request latency.
+
+    With auth on, it needs a key with the admin scope: it counts every owner's jobs.
+    """
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from otrt_core.data.catalog import DATASETS, ArraySplits, DatasetInfo, DatasetUnavailable
 from otrt_core.data.splits import PreparedData, prepare
-from otrt_core.data.uploads import DatasetFileError, ZipLimits, load_dataset_file
+from otrt_core.data.uploads import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
 
 
 @lru_cache(maxsize=4)
@@ -29,6 +29,7 @@ __all__ = [
     "ArraySplits",
     "DatasetFileError",
     "DatasetInfo",
+    "DatasetTooLarge",
     "DatasetUnavailable",
     "PreparedData",
     "ZipLimits",

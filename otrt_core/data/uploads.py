@@ -3,13 +3,19 @@
 Both are read without unpickling anything and checked before use; a bad file
 raises ``DatasetFileError`` with a message for the user. Archives are unpacked
 defensively: no absolute paths, no ``..``, no links, and bounded member count
-and uncompressed size (against zip bombs).
+and uncompressed size (against zip bombs). Before anything is decoded, what
+decoding will cost is read from the headers alone (each ``.npy`` member's shape
+and dtype, each image's size and bands) and checked against
+``ZipLimits.max_decoded_bytes``: a 2 KB archive of two 6000x6000 PNGs, or a
+265 KB ``.npz`` of 256 MB of zeros, is refused before it costs any memory.
 """
 
 from __future__ import annotations
 
+import math
 import stat
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -20,23 +26,104 @@ from otrt_core.data.catalog import ArraySplits, fixed_test_split
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
+MAX_LABEL = 100_000  # labels are class indices: more classes than this is an error
+FLOAT32 = 4  # bytes per decoded input value
+
+
 class DatasetFileError(ValueError):
     """An uploaded dataset that cannot be used; the message says why."""
+
+
+class DatasetTooLarge(DatasetFileError):
+    """A dataset that would decode to more bytes than allowed; the message names the member."""
 
 
 @dataclass(frozen=True)
 class ZipLimits:
     max_members: int = 200_000
     max_uncompressed_bytes: int = 8 << 30
+    # What decoding may cost: the arrays as stored plus the float32 copy of the inputs.
+    max_decoded_bytes: int = 8 << 30
 
 
 def load_dataset_file(path: Path, limits: ZipLimits | None = None) -> ArraySplits:
-    """The arrays of an uploaded ``.npz`` or ImageFolder ``.zip``."""
+    """The arrays of an uploaded ``.npz`` or ImageFolder ``.zip``, within ``limits``."""
+    limits = limits or ZipLimits()
+    if path.suffix not in (".npz", ".zip"):
+        raise DatasetFileError(f"{path.name}: datasets are .npz or ImageFolder .zip files")
+    members = safe_members(path, limits)
+    costs = npz_costs(path, members) if path.suffix == ".npz" else image_costs(path, members)
+    check_decoded_size(costs, limits.max_decoded_bytes)
     if path.suffix == ".npz":
         return load_npz(path)
-    if path.suffix == ".zip":
-        return load_image_zip(path, limits or ZipLimits())
-    raise DatasetFileError(f"{path.name}: datasets are .npz or ImageFolder .zip files")
+    return load_image_zip(path, members)
+
+
+def check_decoded_size(costs: Iterator[tuple[str, int]], limit: int) -> int:
+    """The total of ``(member, bytes)`` costs; ``DatasetTooLarge`` at the member that passes it."""
+    total = 0
+    for member, cost in costs:
+        total += cost
+        if total > limit:
+            raise DatasetTooLarge(
+                f"{member} takes the decoded dataset past the limit of {limit} bytes "
+                f"(at least {total} bytes)"
+            )
+    return total
+
+
+def npz_costs(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[str, int]]:
+    """Each array's decoded bytes, read from its ``.npy`` header (nothing is decompressed).
+
+    Inputs (``x_*``) also count their float32 copy.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for info in members:
+            try:
+                with archive.open(info) as stream:
+                    shape, dtype = _npy_header(stream)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+                message = f"{info.filename} is not a readable .npy array: {error}"
+                raise DatasetFileError(message) from None
+            if dtype.hasobject:
+                raise DatasetFileError(
+                    f"{info.filename} holds Python objects (pickles are refused)"
+                )
+            count = math.prod(shape)
+            per_value = dtype.itemsize + (FLOAT32 if info.filename.startswith("x_") else 0)
+            yield info.filename, count * per_value
+
+
+def _npy_header(stream) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return shape, dtype
+
+
+def image_costs(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[str, int]]:
+    """Each image's decoded bytes from its header alone: pixels x (its bands + an RGB float32)."""
+    from PIL import Image
+
+    with zipfile.ZipFile(path) as archive:
+        for info in members:
+            if PurePosixPath(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with archive.open(info) as stream, Image.open(stream) as image:
+                    width, height = image.size
+                    bands = len(image.getbands())
+            except Image.DecompressionBombError as error:
+                raise DatasetTooLarge(f"{info.filename}: {error}") from None
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                raise DatasetFileError(
+                    f"{info.filename} is not a readable image: {error}"
+                ) from None
+            yield info.filename, width * height * (bands + 3 * FLOAT32)
 
 
 def load_npz(path: Path) -> ArraySplits:
@@ -51,7 +138,7 @@ def load_npz(path: Path) -> ArraySplits:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DatasetFileError(
             f"{path.name} is not a readable .npz without pickles: {error}"
         ) from None
@@ -99,10 +186,14 @@ def _labels(y: np.ndarray, name: str) -> np.ndarray:
         raise DatasetFileError(
             f"{name} must be non-negative integer labels (N,); got {y.dtype} {y.shape}"
         )
+    if y.max() >= MAX_LABEL:
+        raise DatasetFileError(
+            f"{name} holds label {y.max()}; labels are class indices below {MAX_LABEL}"
+        )
     return y.astype(np.int64)
 
 
-def load_image_zip(path: Path, limits: ZipLimits) -> ArraySplits:
+def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
     """``train/<class>/*.png`` (and optionally ``test/<class>/...``), classes in name order.
 
     Without ``test/``, 15% of the training images are held out (fixed seed).
@@ -110,7 +201,6 @@ def load_image_zip(path: Path, limits: ZipLimits) -> ArraySplits:
     """
     from PIL import Image, UnidentifiedImageError
 
-    members = safe_members(path, limits)
     splits: dict[str, dict[str, list[zipfile.ZipInfo]]] = {"train": {}, "test": {}}
     for info in members:
         parts = PurePosixPath(info.filename).parts

@@ -38,6 +38,11 @@ class FileRecords:
             rows = session.scalars(query.order_by(*newest_first(StoredFile)).limit(limit + 1)).all()
         return Page(list(rows[:limit]), has_more=len(rows) > limit)
 
+    def paths(self) -> set[str]:
+        """The storage keys of every recorded file."""
+        with self.sessions() as session:
+            return set(session.scalars(select(StoredFile.path)))
+
     def delete(self, file_id: str, owner: str) -> StoredFile:
         record = self.get(file_id, owner)
         with self.sessions.begin() as session:

@@ -1,22 +1,49 @@
-"""What an uploaded file is, checked on arrival (never unpickling anything).
+"""What an uploaded file is, checked on arrival in a child process with hard limits.
 
 Teachers: safetensors, or a PyTorch state dict read with ``weights_only=True``
 (a pickle that would build any other object is refused). Datasets: ``.npz``
-arrays or an ImageFolder ``.zip`` read member by member within limits. The
-heavy libraries are imported here, inside the calls, so the API starts fast.
+arrays or an ImageFolder ``.zip``, whose decoded size is read from headers and
+capped before anything is decoded (``otrt_core.data.uploads``).
+
+Untrusted bytes are never parsed in the API's process: :func:`inspect_upload`
+runs ``python -m otrt_core.jobs.inspection`` with its data segment
+(``RLIMIT_DATA``), CPU time and wall time bounded, and reads one JSON line back.
+A file that slips past the header checks then kills a child, never the API,
+and the API never imports torch or numpy for it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 TEACHER_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 DATASET_SUFFIXES = (".npz", ".zip")
+# What the child needs besides the decoded data: the interpreter, numpy, PIL and
+# torch's own data segment (about 0.8 GB once imported).
+BASELINE_DATA_BYTES = 1536 << 20
+log = logging.getLogger("otrt.inspection")
 
 
 class InvalidUpload(ValueError):
-    """The file cannot be used for its purpose; the message says why."""
+    """The file cannot be used for its purpose; the message says why (HTTP 422)."""
+
+
+class UploadTooLarge(InvalidUpload):
+    """The file would decode to more than the limit; the message names the member (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class InspectionLimits:
+    max_decoded_bytes: int = 2 << 30
+    cpu_seconds: int = 120
+    wall_seconds: float = 300.0
 
 
 def storage_suffix(purpose: str, filename: str, head: bytes) -> str:
@@ -36,6 +63,52 @@ def _looks_safetensors(head: bytes) -> bool:
     return len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27
 
 
+# --- the parent: run the child and read its verdict ------------------------------------
+
+
+def inspect_upload(
+    purpose: str, path: Path, limits: InspectionLimits
+) -> tuple[str, dict[str, Any]]:
+    """``(format, details)`` of the upload at ``path``, found by a limited child process.
+
+    Raises :class:`UploadTooLarge` or :class:`InvalidUpload` with a message for the user.
+    """
+
+    def limit_child() -> None:
+        data = limits.max_decoded_bytes + BASELINE_DATA_BYTES
+        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+
+    command = [sys.executable, "-m", "otrt_core.jobs.inspection", purpose, str(path)]
+    command.append(str(limits.max_decoded_bytes))
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=limits.wall_seconds,
+            preexec_fn=limit_child,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidUpload("the upload could not be inspected in time") from None
+    lines = done.stdout.strip().splitlines()
+    verdict = json.loads(lines[-1]) if lines else {}
+    if done.returncode != 0:
+        log.warning("inspecting %s: exit %d\n%s", path.name, done.returncode, done.stderr[-4000:])
+    if "format" in verdict:
+        return verdict["format"], verdict["details"]
+    if verdict.get("too_large") or done.returncode < 0:  # killed: out of memory or CPU time
+        raise UploadTooLarge(
+            verdict.get("error")
+            or f"reading the upload needs more than the limit of {limits.max_decoded_bytes} bytes"
+        )
+    raise InvalidUpload(verdict.get("error") or "the upload could not be read")
+
+
+# --- the child: parse the file, print one JSON line ------------------------------------
+
+
 def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a teacher checkpoint; ``InvalidUpload`` if unreadable."""
     from otrt_core.train.checkpoint import WeightsError, read_weights
@@ -53,12 +126,15 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     return ("safetensors" if path.suffix == ".safetensors" else "pytorch"), details
 
 
-def inspect_dataset(path: Path) -> tuple[str, dict[str, Any]]:
+def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a dataset file: shapes and class count, or ``InvalidUpload``."""
-    from otrt_core.data import DatasetFileError, load_dataset_file
+    from otrt_core.data import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
 
+    limits = ZipLimits(max_decoded_bytes=max_decoded_bytes)
     try:
-        arrays = load_dataset_file(path)
+        arrays = load_dataset_file(path, limits)
+    except DatasetTooLarge as error:
+        raise UploadTooLarge(str(error).replace(path.name, "the upload")) from None
     except DatasetFileError as error:
         raise InvalidUpload(str(error).replace(path.name, "the upload")) from None
     details = {
@@ -69,3 +145,26 @@ def inspect_dataset(path: Path) -> tuple[str, dict[str, Any]]:
         "unlabeled_size": 0 if arrays.x_unlabeled is None else len(arrays.x_unlabeled),
     }
     return ("npz" if path.suffix == ".npz" else "imagefolder_zip"), details
+
+
+def main(argv: list[str]) -> int:
+    """``python -m otrt_core.jobs.inspection PURPOSE PATH MAX_DECODED_BYTES``."""
+    purpose, path, max_decoded = argv[0], Path(argv[1]), int(argv[2])
+    try:
+        if purpose == "teacher":
+            file_format, details = inspect_teacher(path)
+        else:
+            file_format, details = inspect_dataset(path, max_decoded)
+        verdict: dict[str, Any] = {"format": file_format, "details": details}
+    except UploadTooLarge as error:
+        verdict = {"error": str(error), "too_large": True}
+    except MemoryError:
+        verdict = {"error": "reading the upload needs more memory than allowed", "too_large": True}
+    except InvalidUpload as error:
+        verdict = {"error": str(error)}
+    print(json.dumps(verdict), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

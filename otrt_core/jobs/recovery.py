@@ -13,8 +13,7 @@ from datetime import timedelta
 from otrt_core.jobs import states
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import utcnow
-
-WORKER_LOST = "worker_lost"
+from otrt_core.protocol import WORKER_LOST
 
 
 @dataclass

@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -20,18 +22,20 @@ from otrt_core.jobs import states
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.inspection import (
+    InspectionLimits,
     InvalidUpload,
-    inspect_dataset,
-    inspect_teacher,
+    UploadTooLarge,
+    inspect_upload,
     storage_suffix,
 )
-from otrt_core.jobs.storage import LocalStorage, TooLarge
+from otrt_core.jobs.storage import LocalStorage, StoredObject, TooLarge
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+from otrt_core.protocol import STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
 PURPOSES = ("teacher", "dataset")
-STUDENT_WEIGHTS = "student.safetensors"  # the artifact a teacher job lends
+QUEUE_FULL_RETRY_SECONDS = 30.0  # Retry-After when a key's queue is full
 log = logging.getLogger("otrt.service")
 
 
@@ -41,9 +45,14 @@ class ServiceError(Exception):
     status = 400
     title = "Bad Request"
 
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
-        self.detail, self.errors = detail, errors or []
+        self.detail, self.errors, self.headers = detail, errors or [], headers or {}
 
 
 class NotFound(ServiceError):
@@ -56,6 +65,15 @@ class Conflict(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, title = 413, "Content Too Large"
+
+
+class TooManyRequests(ServiceError):
+    """A quota or rate limit of the caller's key; ``Retry-After`` says when to try again."""
+
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class Invalid(ServiceError):
@@ -73,13 +91,17 @@ class Service:
     storage: LocalStorage
     dispatcher: Dispatcher
     max_upload_bytes: int
+    inspection: InspectionLimits = field(default_factory=InspectionLimits)
 
     # --- files ---------------------------------------------------------------------------
 
     async def upload(
         self, owner: str, purpose: str, filename: str, chunks: AsyncIterator[bytes]
     ) -> StoredFile:
-        """Streams an upload to storage, checks it for its purpose, records it."""
+        """Streams an upload to storage, checks it for its purpose, records it.
+
+        The file and database work runs in threads: the event loop only awaits.
+        """
         if purpose not in PURPOSES:
             raise Invalid.at(["query", "purpose"], f"purpose must be one of {PURPOSES}")
         filename = PurePath(filename.replace("\\", "/")).name[:255] or "upload"
@@ -91,29 +113,60 @@ class Service:
             stored = await self.storage.receive(partial, chunks, self.max_upload_bytes)
         except TooLarge as error:
             raise PayloadTooLarge(str(error)) from None
-        key = partial
+        return await asyncio.to_thread(self._accept, owner, purpose, filename, file_id, stored)
+
+    def _accept(
+        self, owner: str, purpose: str, filename: str, file_id: str, stored: StoredObject
+    ) -> StoredFile:
+        """Inspects a received upload (in a limited child process) and records it, or
+        deletes it and says why."""
+        key = stored.key
         try:
-            with open(self.storage.path(partial), "rb") as handle:
+            with open(self.storage.path(key), "rb") as handle:
                 suffix = storage_suffix(purpose, filename, handle.read(16))
             key = f"uploads/{file_id}{suffix}"
-            self.storage.rename(partial, key)
-            inspect = inspect_teacher if purpose == "teacher" else inspect_dataset
-            file_format, details = await asyncio.to_thread(inspect, self.storage.path(key))
+            self.storage.rename(stored.key, key)
+            file_format, details = inspect_upload(purpose, self.storage.path(key), self.inspection)
+            record = StoredFile(
+                id=file_id,
+                owner=owner,
+                purpose=purpose,
+                filename=filename,
+                bytes=stored.bytes,
+                sha256=stored.sha256,
+                format=file_format,
+                details=details,
+                path=key,
+            )
+            return self.files.add(record)
+        except UploadTooLarge as error:
+            self.storage.delete(key)
+            raise PayloadTooLarge(str(error), [{"loc": ["body"], "msg": str(error)}]) from None
         except InvalidUpload as error:
             self.storage.delete(key)
             raise Invalid.at(["body"], str(error)) from None
-        record = StoredFile(
-            id=file_id,
-            owner=owner,
-            purpose=purpose,
-            filename=filename,
-            bytes=stored.bytes,
-            sha256=stored.sha256,
-            format=file_format,
-            details=details,
-            path=key,
-        )
-        return self.files.add(record)
+        except BaseException:
+            self.storage.delete(key)  # nothing unrecorded stays behind
+            raise
+
+    def remove_orphans(self, grace_seconds: float) -> list[str]:
+        """Deletes what failed uploads left behind; returns the keys removed.
+
+        Partial files (``.part``, ``.upload``) and uploads with no record, last
+        written over ``grace_seconds`` ago: younger ones may be an upload in
+        flight on another replica.
+        """
+        before = time.time() - grace_seconds
+        recorded = self.files.paths()
+        orphans = [k for k in self.storage.modified_before("uploads", before) if k not in recorded]
+        orphans += [
+            k for k in self.storage.modified_before("artifacts", before) if k.endswith(".part")
+        ]
+        for key in orphans:
+            self.storage.delete(key)
+        if orphans:
+            log.info("removed %d orphaned upload file(s)", len(orphans))
+        return orphans
 
     def file(self, owner: str, file_id: str) -> StoredFile:
         try:
@@ -137,12 +190,19 @@ class Service:
     # --- jobs ----------------------------------------------------------------------------
 
     def submit(
-        self, owner: str, body: JobSpec, idempotency_key: str | None = None
+        self,
+        owner: str,
+        body: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        key_id: str | None = None,
+        max_queued: int | None = None,
     ) -> tuple[Job, bool]:
         """Checks a job (every problem at once), stores it queued, then dispatches it.
 
         ``(job, created)``: ``created`` is false when the idempotency key
-        returned an earlier job.
+        returned an earlier job. :class:`TooManyRequests` when ``key_id`` (or
+        ``owner``, without a key) already has ``max_queued`` jobs waiting.
         """
         try:
             spec = resolve_spec(body)
@@ -154,6 +214,15 @@ class Service:
         if problems:
             raise Invalid(f"{len(problems)} problem(s) in the job", problems)
         sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+        request_hash = hashlib.sha256(sent.encode()).hexdigest()
+        if max_queued is not None and not self._replay(owner, idempotency_key, request_hash):
+            waiting = self.store.queued_count(key_id=key_id, owner=owner)
+            if waiting >= max_queued:
+                raise TooManyRequests(
+                    f"this key has {waiting} jobs queued, its limit (max_queued); "
+                    "submit more once some have started",
+                    QUEUE_FULL_RETRY_SECONDS,
+                )
         progress = {
             "epoch": 0,
             "epochs": spec.training.epochs,
@@ -169,13 +238,24 @@ class Service:
                 progress,
                 inputs=inputs,
                 idempotency_key=idempotency_key,
-                request_hash=hashlib.sha256(sent.encode()).hexdigest(),
+                request_hash=request_hash,
+                key_id=key_id,
+                priority=spec.priority,
             )
         except IdempotencyConflict:
             raise Conflict("this Idempotency-Key was used with another request body") from None
         if created:
             self._dispatch(job.id)
         return job, created
+
+    def _replay(self, owner: str, idempotency_key: str | None, request_hash: str) -> bool:
+        """Whether this request repeats an earlier one (then it adds no job)."""
+        if idempotency_key is None:
+            return False
+        try:
+            return self.store.by_idempotency_key(owner, idempotency_key, request_hash) is not None
+        except IdempotencyConflict:
+            return False  # answered 409 by create
 
     def _dispatch(self, job_id: str) -> None:
         """Hands a committed job to the dispatcher; a failure here loses nothing.

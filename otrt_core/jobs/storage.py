@@ -9,9 +9,9 @@ half an object.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -49,10 +49,19 @@ class LocalStorage:
         return self.root / relative
 
     async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject:
-        """Streams ``chunks`` to ``key``, hashing on the way; :class:`TooLarge` past ``limit``."""
+        """Streams ``chunks`` to ``key``, hashing on the way; :class:`TooLarge` past ``limit``.
+
+        Chunks are gathered to :data:`CHUNK` bytes and written in a thread, so the
+        event loop never waits on the disk.
+        """
         with _AtomicWriter(self.path(key), key, limit) as writer:
+            buffer = bytearray()
             async for chunk in chunks:
-                writer.write(chunk)
+                buffer += chunk
+                if len(buffer) >= CHUNK:
+                    await asyncio.to_thread(writer.write, bytes(buffer))
+                    buffer.clear()
+            await asyncio.to_thread(writer.write, bytes(buffer))
         return writer.stored
 
     def put(self, key: str, source: Path) -> StoredObject:
@@ -68,8 +77,17 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def delete_prefix(self, key: str) -> None:
-        shutil.rmtree(self.path(key), ignore_errors=True)
+    def modified_before(self, prefix: str, before: float) -> list[str]:
+        """Keys under ``prefix`` (temporary ``.part`` files included) last written before
+        ``before`` (seconds since the epoch)."""
+        root = self.path(prefix)
+        if not root.is_dir():
+            return []
+        return [
+            path.relative_to(self.root).as_posix()
+            for path in root.rglob("*")
+            if path.is_file() and path.stat().st_mtime < before
+        ]
 
 
 class _AtomicWriter:

@@ -24,7 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.jobs import states
-from otrt_core.jobs.tables import Artifact, Job, JobEvent, JobMetric, StoredFile, utcnow
+from otrt_core.jobs.tables import ApiKey, Artifact, Job, JobEvent, JobMetric, StoredFile, utcnow
+
+CLAIM_RETRIES = 8  # fair-order picks lost to another executor before giving up for now
 
 
 class JobNotFound(LookupError):
@@ -89,6 +91,8 @@ class JobStore:
         inputs: dict[str, str | None] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        key_id: str | None = None,
+        priority: int = 0,
     ) -> tuple[Job, bool]:
         """A new queued job and its first event; ``(job, created)``.
 
@@ -97,7 +101,7 @@ class JobStore:
         :class:`IdempotencyConflict`.
         """
         if idempotency_key is not None:
-            earlier = self._by_idempotency_key(owner, idempotency_key, request_hash)
+            earlier = self.by_idempotency_key(owner, idempotency_key, request_hash)
             if earlier is not None:
                 return earlier, False
         job = Job(
@@ -110,6 +114,8 @@ class JobStore:
             metrics={},
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            key_id=key_id,
+            priority=priority,
             **(inputs or {}),
         )
         try:
@@ -119,13 +125,15 @@ class JobStore:
                 session.add(_event(job.id, states.QUEUED, "job queued", {"attempt": 0}))
         except IntegrityError:
             # Two requests raced on the same key: the loser answers with the winner's job.
-            earlier = self._by_idempotency_key(owner, idempotency_key, request_hash)
+            earlier = self.by_idempotency_key(owner, idempotency_key, request_hash)
             if earlier is None:
                 raise
             return earlier, False
         return job, True
 
-    def _by_idempotency_key(self, owner: str, key: str | None, request_hash: str | None):
+    def by_idempotency_key(self, owner: str, key: str | None, request_hash: str | None):
+        """The owner's job made with ``key``, if any; :class:`IdempotencyConflict` if it was
+        made from another request body."""
         with self.sessions() as session:
             job = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
         if job is not None and job.request_hash != request_hash:
@@ -165,6 +173,14 @@ class JobStore:
                     or_(Job.teacher_file_id == file_id, Job.dataset_file_id == file_id),
                     Job.status.in_(states.LIVE),
                 )
+            )
+
+    def queued_count(self, *, key_id: str | None, owner: str) -> int:
+        """Jobs waiting to run that count against ``key_id`` (or ``owner``, without a key)."""
+        mine = Job.key_id == key_id if key_id is not None else Job.owner == owner
+        with self.sessions() as session:
+            return session.scalar(
+                select(func.count()).select_from(Job).where(mine, Job.status == states.QUEUED)
             )
 
     def counts_by_status(self) -> dict[str, int]:
@@ -233,6 +249,7 @@ class JobStore:
                     lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     started_at=func.coalesce(Job.started_at, now),
+                    claimed_at=now,
                 )
             )
             if result.rowcount != 1:
@@ -247,6 +264,66 @@ class JobStore:
                 )
             )
         return Lease(job_id, owner, attempt)
+
+    def claim_next(
+        self, owner: str, lease_seconds: float, default_max_running: int | None = None
+    ) -> Lease | None:
+        """Claims the job that fair order says starts next; ``None`` if none may start.
+
+        Fair order: owners take turns (the owner whose latest claim is oldest, or
+        who never ran, goes first; then the owner waiting longest), then the
+        owner's highest ``priority``, then the oldest job. Jobs of a key already
+        running its ``max_running`` (its own, else ``default_max_running``)
+        wait. Two executors racing for one job: the claim's compare-and-set
+        picks one, and the other takes the next in order.
+        """
+        for _ in range(CLAIM_RETRIES):
+            job_id = self._next_in_fair_order(default_max_running)
+            if job_id is None:
+                return None
+            lease = self.claim(job_id, owner, lease_seconds)
+            if lease is not None:
+                return lease
+        return None
+
+    def _next_in_fair_order(self, default_max_running: int | None) -> str | None:
+        running = Job.status.in_((states.RUNNING, states.CANCELLING))
+        saturated = (
+            select(Job.key_id)
+            .join(ApiKey, ApiKey.id == Job.key_id)
+            .where(running)
+            .group_by(Job.key_id, ApiKey.max_running)
+            .having(func.count() >= func.coalesce(ApiKey.max_running, default_max_running))
+        )
+        eligible = and_(
+            Job.status == states.QUEUED,
+            or_(Job.key_id.is_(None), Job.key_id.not_in(saturated)),
+        )
+        with self.sessions() as session:
+            waiting = dict(
+                session.execute(
+                    select(Job.owner, func.min(Job.created_at)).where(eligible).group_by(Job.owner)
+                ).all()
+            )
+            if not waiting:
+                return None
+            last_claim = dict(
+                session.execute(
+                    select(Job.owner, func.max(Job.claimed_at))
+                    .where(Job.owner.in_(waiting))
+                    .group_by(Job.owner)
+                ).all()
+            )
+            turn = min(
+                waiting,
+                key=lambda o: (last_claim.get(o) is not None, last_claim.get(o), waiting[o]),
+            )
+            return session.scalar(
+                select(Job.id)
+                .where(eligible, Job.owner == turn)
+                .order_by(Job.priority.desc(), Job.created_at, Job.id)
+                .limit(1)
+            )
 
     def renew(self, lease: Lease, lease_seconds: float) -> bool | None:
         """Extends the lease; returns whether a cancel was asked, or ``None`` if it was lost."""

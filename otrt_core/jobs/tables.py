@@ -50,6 +50,11 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    admin: Mapped[bool] = mapped_column(default=False)  # may read /metrics (every owner's counts)
+    # Quotas; None: the server's default (OTRT_MAX_RUNNING, OTRT_MAX_QUEUED, OTRT_RATE_LIMIT).
+    max_running: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_queued: Mapped[int | None] = mapped_column(Integer, default=None)
+    rate_limit: Mapped[float | None] = mapped_column(default=None)  # requests per second
 
 
 class StoredFile(Base):
@@ -95,10 +100,17 @@ class Job(Base):
     teacher_file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     dataset_file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     teacher_job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # Fair order: the key whose quota the job counts against, its priority among
+    # the owner's queued jobs, and when its latest attempt was claimed.
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_key_status", "key_id", "status"),
+        Index("ix_jobs_owner_claimed", "owner", "claimed_at"),
         Index("ux_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )
 

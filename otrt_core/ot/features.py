@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SPATIAL_MODES = ("pool", "flatten")
-NORMALIZATIONS = ("none", "center", "standardize", "unit")
+from otrt_core.protocol import NORMALIZATIONS, SPATIAL_MODES
 
 # Added under square roots so that constant neurons give zeros, not NaN, in
 # values and gradients (the derivative of sqrt at 0 is infinite).

@@ -33,13 +33,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-SOLVERS = ("auto", "exact", "assignment", "sinkhorn")
-
-# Real costs sit in a narrow band far above zero: even relative to the spread,
-# epsilon = 0.05 overestimates Omega by 13-30% at widths 64-2048, while 0.002
-# with 50 epsilon-scaled iterations stays within 0.5% of exact (docs/ot.md).
-DEFAULT_EPSILON = 0.002
-DEFAULT_MAX_ITER = 50
+from otrt_core.protocol import DEFAULT_EPSILON, DEFAULT_MAX_ITER, SOLVERS
 
 # Network simplex iterations grow with p * q; POT's default (1e5) stops short
 # of the optimum from widths of about 1000 on.

@@ -21,6 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from otrt_core.protocol import (
+    CHECKPOINT,
+    METRICS,
+    PLAN,
+    RESOLVED_SPEC,
+    STUDENT_ONNX,
+    STUDENT_WEIGHTS,
+)
 from otrt_core.spec import JobSpec
 from otrt_core.train.checkpoint import (
     atomic_write,
@@ -31,7 +39,6 @@ from otrt_core.train.checkpoint import (
 from otrt_core.train.export import export_onnx
 from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
-CHECKPOINT = "checkpoint.pt"
 STEP_LINES_PER_EPOCH = 4
 
 Emit = Callable[[dict[str, Any]], None]
@@ -43,6 +50,16 @@ class TrainingStopped(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Diverged(Exception):
+    """The training loss turned non-finite (NaN or infinite): the weights are lost."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(
+            f"the training loss turned non-finite in epoch {epoch} (by step {step}); "
+            "lower training.lr or the regularizer's weight"
+        )
 
 
 @dataclass
@@ -63,6 +80,9 @@ class Progress:
 
     epoch: int = 0  # completed epochs
     batch: int = 0  # completed batches of the current epoch
+    # The current epoch's running sums (loss*n, correct, ot*n, n) up to ``batch``, so a
+    # resumed epoch reports the same train_loss and train_accuracy as an uninterrupted one.
+    sums: list[float] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_accuracy: float = -1.0
     best_epoch: int = 0
@@ -158,10 +178,10 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             checkpoints.best_state = {
                 k: v.detach().clone().cpu() for k, v in run.student.state_dict().items()
             }
-        progress.epoch, progress.batch = progress.epoch + 1, 0
+        progress.epoch, progress.batch, progress.sums = progress.epoch + 1, 0, []
         checkpoints.save(progress)
         if spec.regularizer.kind == "ot" and run.teacher is not None:
-            save_plan(options.out_dir / "plan.npy", sample_plan(run))
+            save_plan(options.out_dir / PLAN, sample_plan(run))
             emit({"event": "plan", "epoch": progress.epoch})
         emit({"event": "epoch", **record})
     return write_outputs(run, progress, checkpoints.best_state, options.out_dir, clock, emit)
@@ -184,13 +204,13 @@ def train_epoch(
     order = torch.randperm(len(run.labels), generator=_generator(training.seed, epoch))
     order = order.to(run.inputs.device)  # one copy per epoch, not per step
     # Sums stay on the device: reading them every step would sync the GPU.
-    sums = torch.zeros(4, device=run.device)
+    sums = torch.tensor(progress.sums or [0.0] * 4, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
     for batch in range(progress.batch, run.steps_per_epoch):
         stop_requested = should_stop()
         if stop_requested or clock() > training.max_runtime_s:
             reason = "signal" if stop_requested else "max_runtime"
-            progress.batch = batch
+            progress.batch, progress.sums = batch, sums.tolist()
             checkpoints.save(progress)
             emit({"event": "stopped", "reason": reason, "epoch": epoch, "batch": batch})
             raise TrainingStopped(reason)
@@ -199,6 +219,7 @@ def train_epoch(
         progress.batch = batch + 1
         if progress.batch % step_line_every == 0 and progress.batch < run.steps_per_epoch:
             loss_sum, _, ot_sum, count = sums.tolist()  # a few syncs per epoch
+            check_finite(loss_sum, epoch, progress.batch, run)
             emit(
                 {
                     "event": "step",
@@ -212,6 +233,12 @@ def train_epoch(
                 }
             )
     return sums
+
+
+def check_finite(loss_sum: float, epoch: int, batch: int, run: Run) -> None:
+    """Raises :class:`Diverged` when the summed loss is NaN or infinite."""
+    if not math.isfinite(loss_sum):
+        raise Diverged(epoch + 1, epoch * run.steps_per_epoch + batch)
 
 
 def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
@@ -270,6 +297,7 @@ def teacher_outputs(run: Run, x: Tensor, indices: Tensor) -> dict[str, Tensor]:
 def epoch_record(run: Run, epoch: int, sums: Tensor, clock: Clock) -> dict[str, Any]:
     """The epoch's line of the history, validation included."""
     loss_sum, correct, ot_sum, count = sums.tolist()
+    check_finite(loss_sum, epoch, run.steps_per_epoch, run)
     val_loss, val_accuracy = evaluate(
         run.student, run.data.x_val, run.data.y_val, run.device, run.spec.training.batch_size
     )
@@ -317,16 +345,16 @@ def write_outputs(
         "history": progress.history,
         "seconds": clock(),
     }
-    save_weights(out_dir / "student.safetensors", student)
+    save_weights(out_dir / STUDENT_WEIGHTS, student)
     sample = data.x_test[:16] if len(data.x_test) else data.x_train[:16]
-    onnx = export_onnx(student, sample, out_dir / "student.onnx")
+    onnx = export_onnx(student, sample, out_dir / STUDENT_ONNX)
     metrics["onnx"] = {"max_abs_diff": onnx.max_abs_diff, "ok": onnx.ok}
     if not onnx.ok:
         emit({"event": "warning", "message": f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"})
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    (out_dir / RESOLVED_SPEC).write_text(spec.model_dump_json(indent=2) + "\n")
     if spec.regularizer.kind == "ot" and run.teacher is not None:
-        save_plan(out_dir / "plan.npy", sample_plan(run))  # of the selected student
+        save_plan(out_dir / PLAN, sample_plan(run))  # of the selected student
     emit(
         {
             "event": "done",

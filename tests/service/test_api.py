@@ -320,10 +320,14 @@ def test_catalog_lists_the_zoo_and_the_datasets(client, alice):
     ]
 
 
-def test_operations_routes(client, alice):
+def test_operations_routes(client, parts, alice):
     assert client.get("/readyz").json()["checks"]["database"] == "ok"
     client.post("/v1/jobs", json=SUPERVISED, headers=alice)
-    text = client.get("/metrics").text
+    # /metrics counts every owner's jobs: it needs a key with the admin scope.
+    assert_problem(client.get("/metrics"), 401)
+    assert_problem(client.get("/metrics", headers=alice), 403)
+    admin = {"Authorization": f"Bearer {parts.keys.create('ops', admin=True)[1]}"}
+    text = client.get("/metrics", headers=admin).text
     assert 'otrt_jobs{status="queued"} 1.0' in text and "otrt_queue_depth 1.0" in text
     assert 'otrt_http_request_duration_seconds_count{method="POST",route="/v1/jobs"' in text
     assert client.get("/openapi.json").json()["info"]["title"] == "otrt"

@@ -87,7 +87,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
         x_train=np.array([{"a": 1}], dtype=object),
         y_train=np.zeros(1, dtype=int),
     )
-    with pytest.raises(DatasetFileError, match="without pickles"):
+    with pytest.raises(DatasetFileError, match="pickles are refused"):
         load_dataset_file(path)
 
 

@@ -1,0 +1,91 @@
+"""Limits that keep one client from hurting the server: body sizes and request rates."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from otrt_core.jobs.service import PayloadTooLarge, ServiceError, TooManyRequests
+
+UPLOAD_PATH = "/v1/files"  # streams its own body under OTRT_MAX_UPLOAD_BYTES
+
+
+class BodyLimit:
+    """Every request body but an upload is at most ``limit`` bytes (413 past it).
+
+    A declared ``Content-Length`` over the limit is refused before reading; a
+    chunked body is counted as it is read and refused once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["path"] == UPLOAD_PATH and scope["method"] == "POST"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _refuse(self.too_large(), send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise self.too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body exceeds the limit of {self.limit} bytes")
+
+
+async def _refuse(error: ServiceError, send: Send) -> None:
+    from api.errors import problem
+
+    response = problem(error.status, error.detail)
+    await send(
+        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimiter:
+    """A token bucket per API key: ``rate`` requests a second, ``burst`` at once.
+
+    In this process's memory: with N API replicas behind a balancer, a key may
+    make up to N times its rate in all.
+    """
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.buckets: dict[str, _Bucket] = {}
+        self.lock = threading.Lock()
+
+    def take(self, key_id: str, rate: float, burst: int) -> None:
+        """Spends one request of ``key_id``'s; :class:`TooManyRequests` when none is left."""
+        now = self.clock()
+        with self.lock:
+            bucket = self.buckets.setdefault(key_id, _Bucket(tokens=float(burst), at=now))
+            bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+            bucket.at = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return
+            wait = (1.0 - bucket.tokens) / rate
+        raise TooManyRequests(
+            f"this key may make {rate:g} requests a second; try again in {wait:.2f} s", wait
+        )
