@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import problem
 from otrt_core.jobs.service import PayloadTooLarge, ServiceError, TooManyRequests
 
 UPLOAD_PATH = "/v1/files"  # streams its own body under OTRT_MAX_UPLOAD_BYTES
@@ -17,7 +18,8 @@ class BodyLimit:
     """Every request body but an upload is at most ``limit`` bytes (413 past it).
 
     A declared ``Content-Length`` over the limit is refused before reading; a
-    chunked body is counted as it is read and refused once it passes the limit.
+    chunked body is read (at most ``limit`` + one chunk) before the app sees it,
+    and refused once it passes the limit. Bodies this small are held in memory.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -31,25 +33,32 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.limit:
             await _refuse(self.too_large(), send)
             return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise self.too_large()
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await _refuse(self.too_large(), send)
+                return
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"the request body exceeds the limit of {self.limit} bytes")
 
 
 async def _refuse(error: ServiceError, send: Send) -> None:
-    from api.errors import problem
-
     response = problem(error.status, error.detail)
     await send(
         {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}

@@ -94,3 +94,33 @@ def store(engine):
     from otrt_core.jobs.store import JobStore
 
     return JobStore(make_sessions(engine))
+
+
+@pytest.fixture
+def parts(engine, tmp_path):
+    """The in-process API's parts on each real database (auth on)."""
+    from tests.service.api_helpers import make_parts
+
+    return make_parts(engine, tmp_path)
+
+
+@pytest.fixture
+def client(parts):
+    from tests.service.api_helpers import api_client
+
+    with api_client(parts) as client:
+        yield client
+
+
+@pytest.fixture
+def alice(parts) -> dict[str, str]:
+    from tests.service.api_helpers import key_header
+
+    return key_header(parts, "alice")
+
+
+@pytest.fixture
+def bob(parts) -> dict[str, str]:
+    from tests.service.api_helpers import key_header
+
+    return key_header(parts, "bob")

@@ -13,88 +13,13 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
-from api.app import AppParts, create_app
-from otrt_core.jobs.db import make_sessions
-from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.keys import KeyStore
-from otrt_core.jobs.service import Service
-from otrt_core.jobs.storage import LocalStorage
-from otrt_core.jobs.store import JobStore
-from otrt_core.models import build_model
-
-SUPERVISED = {
-    "mode": "supervised",
-    "student": {"architecture": "mlp"},
-    "dataset": {"name": "digits"},
-}
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.dispatched: list[str] = []
-
-    def dispatch(self, job_id: str) -> None:
-        self.dispatched.append(job_id)
-
-
-@pytest.fixture
-def parts(engine, tmp_path):
-    sessions = make_sessions(engine)
-    store = JobStore(sessions)
-    dispatcher = RecordingDispatcher()
-    service = Service(
-        store,
-        FileRecords(sessions),
-        LocalStorage(tmp_path / "store"),
-        dispatcher,
-        max_upload_bytes=2_000_000,
-    )
-    return AppParts(engine=engine, service=service, keys=KeyStore(sessions), auth=True)
-
-
-@pytest.fixture
-def client(parts):
-    with TestClient(create_app(parts)) as client:
-        client.dispatched = parts.service.dispatcher.dispatched
-        client.store = parts.service.store
-        yield client
-
-
-@pytest.fixture
-def alice(parts) -> dict[str, str]:
-    return {"Authorization": f"Bearer {parts.keys.create('alice')[1]}"}
-
-
-@pytest.fixture
-def bob(parts) -> dict[str, str]:
-    return {"Authorization": f"Bearer {parts.keys.create('bob')[1]}"}
-
-
-def teacher_bytes(fmt: str = "safetensors", architecture: str = "mlp") -> bytes:
-    state = build_model(architecture, num_classes=10, input_shape=(1, 8, 8)).state_dict()
-    buffer = io.BytesIO()
-    if fmt == "safetensors":
-        from safetensors.torch import save
-
-        return save({k: v.contiguous() for k, v in state.items()})
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def upload(client, headers, purpose: str, name: str, data: bytes):
-    return client.post(
-        f"/v1/files?purpose={purpose}", content=data, headers=headers | {"X-Filename": name}
-    )
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
+from tests.service.api_helpers import (
+    SUPERVISED,
+    assert_problem,
+    teacher_bytes,
+    upload,
+)
 
 
 def test_every_v1_route_needs_a_valid_key(client, alice):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otrt_core.data import DatasetFileError, ZipLimits, load_dataset_file
+from otrt_core.data import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
+from tests.utils.bombs import image_bomb, npz_bomb
 
 
 def save_npz(path, **arrays):
@@ -174,3 +175,36 @@ def test_an_uploaded_unlabeled_set_joins_the_pool(tmp_path):
         load_dataset_file(
             save_npz(tmp_path / "e.npz", x_train=x, y_train=np.arange(40) % 2, x_unlabeled=x[:, :5])
         )
+
+
+def test_decompression_bombs_are_refused_from_their_headers_naming_the_member(tmp_path):
+    limits = ZipLimits(max_decoded_bytes=64 << 20)
+    assert image_bomb(tmp_path / "b.zip").stat().st_size < 5_000
+    with pytest.raises(DatasetTooLarge, match=r"train/a/0\.png takes the decoded dataset past"):
+        load_dataset_file(tmp_path / "b.zip", limits)
+    assert npz_bomb(tmp_path / "b.npz").stat().st_size < 400_000
+    with pytest.raises(DatasetTooLarge, match=r"x_train\.npy takes the decoded dataset past"):
+        load_dataset_file(tmp_path / "b.npz", limits)
+
+
+def test_the_decoded_size_counts_stored_arrays_and_float32_inputs(tmp_path):
+    x = np.zeros((100, 8, 8), dtype=np.uint8)  # 6400 bytes stored, 25600 as float32
+    path = save_npz(tmp_path / "d.npz", x_train=x, y_train=np.zeros(100, dtype=np.int64))
+    exact = 6400 + 25600 + 800
+    assert len(load_dataset_file(path, ZipLimits(max_decoded_bytes=exact)).x_train) > 0
+    with pytest.raises(DatasetTooLarge, match=r"y_train\.npy"):
+        load_dataset_file(path, ZipLimits(max_decoded_bytes=exact - 1))
+
+
+def test_labels_are_class_indices_of_bounded_size(tmp_path):
+    y = np.array([0, 1, 2**40])
+    path = save_npz(tmp_path / "d.npz", x_train=np.zeros((3, 4)), y_train=y)
+    with pytest.raises(DatasetFileError, match="label 1099511627776"):
+        load_dataset_file(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
+def test_empty_or_corrupt_npz_files_are_input_errors(tmp_path, content):
+    (tmp_path / "d.npz").write_bytes(content)
+    with pytest.raises(DatasetFileError, match="not a readable zip"):
+        load_dataset_file(tmp_path / "d.npz")

@@ -10,7 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from otrt_core.models import build_model
-from otrt_core.train import CHECKPOINT, Limits, RunOptions, SetupError, TrainingStopped, train
+from otrt_core.train import (
+    CHECKPOINT,
+    Diverged,
+    Limits,
+    RunOptions,
+    SetupError,
+    TrainingStopped,
+    train,
+)
 from otrt_core.train.setup import build_models, load_data
 from otrt_core.train.trainer import evaluate
 from tests.utils.specs import digits_spec
@@ -122,7 +130,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     tmp_path, digits_teacher
 ):
     spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 3})
-    run(spec, tmp_path / "whole", teacher_path=digits_teacher)
+    whole_metrics, _ = run(spec, tmp_path / "whole", teacher_path=digits_teacher)
 
     calls = iter(range(10**6))
     stop_in_epoch_two = lambda: next(calls) == 30  # noqa: E731 - epoch 1 has 22 batches
@@ -138,7 +146,20 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     assert whole.keys() == split.keys()
     for name in whole:
         assert torch.equal(whole[name], split[name]), name
+    # The interrupted epoch reports what an uninterrupted one does (its sums were saved).
     assert len(metrics["history"]) == 3
+    for resumed, uninterrupted in zip(metrics["history"], whole_metrics["history"], strict=True):
+        same = {k: v for k, v in resumed.items() if k != "seconds"}
+        assert same == {k: v for k, v in uninterrupted.items() if k != "seconds"}
+
+
+def test_a_loss_that_turns_non_finite_stops_the_run_as_diverged(tmp_path):
+    # The largest values the spec admits, together, blow the weights up within an epoch.
+    training = {"lr": 10.0, "momentum": 0.99, "weight_decay": 1.0, "schedule": "constant"}
+    spec = digits_spec(training=training)
+    with pytest.raises(Diverged, match="non-finite"):
+        run(spec, tmp_path)
+    assert not (tmp_path / "student.safetensors").exists()  # no NaN student is ever written
 
 
 def test_max_runtime_stops_with_a_checkpoint(tmp_path):
