@@ -189,3 +189,35 @@ def test_a_worker_stopped_with_sigterm_checkpoints_and_requeues_its_job(cluster)
     assert resumed["resumed"] and resumed["epoch"] >= 1
     assert cluster.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     assert cluster.wait(job_id, {"cancelled"}, timeout=30)["status"] == "cancelled"
+
+
+def test_owners_take_turns_on_celery_workers(cluster):
+    """Owner a queues four jobs before owner b queues one: b's starts within two starts."""
+    cluster.env["OTRT_AUTH"] = "on"
+    keys = {}
+    for name in ("a", "b"):
+        created = subprocess.run(
+            cluster._otrt("keys", "create", "--name", name),
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        keys[name] = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    client = cluster.start_api()
+    a_jobs = [client.post("/v1/jobs", json=TINY, headers=keys["a"]).json()["id"] for _ in range(4)]
+    b_job = client.post("/v1/jobs", json=TINY, headers=keys["b"]).json()["id"]
+    cluster.start_worker("w1")  # every job is queued when the only worker starts
+
+    def finished(job_id: str, owner: str) -> dict:
+        deadline = time.monotonic() + 180
+        while (job := client.get(f"/v1/jobs/{job_id}", headers=keys[owner]).json())[
+            "status"
+        ] != "succeeded":
+            assert time.monotonic() < deadline, (job, cluster.log("w1.log"))
+            time.sleep(0.3)
+        return job
+
+    b_started = finished(b_job, "b")["started_at"]
+    a_started = [finished(job_id, "a")["started_at"] for job_id in a_jobs[:2]]
+    assert a_started[0] < b_started < a_started[1]
