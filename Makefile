@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench catalog clean
 
 # Reinstall whenever the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -38,6 +38,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	mkdir -p bench/out
 	$(BIN)/python bench/ot_overhead.py --out bench/out/ot_overhead.json
+
+## Regenerates otrt_core/catalog.json (what the API reads without torch) from the registries.
+catalog: $(STAMP)
+	$(BIN)/otrt catalog --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -194,6 +194,23 @@ def migrate() -> None:
     typer.echo("database is at the newest migration")
 
 
+@app.command("catalog")
+def catalog_command(
+    write: Annotated[
+        bool, typer.Option(help="Rewrite otrt_core/catalog.json from the live registries.")
+    ] = False,
+) -> None:
+    """Print the catalog of architectures and datasets as built from the registries."""
+    from otrt_core.catalog import CATALOG_FILE, live_catalog
+
+    text = live_catalog().to_json() + "\n"
+    if write:
+        CATALOG_FILE.write_text(text)
+        typer.echo(f"wrote {CATALOG_FILE}")
+    else:
+        typer.echo(text, nl=False)
+
+
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from otrt_core.catalog import catalog, is_dataset_file
 from otrt_core.protocol import (
     DEFAULT_EPSILON,
     DEFAULT_MAX_ITER,
@@ -230,28 +231,26 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
 
 
 def _check(spec: JobSpec) -> list[Problem]:
-    from otrt_core.data import DATASETS, is_dataset_file
-    from otrt_core.models import ARCHITECTURES
-
+    architectures, datasets = tuple(catalog().architectures), catalog().datasets
     problems: list[Problem] = []
 
     def problem(loc: tuple[str | int, ...], msg: str) -> None:
         problems.append(Problem(loc, msg))
 
     # Catalog names.
-    if spec.student.architecture not in ARCHITECTURES:
+    if spec.student.architecture not in architectures:
         problem(
             ("student", "architecture"),
-            _unknown("architecture", spec.student.architecture, ARCHITECTURES),
+            _unknown("architecture", spec.student.architecture, architectures),
         )
-    if spec.teacher and spec.teacher.architecture not in ARCHITECTURES:
+    if spec.teacher and spec.teacher.architecture not in architectures:
         problem(
             ("teacher", "architecture"),
-            _unknown("architecture", spec.teacher.architecture, ARCHITECTURES),
+            _unknown("architecture", spec.teacher.architecture, architectures),
         )
-    dataset = DATASETS.get(spec.dataset.name)
+    dataset = datasets.get(spec.dataset.name)
     if dataset is None and not is_dataset_file(spec.dataset.name):
-        valid = (*DATASETS, "file_… (an upload)", "a path to a .npz or .zip")
+        valid = (*datasets, "file_… (an upload)", "a path to a .npz or .zip")
         problem(("dataset", "name"), _unknown("dataset", spec.dataset.name, valid))
 
     # The mode's teacher and regularizers.
@@ -324,9 +323,8 @@ def _check(spec: JobSpec) -> list[Problem]:
 
 def _stages(architecture: str) -> tuple[str, ...] | None:
     """The stage names of a zoo architecture (None when the name is unknown)."""
-    from otrt_core.models import ARCHITECTURES, skeleton
-
-    return skeleton(architecture).stage_names if architecture in ARCHITECTURES else None
+    info = catalog().architectures.get(architecture)
+    return info.stages if info else None
 
 
 def _unknown(what: str, name: str, valid: tuple[str, ...]) -> str:

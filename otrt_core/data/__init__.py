@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from otrt_core.catalog import is_dataset_file
 from otrt_core.data.catalog import DATASETS, ArraySplits, DatasetInfo, DatasetUnavailable
-from otrt_core.data.splits import PreparedData, prepare
 from otrt_core.data.uploads import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
 
 
@@ -40,10 +40,11 @@ __all__ = [
 ]
 
 
-def is_dataset_file(name: str) -> bool:
-    """Whether a spec's dataset name refers to a user's file rather than a built-in dataset.
+def __getattr__(name: str):
+    """``prepare`` and ``PreparedData`` need torch: imported on first use, so that reading
+    an uploaded file (the service's inspector) stays torch-free."""
+    if name in ("PreparedData", "prepare"):
+        from otrt_core.data import splits
 
-    ``file_…`` is an upload the service resolves to a path; a path ending in
-    ``.npz`` or ``.zip`` is for ``otrt train``.
-    """
-    return name.startswith("file_") or name.endswith((".npz", ".zip"))
+        return getattr(splits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

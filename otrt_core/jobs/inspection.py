@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import subprocess
 import sys
@@ -73,14 +74,28 @@ def inspect_upload(
 
     Raises :class:`UploadTooLarge` or :class:`InvalidUpload` with a message for the user.
     """
+    verdict = _run_child([purpose, str(path), str(limits.max_decoded_bytes)], limits)
+    return verdict["format"], verdict["details"]
+
+
+def teacher_misfit(
+    path: Path, architecture: str, input_shape: tuple[int, ...], limits: InspectionLimits
+) -> str | None:
+    """Why the weights at ``path`` do not fit the zoo ``architecture`` at ``input_shape``
+    (any class count), or ``None`` if they do; found by a limited child process."""
+    shape = json.dumps(list(input_shape))
+    return _run_child(["fit", str(path), architecture, shape], limits)["misfit"]
+
+
+def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]:
+    """The child's verdict; :class:`UploadTooLarge` or :class:`InvalidUpload` if it has none."""
 
     def limit_child() -> None:
         data = limits.max_decoded_bytes + BASELINE_DATA_BYTES
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
 
-    command = [sys.executable, "-m", "otrt_core.jobs.inspection", purpose, str(path)]
-    command.append(str(limits.max_decoded_bytes))
+    command = [sys.executable, "-m", "otrt_core.jobs.inspection", *arguments]
     try:
         done = subprocess.run(
             command,
@@ -95,9 +110,9 @@ def inspect_upload(
     lines = done.stdout.strip().splitlines()
     verdict = json.loads(lines[-1]) if lines else {}
     if done.returncode != 0:
-        log.warning("inspecting %s: exit %d\n%s", path.name, done.returncode, done.stderr[-4000:])
-    if "format" in verdict:
-        return verdict["format"], verdict["details"]
+        log.warning("inspecting %s: exit %d\n%s", arguments, done.returncode, done.stderr[-4000:])
+    if "error" not in verdict and done.returncode == 0 and verdict:
+        return verdict
     if verdict.get("too_large") or done.returncode < 0:  # killed: out of memory or CPU time
         raise UploadTooLarge(
             verdict.get("error")
@@ -110,7 +125,19 @@ def inspect_upload(
 
 
 def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
-    """``(format, details)`` of a teacher checkpoint; ``InvalidUpload`` if unreadable."""
+    """``(format, details)`` of a teacher checkpoint; ``InvalidUpload`` if unreadable.
+
+    safetensors files are checked from their header alone (no torch); PyTorch
+    files must be torch's zip format and are read with ``weights_only=True``.
+    """
+    if path.suffix == ".safetensors":
+        return "safetensors", safetensors_details(path)
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise InvalidUpload(
+                "the upload is neither safetensors nor a PyTorch state dict saved by "
+                "torch.save (zip format, PyTorch >= 1.6)"
+            )
     from otrt_core.train.checkpoint import WeightsError, read_weights
 
     try:
@@ -126,9 +153,76 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     return ("safetensors" if path.suffix == ".safetensors" else "pytorch"), details
 
 
+SAFETENSORS_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+
+def safetensors_details(path: Path) -> dict[str, Any]:
+    """Tensor and parameter counts from a safetensors header, every entry checked against
+    the file: known dtype, shape, and offsets that tile the data exactly."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < length <= min(size - 8, 100 << 20):
+            raise InvalidUpload("the upload is not a safetensors file (bad header length)")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidUpload("the upload is not a safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise InvalidUpload("the upload is not a safetensors file (bad header)")
+    header.pop("__metadata__", None)
+    expected_end, parameters = 0, 0
+    for name, entry in sorted(header.items(), key=lambda item: _offsets(item)[0]):
+        begin, end = _offsets((name, entry))
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if dtype not in SAFETENSORS_BYTES or not _is_shape(shape):
+            raise InvalidUpload(f"tensor {name!r}: unknown dtype or bad shape in the header")
+        count = math.prod(shape)
+        if begin != expected_end or end - begin != count * SAFETENSORS_BYTES[dtype]:
+            raise InvalidUpload(f"tensor {name!r}: its offsets do not match its shape")
+        expected_end, parameters = end, parameters + count
+    if 8 + length + expected_end != size:
+        raise InvalidUpload("the safetensors data does not match its header (truncated?)")
+    return {"tensors": len(header), "parameters": parameters}
+
+
+def _offsets(item: tuple[str, Any]) -> tuple[int, int]:
+    name, entry = item
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and _is_shape(offsets)):
+        raise InvalidUpload(f"tensor {name!r}: bad data_offsets in the header")
+    return offsets[0], offsets[1]
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value)
+
+
 def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a dataset file: shapes and class count, or ``InvalidUpload``."""
-    from otrt_core.data import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
+    from otrt_core.data.uploads import (
+        DatasetFileError,
+        DatasetTooLarge,
+        ZipLimits,
+        load_dataset_file,
+    )
 
     limits = ZipLimits(max_decoded_bytes=max_decoded_bytes)
     try:
@@ -147,15 +241,32 @@ def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, 
     return ("npz" if path.suffix == ".npz" else "imagefolder_zip"), details
 
 
-def main(argv: list[str]) -> int:
-    """``python -m otrt_core.jobs.inspection PURPOSE PATH MAX_DECODED_BYTES``."""
-    purpose, path, max_decoded = argv[0], Path(argv[1]), int(argv[2])
+def fit_verdict(path: Path, architecture: str, input_shape: tuple[int, ...]) -> str | None:
+    """Why the weights do not fit the architecture (built on the meta device), or ``None``."""
+    from otrt_core.train.checkpoint import WeightsError, read_weights
+    from otrt_core.train.setup import fitted_teacher
+
     try:
-        if purpose == "teacher":
+        fitted_teacher(architecture, read_weights(path), input_shape, meta=True)
+    except WeightsError as error:
+        return str(error).replace(path.name, "the checkpoint")
+    return None
+
+
+def main(argv: list[str]) -> int:
+    """``python -m otrt_core.jobs.inspection teacher|dataset PATH MAX_DECODED_BYTES``, or
+    ``… fit PATH ARCHITECTURE INPUT_SHAPE_JSON``: prints one JSON verdict."""
+    task, path = argv[0], Path(argv[1])
+    try:
+        verdict: dict[str, Any]
+        if task == "fit":
+            verdict = {"misfit": fit_verdict(path, argv[2], tuple(json.loads(argv[3])))}
+        elif task == "teacher":
             file_format, details = inspect_teacher(path)
+            verdict = {"format": file_format, "details": details}
         else:
-            file_format, details = inspect_dataset(path, max_decoded)
-        verdict: dict[str, Any] = {"format": file_format, "details": details}
+            file_format, details = inspect_dataset(path, int(argv[2]))
+            verdict = {"format": file_format, "details": details}
     except UploadTooLarge as error:
         verdict = {"error": str(error), "too_large": True}
     except MemoryError:

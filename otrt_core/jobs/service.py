@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from otrt_core.catalog import catalog
 from otrt_core.jobs import states
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
@@ -27,6 +28,7 @@ from otrt_core.jobs.inspection import (
     UploadTooLarge,
     inspect_upload,
     storage_suffix,
+    teacher_misfit,
 )
 from otrt_core.jobs.storage import LocalStorage, StoredObject, TooLarge
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
@@ -92,6 +94,8 @@ class Service:
     dispatcher: Dispatcher
     max_upload_bytes: int
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
+    # (weights sha256, architecture, input shape) -> why they do not fit, or None.
+    _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
 
     # --- files ---------------------------------------------------------------------------
 
@@ -285,29 +289,46 @@ class Service:
             msg = "file paths are for `otrt train`; upload the file and name its file_… id"
             problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
         else:
-            from otrt_core.data import DATASETS
-
-            input_shape = DATASETS[spec.dataset.name].input_shape
+            input_shape = catalog().datasets[spec.dataset.name].input_shape
         if spec.teacher is None:
             return inputs
         loc = ["body", "teacher", "checkpoint"]
-        teacher_path = self._teacher_path(owner, spec.teacher.checkpoint, inputs, problems, loc)
-        if teacher_path is not None and input_shape is not None:
-            problem = _teacher_misfit(spec.teacher.architecture, teacher_path, input_shape)
+        weights = self._teacher_weights(owner, spec.teacher.checkpoint, inputs, problems, loc)
+        if weights is not None and input_shape is not None:
+            problem = self._misfit(weights, spec.teacher.architecture, input_shape)
             if problem:
                 problems.append({"loc": loc, "msg": problem})
         return inputs
 
-    def _teacher_path(
+    def _misfit(
+        self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]
+    ) -> str | None:
+        """Why the weights do not fit ``architecture`` at ``input_shape``, or ``None``.
+
+        Found by the inspector child (the API never loads torch), once per
+        (weights, architecture, input shape) for the life of this process.
+        """
+        key = (weights.sha256, architecture, tuple(input_shape))
+        if key not in self._fits:
+            path = self.storage.path(weights.key)
+            try:
+                self._fits[key] = teacher_misfit(path, architecture, input_shape, self.inspection)
+            except InvalidUpload as error:
+                return str(error)
+        return self._fits[key]
+
+    def _teacher_weights(
         self, owner: str, ref: str, inputs: dict, problems: list, loc: list
-    ) -> Path | None:
+    ) -> StoredObject | None:
+        """The stored weights ``ref`` names, checked and noted in ``inputs``; or ``None``
+        with a problem appended."""
         if ref.startswith("file_"):
             record = self._owned_file(owner, ref, "teacher")
             if isinstance(record, str):
                 problems.append({"loc": loc, "msg": record})
                 return None
             inputs["teacher_file_id"] = record.id
-            return self.storage.path(record.path)
+            return StoredObject(record.path, record.bytes, record.sha256)
         if ref.startswith("job_"):
             try:
                 teacher_job = self.store.get(ref, owner)
@@ -323,7 +344,7 @@ class Service:
                 problems.append({"loc": loc, "msg": f"job {ref} has no {STUDENT_WEIGHTS}"})
                 return None
             inputs["teacher_job_id"] = ref
-            return self.storage.path(weights.path)
+            return StoredObject(weights.path, weights.bytes, weights.sha256)
         problems.append(
             {"loc": loc, "msg": "name an uploaded file (file_…) or a finished job (job_…)"}
         )
@@ -377,15 +398,3 @@ class Service:
         if artifact is None:
             raise NotFound(f"job {job_id} has no artifact {name!r}")
         return artifact, self.storage.path(artifact.path)
-
-
-def _teacher_misfit(architecture: str, path: Path, input_shape: tuple[int, ...]) -> str | None:
-    """Why the weights at ``path`` do not fit ``architecture``, or ``None`` if they do."""
-    from otrt_core.train.checkpoint import WeightsError, read_weights
-    from otrt_core.train.setup import fitted_teacher
-
-    try:
-        fitted_teacher(architecture, read_weights(path), input_shape, meta=True)
-    except WeightsError as error:
-        return str(error).replace(path.name, "the checkpoint")
-    return None

@@ -13,30 +13,16 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.app import AppParts, create_app
-from otrt_core.jobs.db import make_engine, make_sessions, migrate
-from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.keys import KeyStore
-from otrt_core.jobs.service import Service
-from otrt_core.jobs.storage import LocalStorage
-from otrt_core.jobs.store import JobStore
-from tests.service.test_api import RecordingDispatcher
+from api.app import create_app
+from otrt_core.jobs.db import make_engine, migrate
+from tests.service.api_helpers import make_parts
 
 
 def build_app(root):
     engine = make_engine(f"sqlite:///{root / 'otrt.db'}")
     migrate(engine)
-    sessions = make_sessions(engine)
-    service = Service(
-        JobStore(sessions),
-        FileRecords(sessions),
-        LocalStorage(root / "store"),
-        RecordingDispatcher(),
-        max_upload_bytes=1_000_000,
-    )
-    keys = KeyStore(sessions)
-    app = create_app(AppParts(engine=engine, service=service, keys=keys, auth=True))
-    return app, keys.create("schemathesis")[1]
+    parts = make_parts(engine, root, max_upload_bytes=1_000_000)
+    return create_app(parts), parts.keys.create("schemathesis")[1]
 
 
 # Built at import: schemathesis generates its tests from the schema at collection.

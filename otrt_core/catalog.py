@@ -1,0 +1,109 @@
+"""What a job may name, readable without torch: the zoo's architectures and the datasets.
+
+The API checks specs and lists the catalog from ``catalog.json`` beside this
+file, so the API process never builds a model to learn a stage name. The file
+is generated from the live registries (``otrt catalog --write``, or ``make
+catalog``), and a test fails when it drifts from them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+CATALOG_FILE = Path(__file__).with_name("catalog.json")
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    name: str
+    family: str
+    parameters: int  # at the default input shape, 10 classes
+    input_shape: tuple[int, ...]
+    stages: tuple[str, ...]
+    head_prefix: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    train_size: int
+    test_size: int
+    description: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    architectures: dict[str, ArchitectureInfo]
+    datasets: dict[str, DatasetInfo]
+
+    def to_json(self) -> str:
+        """The catalog as JSON, one entry a line (a change of the zoo is a one-line diff)."""
+
+        def rows(entries) -> str:
+            return ",\n".join(f"  {json.dumps(asdict(entry))}" for entry in entries)
+
+        architectures = rows(self.architectures.values())
+        datasets = rows(self.datasets.values())
+        return f'{{\n "architectures": [\n{architectures}\n ],\n "datasets": [\n{datasets}\n ]\n}}'
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether a spec's dataset name refers to a user's file rather than a built-in dataset.
+
+    ``file_…`` is an upload the service resolves to a path; a path ending in
+    ``.npz`` or ``.zip`` is for ``otrt train``.
+    """
+    return name.startswith("file_") or name.endswith((".npz", ".zip"))
+
+
+@cache
+def catalog() -> Catalog:
+    """The catalog as shipped in ``catalog.json``."""
+    data = json.loads(CATALOG_FILE.read_text())
+    return Catalog(
+        architectures={
+            a["name"]: ArchitectureInfo(
+                **a | {"input_shape": tuple(a["input_shape"]), "stages": tuple(a["stages"])}
+            )
+            for a in data["architectures"]
+        },
+        datasets={
+            d["name"]: DatasetInfo(**d | {"input_shape": tuple(d["input_shape"])})
+            for d in data["datasets"]
+        },
+    )
+
+
+def live_catalog() -> Catalog:
+    """The catalog built from the registries themselves (imports torch)."""
+    from otrt_core.data import DATASETS
+    from otrt_core.models import REGISTRY, skeleton
+
+    architectures = {}
+    for name, entry in REGISTRY.items():
+        model = skeleton(name)  # meta device: shapes, no memory
+        architectures[name] = ArchitectureInfo(
+            name=name,
+            family=entry.family,
+            parameters=sum(p.numel() for p in model.parameters()),
+            input_shape=tuple(entry.input_shape),
+            stages=tuple(model.stage_names),
+            head_prefix=model.head_prefix,
+        )
+    datasets = {
+        info.name: DatasetInfo(
+            name=info.name,
+            input_shape=tuple(info.input_shape),
+            num_classes=info.num_classes,
+            train_size=info.train_size,
+            test_size=info.test_size,
+            description=info.description,
+        )
+        for info in DATASETS.values()
+    }
+    return Catalog(architectures, datasets)
