@@ -101,7 +101,7 @@ def serve(
     """The whole service in one process: API, SQLite, and an in-process executor."""
     import uvicorn
 
-    from otrt.server import AuthRefused, auth_enabled, build_embedded
+    from otrt.wiring import AuthRefused, auth_enabled, build_embedded
     from otrt_core.settings import Settings
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
@@ -137,7 +137,7 @@ def api(
     """The API alone (production): jobs go to Celery workers through OTRT_BROKER_URL."""
     import uvicorn
 
-    from otrt.server import AuthRefused, auth_enabled, build_api
+    from otrt.wiring import AuthRefused, auth_enabled, build_api
     from otrt_core.settings import Settings
 
     settings = Settings()
@@ -169,12 +169,14 @@ def worker(
     import os
     import socket
 
+    from otrt.wiring import build_worker
     from otrt_core.settings import Settings
 
-    if not Settings().broker_url:
+    settings = Settings()
+    if not settings.broker_url:
         typer.echo("error: `otrt worker` needs OTRT_BROKER_URL", err=True)
         raise typer.Exit(2)
-    from worker.celery_app import app as celery
+    celery = build_worker(settings)
 
     name = hostname or f"otrt@{socket.gethostname()}-{os.getpid()}"
     celery.worker_main(

@@ -14,7 +14,6 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -95,11 +94,11 @@ def run_train(
                 return protocol.EXIT_STOPPED
             return protocol.EXIT_MAX_RUNTIME
         except engine.Diverged as error:
-            emit({"event": "error", "code": protocol.DIVERGED, "message": str(error)})
+            emit(protocol.Error(code=protocol.DIVERGED, message=str(error)))
             typer.echo(f"error: {error}", err=True)
             return protocol.EXIT_DIVERGED
         except (engine.SetupError, DatasetUnavailable, DatasetFileError, ValueError) as error:
-            emit({"event": "error", "code": protocol.INVALID_INPUT, "message": str(error)})
+            emit(protocol.Error(code=protocol.INVALID_INPUT, message=str(error)))
             typer.echo(f"error: {error}", err=True)
             return protocol.EXIT_INVALID
     return protocol.EXIT_OK
@@ -128,7 +127,7 @@ class Reporter:
 
     def __enter__(self):
         if not self.interactive:
-            return lambda event: print(json.dumps(event), flush=True)
+            return lambda event: print(json.dumps(protocol.event_line(event)), flush=True)
         from rich.progress import Progress
 
         self.bar = Progress()
@@ -136,16 +135,16 @@ class Reporter:
         self.task = self.bar.add_task("training", total=None)
         return self._show
 
-    def _show(self, event: dict[str, Any]) -> None:
-        if "steps" in event:
-            self.bar.update(self.task, total=event["steps"], completed=event.get("step", 0))
-        if event["event"] == "epoch":
+    def _show(self, event: protocol.Event) -> None:
+        if isinstance(event, protocol.Start | protocol.Step | protocol.Epoch):
+            self.bar.update(self.task, total=event.steps, completed=event.step)
+        if isinstance(event, protocol.Epoch):
             self.bar.console.print(
-                f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
-                f"val accuracy {event['val_accuracy']:.2%}"
+                f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
+                f"val accuracy {event.val_accuracy:.2%}"
             )
-        elif event["event"] in ("done", "stopped", "error"):
-            self.bar.console.print(json.dumps(event))
+        elif isinstance(event, protocol.Done | protocol.Stopped | protocol.Error):
+            self.bar.console.print(json.dumps(protocol.event_line(event)))
 
     def __exit__(self, *exc_info) -> None:
         if self.interactive:

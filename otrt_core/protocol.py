@@ -9,6 +9,9 @@ the other's heavy half.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
 # --- exit codes of `otrt train` ---------------------------------------------------------
 EXIT_OK = 0
 EXIT_INVALID = 2  # the spec or its inputs are wrong: retrying will not help
@@ -43,3 +46,123 @@ TIME_LIMIT = "time_limit"  # the attempt outlived max_runtime_s and its grace
 INPUT_MISSING = "input_missing"  # an input vanished between submission and start
 WORKER_LOST = "worker_lost"  # the executor died on every attempt
 INTERNAL_ERROR = "internal_error"  # a fault of otrt's, not of the job: see the server log
+
+
+# --- the trainer's progress events: one JSON object per line on stdout ------------------
+# Each line is ``{"event": KIND, **fields}``. The trainer builds these, the
+# executor parses them back with :func:`parse_event`; fields a reader does not
+# know are ignored, so either side can be newer.
+
+
+@dataclass(frozen=True)
+class Start:
+    """Training (re)started; ``history`` holds the epochs done so far, for a parent that
+    missed some ``epoch`` lines (it died while they were printed)."""
+
+    kind: ClassVar[str] = "start"
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    device: str
+    teacher_cache: str  # "off", "memory" or "disk"
+    resumed: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Progress within an epoch (a few lines an epoch)."""
+
+    kind: ClassVar[str] = "step"
+    epoch: int
+    step: int
+    steps: int
+    train_loss: float
+    ot_distance: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One finished epoch: the record kept in the job's history."""
+
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    step: int
+    steps: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    ot_distance: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``plan.npy`` was rewritten with the latest transport plan."""
+
+    kind: ClassVar[str] = "plan"
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Warning:
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Stopped early with a checkpoint: ``reason`` is "signal" or "max_runtime"."""
+
+    kind: ClassVar[str] = "stopped"
+    reason: str
+    epoch: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class Error:
+    """The run cannot go on; ``code`` is one of the error codes above."""
+
+    kind: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Every output is written."""
+
+    kind: ClassVar[str] = "done"
+    test_accuracy: float
+    best_val_accuracy: float
+    selected_epoch: int
+    seconds: float
+
+
+Event = Start | Step | Epoch | Plan | Warning | Stopped | Error | Done
+EVENT_TYPES: dict[str, type] = {
+    cls.kind: cls for cls in (Start, Step, Epoch, Plan, Warning, Stopped, Error, Done)
+}
+
+
+def event_line(event: Event) -> dict[str, Any]:
+    """The JSON object of one event line."""
+    return {"event": event.kind, **asdict(event)}
+
+
+def parse_event(line: dict[str, Any]) -> Event | None:
+    """The typed event of a parsed line; ``None`` for an unknown kind or missing fields."""
+    cls = EVENT_TYPES.get(line.get("event"))
+    if cls is None:
+        return None
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in line.items() if k in known})
+    except TypeError:
+        return None

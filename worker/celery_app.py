@@ -20,15 +20,12 @@ Choices (DESIGN.md, docs/distributed.md):
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from dataclasses import dataclass
-from functools import cache
 
 from celery import Celery, signals
 
-from otrt_core.jobs.recovery import reap
+from otrt_core.jobs.recovery import reap_until
 from otrt_core.settings import Settings
 from worker.celery_dispatch import QUEUE, TASK, CeleryDispatcher
 from worker.execution import Executor, run_in_fair_order
@@ -37,6 +34,7 @@ log = logging.getLogger("otrt.worker")
 
 
 def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for otrt; the API publishes with it, workers also run tasks."""
     app = Celery("otrt", broker=settings.broker_url or "redis://127.0.0.1:6379/0")
     app.conf.update(
         task_serializer="json",
@@ -57,68 +55,51 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(Settings())
-
-
 @dataclass
-class Runtime:
-    """What one worker process needs, built on first use (after any fork)."""
+class WorkerRuntime:
+    """What one worker process runs jobs with (the solo pool: no fork after it is built)."""
 
     settings: Settings
     executor: Executor
-    dispatcher: CeleryDispatcher
     stopping: threading.Event
 
 
-@cache
-def runtime() -> Runtime:
-    from otrt.server import build_components, build_executor
+def make_worker_app(runtime: WorkerRuntime) -> Celery:
+    """The worker's Celery app: the task, a reaper thread once ready, and a warm shutdown
+    that checkpoints the running job and requeues it."""
+    app = make_celery(runtime.settings)
+    dispatcher = CeleryDispatcher(app)
+    settings = runtime.settings
 
-    settings = Settings()
-    parts = build_components(settings)
-    name = f"celery-{socket.gethostname()}-{os.getpid()}"
-    return Runtime(
-        settings=settings,
-        executor=build_executor(settings, parts, name),
-        dispatcher=CeleryDispatcher(app, parts.store),
-        stopping=threading.Event(),
-    )
+    @app.task(name=TASK)
+    def run_job(job_id: str) -> int:
+        """Runs jobs in fair order while any may start; the message is only a wake-up.
 
+        Each queued job has a message, but the job a message names may not be the
+        one fair order starts next: whichever worker takes a message runs the next
+        job of the owner whose turn it is. A message that finds nothing to run is
+        dropped; the reaper re-sends one for any job left queued too long.
+        """
+        ran = run_in_fair_order(runtime.executor, runtime.stopping.is_set)
+        log.info("woken for job %s: ran %d job(s)", job_id, ran)
+        return ran
 
-@app.task(name=TASK)
-def run_job(job_id: str) -> int:
-    """Runs jobs in fair order while any may start; the message is only a wake-up.
+    def start_reaper(**_: object) -> None:
+        threading.Thread(
+            target=reap_until,
+            args=(runtime.stopping, runtime.executor.store, dispatcher.dispatch),
+            kwargs={
+                "interval_seconds": settings.heartbeat_seconds,
+                "max_attempts": settings.max_attempts,
+                "requeue_after_seconds": settings.requeue_after_seconds,
+            },
+            daemon=True,
+            name="otrt-reaper",
+        ).start()
 
-    Each queued job has a message, but the job a message names may not be the
-    one fair order starts next: whichever worker takes a message runs the next
-    job of the owner whose turn it is. A message that finds nothing to run is
-    dropped; the reaper re-sends one for any job left queued too long.
-    """
-    current = runtime()
-    ran = run_in_fair_order(current.executor, current.stopping.is_set)
-    log.info("woken for job %s: ran %d job(s)", job_id, ran)
-    return ran
+    def stop_running_job(**_: object) -> None:
+        runtime.stopping.set()  # the trainer checkpoints; the job goes back to the queue
 
-
-def reaper_loop(current: Runtime) -> None:
-    settings = current.settings
-    while not current.stopping.wait(settings.heartbeat_seconds):
-        try:
-            reaped = reap(
-                current.executor.store, settings.max_attempts, settings.requeue_after_seconds
-            )
-            for job_id in reaped.requeued + reaped.redispatch:
-                current.dispatcher.dispatch(job_id)
-        except Exception:
-            log.warning("the reaper failed; trying again", exc_info=True)
-
-
-@signals.worker_ready.connect
-def _start_reaper(**_: object) -> None:
-    threading.Thread(target=reaper_loop, args=(runtime(),), daemon=True, name="otrt-reaper").start()
-
-
-@signals.worker_shutting_down.connect
-def _stop_running_job(**_: object) -> None:
-    """Warm shutdown: the running trainer checkpoints and its job goes back to the queue."""
-    runtime().stopping.set()
+    signals.worker_ready.connect(start_reaper, weak=False)
+    signals.worker_shutting_down.connect(stop_running_job, weak=False)
+    return app

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 
-from otrt_core.jobs.recovery import reap, release_leases_of
+from otrt_core.jobs.recovery import reap_until, release_leases_of
 from otrt_core.jobs.store import JobStore
 from otrt_core.jobs.tables import utcnow
 from worker.execution import Executor, run_in_fair_order
@@ -70,14 +70,14 @@ class EmbeddedExecutor:
             run_in_fair_order(self.executor, self.stopping.is_set)
 
     def _reap(self) -> None:
-        while not self.stopping.wait(self.executor.heartbeat_seconds):
-            try:
-                reaped = reap(self.store, self.max_attempts, self.requeue_after_seconds)
-            except Exception:
-                log.exception("the reaper failed; trying again")
-                continue
-            for job_id in reaped.requeued + reaped.redispatch:
-                self.dispatch(job_id)
+        reap_until(
+            self.stopping,
+            self.store,
+            self.dispatch,
+            interval_seconds=self.executor.heartbeat_seconds,
+            max_attempts=self.max_attempts,
+            requeue_after_seconds=self.requeue_after_seconds,
+        )
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stops taking jobs; running trainers checkpoint and their jobs go back to queued."""

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ class Executor:
         if code == protocol.EXIT_OK:
             self._publish(lease, out_dir, protocol.ARTIFACTS)
             shutil.rmtree(out_dir, ignore_errors=True)
-            accuracy = follower.done.get("test_accuracy")
+            accuracy = follower.done.test_accuracy if follower.done else None
             return self._end(
                 lease,
                 states.SUCCEEDED,
@@ -256,7 +256,10 @@ def run_in_fair_order(executor: Executor, shutting_down: Callable[[], bool]) -> 
 
 
 class Follower:
-    """Turns the trainer's JSON-lines events into the job's progress, metrics and events."""
+    """Turns the trainer's events into the job's progress, metrics and events.
+
+    Every write goes through the attempt's lease: once it is lost, nothing more lands.
+    """
 
     def __init__(
         self,
@@ -272,60 +275,64 @@ class Follower:
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
-        self.done: dict[str, Any] = {}
+        self.done: protocol.Done | None = None
 
-    def handle(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind in ("start", "step", "epoch"):
+    def handle(self, line: dict[str, Any]) -> None:
+        event = protocol.parse_event(line)
+        if event is None:
+            log.warning("job %s: unknown trainer line %.200s", self.lease.job_id, line)
+            return
+        if isinstance(event, protocol.Start | protocol.Step | protocol.Epoch):
             self._progress(event)
-        if kind == "start":
-            for record in event.get("history") or []:  # epochs a dead executor never recorded
-                self._record_epoch(record)
-            where = f"on {event.get('device')}, teacher cache {event.get('teacher_cache')}"
-            verb = "resumed" if event.get("resumed") else "started"
-            message = f"training {verb} at epoch {event.get('epoch')} {where}"
-            data = {k: v for k, v in event.items() if k != "history"} | {"pid": self.pid}
-            self._event("started", message, data)
-        elif kind == "epoch":
-            record = self._record_epoch(event)
-            message = f"epoch {event['epoch']}/{self.progress.get('epochs')}"
-            self._event("epoch", f"{message}: val accuracy {event.get('val_accuracy')}", record)
-        elif kind in ("error", "warning"):
-            message = self.clean(str(event.get("message", "")))
-            if kind == "error":
-                self.error = message
-            self._event(kind, message, {"code": event.get("code"), "message": message})
-        elif kind == "plan" and self.publish_plan is not None:
-            self.publish_plan()  # the latest plan, for the dashboard's heatmap
-        elif kind == "stopped":
-            self._event("stopped", f"trainer stopped ({event.get('reason')})", event)
-        elif kind == "done":
-            self.done = event
-            self._event("done", "outputs written", event)
+        match event:
+            case protocol.Start():
+                for record in event.history:  # epochs a dead executor never recorded
+                    self._record_epoch(protocol.Epoch(**record))
+                where = f"on {event.device}, teacher cache {event.teacher_cache}"
+                verb = "resumed" if event.resumed else "started"
+                data = protocol.event_line(event) | {"pid": self.pid}
+                del data["history"]
+                self._event("started", f"training {verb} at epoch {event.epoch} {where}", data)
+            case protocol.Epoch():
+                record = self._record_epoch(event)
+                message = f"epoch {event.epoch}/{self.progress.get('epochs')}"
+                self._event("epoch", f"{message}: val accuracy {event.val_accuracy}", record)
+            case protocol.Error() | protocol.Warning():
+                message = self.clean(event.message)
+                if isinstance(event, protocol.Error):
+                    self.error = message
+                data = {"code": getattr(event, "code", None), "message": message}
+                self._event(event.kind, message, data)
+            case protocol.Plan() if self.publish_plan is not None:
+                self.publish_plan()  # the latest plan, for the dashboard's heatmap
+            case protocol.Stopped():
+                message = f"trainer stopped ({event.reason})"
+                self._event("stopped", message, protocol.event_line(event))
+            case protocol.Done():
+                self.done = event
+                self._event("done", "outputs written", protocol.event_line(event))
 
-    def _record_epoch(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _record_epoch(self, event: protocol.Epoch) -> dict[str, Any]:
         """Stores one epoch's record (replacing a redone one) and updates the job's metrics."""
-        record = {k: v for k, v in event.items() if k != "event"}
-        self.store.add_metric(self.lease, int(record["epoch"]), record)
-        accuracy = record.get("val_accuracy")
+        record = asdict(event)
+        self.store.add_metric(self.lease, event.epoch, record)
         best = self.metrics.get("best_val_accuracy")
-        if accuracy is not None and (best is None or accuracy > best):
-            self.metrics["best_val_accuracy"] = accuracy
-        self.metrics["val_accuracy"] = accuracy
+        if best is None or event.val_accuracy > best:
+            self.metrics["best_val_accuracy"] = event.val_accuracy
+        self.metrics["val_accuracy"] = event.val_accuracy
         return record
 
-    def _progress(self, event: dict[str, Any]) -> None:
-        for key in ("epoch", "epochs", "step", "steps"):
-            if event.get(key) is not None:
-                self.progress[key] = event[key]
-        step, steps = self.progress.get("step") or 0, self.progress.get("steps")
+    def _progress(self, event: protocol.Start | protocol.Step | protocol.Epoch) -> None:
+        self.progress |= {"epoch": event.epoch, "step": event.step, "steps": event.steps}
+        if isinstance(event, protocol.Start):
+            self.progress["epochs"] = event.epochs
+        step, steps = event.step, event.steps
         self.progress["fraction"] = step / steps if steps else 0.0
-        for key in ("train_loss", "ot_distance"):
-            if key in event:
-                self.metrics[key] = event[key]
-        seconds = event.get("seconds")
+        if not isinstance(event, protocol.Start):
+            self.metrics |= {"train_loss": event.train_loss, "ot_distance": event.ot_distance}
+        seconds = getattr(event, "seconds", None)
         eta = seconds / step * (steps - step) if seconds and step and steps else None
         self.store.report(self.lease, progress=self.progress, metrics=self.metrics, eta_seconds=eta)
 
     def _event(self, type_: str, message: str, data: dict[str, Any]) -> None:
-        self.store.add_event(self.lease.job_id, type_, message, data)
+        self.store.add_event(self.lease, type_, message, data)

@@ -7,6 +7,9 @@ act on one job.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -14,6 +17,8 @@ from otrt_core.jobs import states
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import utcnow
 from otrt_core.protocol import WORKER_LOST
+
+log = logging.getLogger("otrt.reaper")
 
 
 @dataclass
@@ -93,3 +98,24 @@ def reap(store: JobStore, max_attempts: int, requeue_after_seconds: float) -> Re
         if job_id not in reaped.requeued and store.touch_queued(job_id, before)
     ]
     return reaped
+
+
+def reap_until(
+    stopping: threading.Event,
+    store: JobStore,
+    dispatch: Callable[[str], None],
+    *,
+    interval_seconds: float,
+    max_attempts: int,
+    requeue_after_seconds: float,
+) -> None:
+    """The reaper loop of every executor (embedded or Celery): reaps every
+    ``interval_seconds`` and dispatches what it requeued, until ``stopping`` is set.
+    A failed round is logged and tried again at the next interval."""
+    while not stopping.wait(interval_seconds):
+        try:
+            reaped = reap(store, max_attempts, requeue_after_seconds)
+            for job_id in reaped.requeued + reaped.redispatch:
+                dispatch(job_id)
+        except Exception:
+            log.warning("the reaper failed; trying again", exc_info=True)

@@ -356,17 +356,30 @@ class JobStore:
 
     # --- what an executor reports --------------------------------------------------------
 
-    def report(self, lease: Lease, **fields: Any) -> bool:
-        """Writes progress, ETA or metrics of the lease's attempt; false if the lease is lost."""
+    def report(
+        self,
+        lease: Lease,
+        *,
+        progress: dict[str, Any],
+        metrics: dict[str, Any],
+        eta_seconds: float | None,
+    ) -> bool:
+        """Writes the progress, metrics and ETA of the lease's attempt; false if the lease
+        is lost."""
+        values = {"progress": progress, "metrics": metrics, "eta_seconds": eta_seconds}
         with self.sessions.begin() as session:
-            result = session.execute(update(Job).where(*_holds(lease)).values(**fields))
+            result = session.execute(update(Job).where(*_holds(lease)).values(**values))
             return result.rowcount == 1
 
     def add_event(
-        self, job_id: str, type_: str, message: str, data: dict[str, Any] | None = None
-    ) -> None:
+        self, lease: Lease, type_: str, message: str, data: dict[str, Any] | None = None
+    ) -> bool:
+        """Adds an event of the lease's attempt; false (nothing written) if the lease is lost."""
         with self.sessions.begin() as session:
-            session.add(_event(job_id, type_, message, data or {}))
+            if session.scalar(select(Job.id).where(*_holds(lease))) is None:
+                return False
+            session.add(_event(lease.job_id, type_, message, data or {}))
+            return True
 
     def add_metric(self, lease: Lease, epoch: int, values: dict[str, Any]) -> None:
         """One epoch's record; a resumed attempt that redoes an epoch replaces it."""

@@ -1,7 +1,7 @@
 """The training loop: a resolved job spec in, a trained student and its metrics out.
 
-Knows no HTTP, DB or queue. It reports through ``emit`` (JSON-able dicts: the
-progress protocol of docs/training.md), checkpoints atomically every epoch and
+Knows no HTTP, DB or queue. It reports through ``emit`` (the typed events of
+``otrt_core.protocol``), checkpoints atomically every epoch and
 on request, and stops when ``should_stop()`` says so or ``max_runtime_s`` runs
 out, leaving a checkpoint that ``resume`` continues from exactly.
 """
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from otrt_core import protocol
 from otrt_core.protocol import (
     CHECKPOINT,
     METRICS,
@@ -41,7 +42,7 @@ from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[protocol.Event], None]
 
 
 class TrainingStopped(Exception):
@@ -150,21 +151,18 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     resumed = options.resume and checkpoints.path.exists()
     progress = checkpoints.load() if resumed else Progress()
     emit(
-        {
-            "event": "start",
-            "epoch": progress.epoch,
-            "epochs": spec.training.epochs,
-            "step": progress.epoch * run.steps_per_epoch + progress.batch,
-            "steps": run.total_steps,
-            "device": str(run.device),
-            "teacher_cache": (
-                "off" if run.cache is None else ("disk" if run.cache.on_disk else "memory")
-            ),
-            "resumed": resumed,
-            # The epochs done so far: a parent that missed some `epoch` lines (it
-            # died while they were printed) gets the whole history back here.
-            "history": progress.history,
-        }
+        protocol.Start(
+            epoch=progress.epoch,
+            epochs=spec.training.epochs,
+            step=progress.epoch * run.steps_per_epoch + progress.batch,
+            steps=run.total_steps,
+            device=str(run.device),
+            teacher_cache="off"
+            if run.cache is None
+            else ("disk" if run.cache.on_disk else "memory"),
+            resumed=resumed,
+            history=progress.history,
+        )
     )
     while progress.epoch < spec.training.epochs:
         sums = train_epoch(run, progress, checkpoints, options.should_stop, clock, emit)
@@ -182,8 +180,8 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         checkpoints.save(progress)
         if spec.regularizer.kind == "ot" and run.teacher is not None:
             save_plan(options.out_dir / PLAN, sample_plan(run))
-            emit({"event": "plan", "epoch": progress.epoch})
-        emit({"event": "epoch", **record})
+            emit(protocol.Plan(epoch=progress.epoch))
+        emit(protocol.Epoch(**record))
     return write_outputs(run, progress, checkpoints.best_state, options.out_dir, clock, emit)
 
 
@@ -212,7 +210,7 @@ def train_epoch(
             reason = "signal" if stop_requested else "max_runtime"
             progress.batch, progress.sums = batch, sums.tolist()
             checkpoints.save(progress)
-            emit({"event": "stopped", "reason": reason, "epoch": epoch, "batch": batch})
+            emit(protocol.Stopped(reason=reason, epoch=epoch, batch=batch))
             raise TrainingStopped(reason)
         labeled = order[batch * training.batch_size : (batch + 1) * training.batch_size]
         sums += train_step(run, labeled, epoch, batch)
@@ -221,16 +219,15 @@ def train_epoch(
             loss_sum, _, ot_sum, count = sums.tolist()  # a few syncs per epoch
             check_finite(loss_sum, epoch, progress.batch, run)
             emit(
-                {
-                    "event": "step",
-                    "epoch": epoch + 1,
-                    "step": epoch * run.steps_per_epoch + progress.batch,
-                    "steps": run.total_steps,
-                    "train_loss": loss_sum / count,
-                    "ot_distance": ot_sum / count if run.spec.regularizer.kind == "ot" else None,
-                    "lr": run.scheduler.get_last_lr()[0],
-                    "seconds": clock(),
-                }
+                protocol.Step(
+                    epoch=epoch + 1,
+                    step=epoch * run.steps_per_epoch + progress.batch,
+                    steps=run.total_steps,
+                    train_loss=loss_sum / count,
+                    ot_distance=ot_sum / count if run.spec.regularizer.kind == "ot" else None,
+                    lr=run.scheduler.get_last_lr()[0],
+                    seconds=clock(),
+                )
             )
     return sums
 
@@ -350,19 +347,18 @@ def write_outputs(
     onnx = export_onnx(student, sample, out_dir / STUDENT_ONNX)
     metrics["onnx"] = {"max_abs_diff": onnx.max_abs_diff, "ok": onnx.ok}
     if not onnx.ok:
-        emit({"event": "warning", "message": f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"})
+        emit(protocol.Warning(message=f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"))
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / RESOLVED_SPEC).write_text(spec.model_dump_json(indent=2) + "\n")
     if spec.regularizer.kind == "ot" and run.teacher is not None:
         save_plan(out_dir / PLAN, sample_plan(run))  # of the selected student
     emit(
-        {
-            "event": "done",
-            "test_accuracy": test_accuracy,
-            "best_val_accuracy": progress.best_val_accuracy,
-            "selected_epoch": selected_epoch,
-            "seconds": clock(),
-        }
+        protocol.Done(
+            test_accuracy=test_accuracy,
+            best_val_accuracy=progress.best_val_accuracy,
+            selected_epoch=selected_epoch,
+            seconds=clock(),
+        )
     )
     return metrics
 

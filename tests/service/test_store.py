@@ -95,7 +95,11 @@ def test_a_fenced_off_executor_cannot_write_the_new_attempt(store):
     new = store.claim(job.id, "w2", 60)
     assert new.attempt == 2
     assert store.renew(old, 60) is None
-    assert not store.report(old, eta_seconds=1.0)
+    assert not store.report(old, progress={}, metrics={}, eta_seconds=1.0)
+    events_before = len(store.events(job.id))
+    assert not store.add_event(old, "epoch", "stale")
+    assert len(store.events(job.id)) == events_before  # the stale event was not written
+    assert store.add_event(new, "epoch", "current")
     with pytest.raises(states.IllegalTransition):
         store.transition(job.id, states.SUCCEEDED, "stale", lease=old)
     assert store.transition(job.id, states.SUCCEEDED, "done", lease=new).status == "succeeded"

@@ -6,7 +6,7 @@ import sys
 
 STARTS_THE_APP = """
 import sys
-from otrt.server import build_embedded
+from otrt.wiring import build_embedded
 from otrt_core.settings import Settings
 from fastapi.testclient import TestClient
 embedded = build_embedded(Settings(data_dir=sys.argv[1]))

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from otrt_core.models import build_model
+from otrt_core.protocol import event_line
 from otrt_core.train import (
     CHECKPOINT,
     Diverged,
@@ -26,7 +27,8 @@ from tests.utils.specs import digits_spec
 
 def run(spec, out_dir, **options):
     events = []
-    metrics = train(spec, RunOptions(out_dir=out_dir, device="cpu", **options), emit=events.append)
+    options = RunOptions(out_dir=out_dir, device="cpu", **options)
+    metrics = train(spec, options, emit=lambda event: events.append(event_line(event)))
     return metrics, events
 
 

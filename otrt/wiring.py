@@ -1,17 +1,21 @@
-"""Wiring of the service: the embedded server of `otrt serve`, built from settings.
+"""Wiring: every component of the service, built from one ``Settings``.
 
-This is the composition root's heavy half (imported only by the commands that
-serve): the store on its database, file storage, the executor that is the
-API's dispatcher, and the FastAPI app over them.
+The composition root's heavy half, imported only by the commands that serve:
+`otrt serve` (:func:`build_embedded`), `otrt api` (:func:`build_api`) and
+`otrt worker` (:func:`build_worker`). Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -28,6 +32,9 @@ from otrt_core.jobs.store import JobStore
 from otrt_core.settings import Settings
 from worker.embedded import EmbeddedExecutor
 from worker.execution import Executor
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class AuthRefused(ValueError):
@@ -117,10 +124,11 @@ def build_embedded(settings: Settings, *, concurrency: int = 1, auth: bool = Fal
 
 def build_api(settings: Settings, *, auth: bool) -> FastAPI:
     """The API alone (`otrt api`): jobs go to Celery workers through the broker."""
-    from worker.celery_app import app as celery
+    from worker.celery_app import make_celery
     from worker.celery_dispatch import CeleryDispatcher
 
     parts = build_components(settings)
+    celery = make_celery(settings)
 
     def broker_check() -> str:
         try:
@@ -130,8 +138,17 @@ def build_api(settings: Settings, *, auth: bool) -> FastAPI:
             return f"unreachable: {type(error).__name__}"
         return "ok"
 
-    dispatcher = CeleryDispatcher(celery, parts.store)
-    return _app(settings, parts, dispatcher, auth, broker_check)
+    return _app(settings, parts, CeleryDispatcher(celery), auth, broker_check)
+
+
+def build_worker(settings: Settings) -> Celery:
+    """A Celery worker's app (`otrt worker`), its executor named after host and process."""
+    from worker.celery_app import WorkerRuntime, make_worker_app
+
+    parts = build_components(settings)
+    name = f"celery-{socket.gethostname()}-{os.getpid()}"
+    runtime = WorkerRuntime(settings, build_executor(settings, parts, name), threading.Event())
+    return make_worker_app(runtime)
 
 
 def _app(
