@@ -51,7 +51,7 @@ def run_train(
     import torch
 
     from otrt_core import train as engine
-    from otrt_core.data import DatasetFileError, DatasetUnavailable
+    from otrt_core.errors import UserError
     from otrt_core.spec import SpecError, resolve_spec
 
     if torch_threads:
@@ -97,7 +97,7 @@ def run_train(
             emit(protocol.Error(code=protocol.DIVERGED, message=str(error)))
             typer.echo(f"error: {error}", err=True)
             return protocol.EXIT_DIVERGED
-        except (engine.SetupError, DatasetUnavailable, DatasetFileError, ValueError) as error:
+        except UserError as error:
             emit(protocol.Error(code=protocol.INVALID_INPUT, message=str(error)))
             typer.echo(f"error: {error}", err=True)
             return protocol.EXIT_INVALID

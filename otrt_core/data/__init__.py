@@ -7,7 +7,8 @@ from pathlib import Path
 
 from otrt_core.catalog import is_dataset_file
 from otrt_core.data.catalog import DATASETS, ArraySplits, DatasetInfo, DatasetUnavailable
-from otrt_core.data.uploads import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
+from otrt_core.data.uploads import ZipLimits, load_dataset_file
+from otrt_core.errors import UserError
 
 
 @lru_cache(maxsize=4)
@@ -17,7 +18,8 @@ def load_arrays(name: str, datasets_root: Path | None = None) -> ArraySplits:
     Unknown names list the valid ones.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        message = f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
+        raise UserError(message, ("dataset", "name"))
     arrays = DATASETS[name].load(datasets_root)
     for array in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test):
         array.setflags(write=False)  # shared by every caller of the cache
@@ -27,9 +29,7 @@ def load_arrays(name: str, datasets_root: Path | None = None) -> ArraySplits:
 __all__ = [
     "DATASETS",
     "ArraySplits",
-    "DatasetFileError",
     "DatasetInfo",
-    "DatasetTooLarge",
     "DatasetUnavailable",
     "PreparedData",
     "ZipLimits",

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from otrt_core.data.idx import read_idx
+from otrt_core.errors import UserError
 
 # A fixed seed for the test split of datasets that ship without one, so that
 # every job on a dataset is evaluated on the same test inputs.
 TEST_SPLIT_SEED = 20070673
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(UserError):
     """A built-in dataset whose files are not installed on this machine."""
 
 

@@ -1,7 +1,7 @@
 """Datasets from users' files: ``.npz`` arrays and ImageFolder ``.zip`` archives.
 
 Both are read without unpickling anything and checked before use; a bad file
-raises ``DatasetFileError`` with a message for the user. Archives are unpacked
+raises ``UserError`` (at ``dataset.name``) with a message for the user. Archives are unpacked
 defensively: no absolute paths, no ``..``, no links, and bounded member count
 and uncompressed size (against zip bombs). Before anything is decoded, what
 decoding will cost is read from the headers alone (each ``.npy`` member's shape
@@ -22,20 +22,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from otrt_core.data.catalog import ArraySplits, fixed_test_split
+from otrt_core.errors import TooLarge, UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 MAX_LABEL = 100_000  # labels are class indices: more classes than this is an error
 FLOAT32 = 4  # bytes per decoded input value
-
-
-class DatasetFileError(ValueError):
-    """An uploaded dataset that cannot be used; the message says why."""
-
-
-class DatasetTooLarge(DatasetFileError):
-    """A dataset that would decode to more bytes than allowed; the message names the member."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +43,7 @@ def load_dataset_file(path: Path, limits: ZipLimits | None = None) -> ArraySplit
     """The arrays of an uploaded ``.npz`` or ImageFolder ``.zip``, within ``limits``."""
     limits = limits or ZipLimits()
     if path.suffix not in (".npz", ".zip"):
-        raise DatasetFileError(f"{path.name}: datasets are .npz or ImageFolder .zip files")
+        raise UserError(f"{path.name}: datasets are .npz or ImageFolder .zip files")
     members = safe_members(path, limits)
     costs = npz_costs(path, members) if path.suffix == ".npz" else image_costs(path, members)
     check_decoded_size(costs, limits.max_decoded_bytes)
@@ -60,12 +53,12 @@ def load_dataset_file(path: Path, limits: ZipLimits | None = None) -> ArraySplit
 
 
 def check_decoded_size(costs: Iterator[tuple[str, int]], limit: int) -> int:
-    """The total of ``(member, bytes)`` costs; ``DatasetTooLarge`` at the member that passes it."""
+    """The total of ``(member, bytes)`` costs; ``TooLarge`` at the member that passes it."""
     total = 0
     for member, cost in costs:
         total += cost
         if total > limit:
-            raise DatasetTooLarge(
+            raise TooLarge(
                 f"{member} takes the decoded dataset past the limit of {limit} bytes "
                 f"(at least {total} bytes)"
             )
@@ -84,11 +77,9 @@ def npz_costs(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[str,
                     shape, dtype = _npy_header(stream)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
                 message = f"{info.filename} is not a readable .npy array: {error}"
-                raise DatasetFileError(message) from None
+                raise UserError(message) from None
             if dtype.hasobject:
-                raise DatasetFileError(
-                    f"{info.filename} holds Python objects (pickles are refused)"
-                )
+                raise UserError(f"{info.filename} holds Python objects (pickles are refused)")
             count = math.prod(shape)
             per_value = dtype.itemsize + (FLOAT32 if info.filename.startswith("x_") else 0)
             yield info.filename, count * per_value
@@ -118,11 +109,9 @@ def image_costs(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[st
                     width, height = image.size
                     bands = len(image.getbands())
             except Image.DecompressionBombError as error:
-                raise DatasetTooLarge(f"{info.filename}: {error}") from None
+                raise TooLarge(f"{info.filename}: {error}") from None
             except (OSError, ValueError, zipfile.BadZipFile) as error:
-                raise DatasetFileError(
-                    f"{info.filename} is not a readable image: {error}"
-                ) from None
+                raise UserError(f"{info.filename} is not a readable image: {error}") from None
             yield info.filename, width * height * (bands + 3 * FLOAT32)
 
 
@@ -139,36 +128,32 @@ def load_npz(path: Path) -> ArraySplits:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DatasetFileError(
-            f"{path.name} is not a readable .npz without pickles: {error}"
-        ) from None
+        raise UserError(f"{path.name} is not a readable .npz without pickles: {error}") from None
     missing = [name for name in ("x_train", "y_train") if name not in arrays]
     if missing:
-        raise DatasetFileError(
-            f"{path.name} lacks {', '.join(missing)} (found {', '.join(arrays)})"
-        )
+        raise UserError(f"{path.name} lacks {', '.join(missing)} (found {', '.join(arrays)})")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DatasetFileError(f"{path.name}: give both x_test and y_test, or neither")
+        raise UserError(f"{path.name}: give both x_test and y_test, or neither")
     x_train, y_train = _inputs(arrays["x_train"], "x_train"), _labels(arrays["y_train"], "y_train")
     if len(x_train) != len(y_train):
-        raise DatasetFileError(f"x_train has {len(x_train)} rows but y_train {len(y_train)}")
+        raise UserError(f"x_train has {len(x_train)} rows but y_train {len(y_train)}")
     x_unlabeled = None
     if "x_unlabeled" in arrays:
         x_unlabeled = _inputs(arrays["x_unlabeled"], "x_unlabeled")
         if x_unlabeled.shape[1:] != x_train.shape[1:]:
-            raise DatasetFileError("x_unlabeled must have x_train's input shape")
+            raise UserError("x_unlabeled must have x_train's input shape")
     if "x_test" not in arrays:
         split = fixed_test_split(x_train, y_train, test_size=max(1, round(0.15 * len(y_train))))
         return replace(split, x_unlabeled=x_unlabeled)
     x_test, y_test = _inputs(arrays["x_test"], "x_test"), _labels(arrays["y_test"], "y_test")
     if len(x_test) != len(y_test) or x_test.shape[1:] != x_train.shape[1:]:
-        raise DatasetFileError("x_test must have x_train's input shape and as many rows as y_test")
+        raise UserError("x_test must have x_train's input shape and as many rows as y_test")
     return ArraySplits(x_train, y_train, x_test, y_test, x_unlabeled)
 
 
 def _inputs(x: np.ndarray, name: str) -> np.ndarray:
     if x.dtype.kind not in "uif" or x.ndim not in (2, 3, 4) or len(x) == 0:
-        raise DatasetFileError(
+        raise UserError(
             f"{name} must be a non-empty numeric (N, ...) array; got {x.dtype} {x.shape}"
         )
     scaled = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
@@ -183,13 +168,9 @@ def _inputs(x: np.ndarray, name: str) -> np.ndarray:
 
 def _labels(y: np.ndarray, name: str) -> np.ndarray:
     if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) == 0 or y.min() < 0:
-        raise DatasetFileError(
-            f"{name} must be non-negative integer labels (N,); got {y.dtype} {y.shape}"
-        )
+        raise UserError(f"{name} must be non-negative integer labels (N,); got {y.dtype} {y.shape}")
     if y.max() >= MAX_LABEL:
-        raise DatasetFileError(
-            f"{name} holds label {y.max()}; labels are class indices below {MAX_LABEL}"
-        )
+        raise UserError(f"{name} holds label {y.max()}; labels are class indices below {MAX_LABEL}")
     return y.astype(np.int64)
 
 
@@ -212,12 +193,10 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
             splits[parts[0]].setdefault(parts[1], []).append(info)
     classes = sorted(splits["train"])
     if len(classes) < 2:
-        raise DatasetFileError(
-            f"{path.name} needs train/<class>/<image> files for at least two classes"
-        )
+        raise UserError(f"{path.name} needs train/<class>/<image> files for at least two classes")
     unknown = sorted(set(splits["test"]) - set(classes))
     if unknown:
-        raise DatasetFileError(f"test/ has classes that train/ lacks: {', '.join(unknown)}")
+        raise UserError(f"test/ has classes that train/ lacks: {', '.join(unknown)}")
 
     with zipfile.ZipFile(path) as archive:
 
@@ -230,7 +209,7 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
                             image = Image.open(stream)
                             image.load()
                     except (UnidentifiedImageError, OSError) as error:
-                        raise DatasetFileError(
+                        raise UserError(
                             f"{info.filename} is not a readable image: {error}"
                         ) from None
                     images.append(image)
@@ -242,7 +221,7 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
 
     every = train_images + test_images
     if len({image.size for image in every}) != 1:
-        raise DatasetFileError("all images must have the same size")
+        raise UserError("all images must have the same size")
     mode = "L" if all(image.mode in ("L", "1", "I;16") for image in every) else "RGB"
 
     def stack(images: list) -> np.ndarray:
@@ -262,21 +241,19 @@ def safe_members(path: Path, limits: ZipLimits) -> list[zipfile.ZipInfo]:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
-        raise DatasetFileError(f"{path.name} is not a readable zip: {error}") from None
+        raise UserError(f"{path.name} is not a readable zip: {error}") from None
     if len(members) > limits.max_members:
-        raise DatasetFileError(
-            f"{path.name} has {len(members)} members (limit {limits.max_members})"
-        )
+        raise UserError(f"{path.name} has {len(members)} members (limit {limits.max_members})")
     total = 0
     for info in members:
         name = PurePosixPath(info.filename)
         if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
-            raise DatasetFileError(f"{path.name} holds an unsafe path: {info.filename!r}")
+            raise UserError(f"{path.name} holds an unsafe path: {info.filename!r}")
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise DatasetFileError(f"{path.name} holds a symbolic link: {info.filename!r}")
+            raise UserError(f"{path.name} holds a symbolic link: {info.filename!r}")
         total += info.file_size
         if total > limits.max_uncompressed_bytes:
-            raise DatasetFileError(
+            raise UserError(
                 f"{path.name} unpacks to more than {limits.max_uncompressed_bytes} bytes"
             )
     return [info for info in members if not info.is_dir()]

@@ -24,20 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otrt_core.errors import TooLarge, UserError
+
 TEACHER_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 DATASET_SUFFIXES = (".npz", ".zip")
 # What the child needs besides the decoded data: the interpreter, numpy, PIL and
 # torch's own data segment (about 0.8 GB once imported).
 BASELINE_DATA_BYTES = 1536 << 20
 log = logging.getLogger("otrt.inspection")
-
-
-class InvalidUpload(ValueError):
-    """The file cannot be used for its purpose; the message says why (HTTP 422)."""
-
-
-class UploadTooLarge(InvalidUpload):
-    """The file would decode to more than the limit; the message names the member (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ def storage_suffix(purpose: str, filename: str, head: bytes) -> str:
     suffix = Path(filename).suffix.lower()
     if purpose == "dataset":
         if suffix not in DATASET_SUFFIXES:
-            raise InvalidUpload("datasets are .npz arrays or ImageFolder .zip files")
+            raise UserError("datasets are .npz arrays or ImageFolder .zip files")
         return suffix
     if suffix == ".safetensors" or (suffix not in TEACHER_SUFFIXES and _looks_safetensors(head)):
         return ".safetensors"
@@ -72,7 +66,7 @@ def inspect_upload(
 ) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of the upload at ``path``, found by a limited child process.
 
-    Raises :class:`UploadTooLarge` or :class:`InvalidUpload` with a message for the user.
+    Raises :class:`TooLarge` or :class:`UserError` with a message for the user.
     """
     verdict = _run_child([purpose, str(path), str(limits.max_decoded_bytes)], limits)
     return verdict["format"], verdict["details"]
@@ -88,7 +82,7 @@ def teacher_misfit(
 
 
 def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]:
-    """The child's verdict; :class:`UploadTooLarge` or :class:`InvalidUpload` if it has none."""
+    """The child's verdict; :class:`TooLarge` or :class:`UserError` if it has none."""
 
     def limit_child() -> None:
         data = limits.max_decoded_bytes + BASELINE_DATA_BYTES
@@ -106,7 +100,7 @@ def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise InvalidUpload("the upload could not be inspected in time") from None
+        raise UserError("the upload could not be inspected in time") from None
     lines = done.stdout.strip().splitlines()
     verdict = json.loads(lines[-1]) if lines else {}
     if done.returncode != 0:
@@ -114,18 +108,18 @@ def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]
     if "error" not in verdict and done.returncode == 0 and verdict:
         return verdict
     if verdict.get("too_large") or done.returncode < 0:  # killed: out of memory or CPU time
-        raise UploadTooLarge(
+        raise TooLarge(
             verdict.get("error")
             or f"reading the upload needs more than the limit of {limits.max_decoded_bytes} bytes"
         )
-    raise InvalidUpload(verdict.get("error") or "the upload could not be read")
+    raise UserError(verdict.get("error") or "the upload could not be read")
 
 
 # --- the child: parse the file, print one JSON line ------------------------------------
 
 
 def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
-    """``(format, details)`` of a teacher checkpoint; ``InvalidUpload`` if unreadable.
+    """``(format, details)`` of a teacher checkpoint; ``UserError`` if unreadable.
 
     safetensors files are checked from their header alone (no torch); PyTorch
     files must be torch's zip format and are read with ``weights_only=True``.
@@ -134,21 +128,13 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
         return "safetensors", safetensors_details(path)
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
-            raise InvalidUpload(
+            raise UserError(
                 "the upload is neither safetensors nor a PyTorch state dict saved by "
                 "torch.save (zip format, PyTorch >= 1.6)"
             )
-    from otrt_core.train.checkpoint import WeightsError, read_weights
+    from otrt_core.train.checkpoint import read_weights
 
-    try:
-        weights = read_weights(path)
-    except WeightsError as error:
-        if "state dict" in str(error):
-            raise InvalidUpload(str(error).replace(path.name, "the upload")) from None
-        raise InvalidUpload(
-            "the upload is neither safetensors nor a PyTorch state dict of tensors "
-            "(pickled objects other than tensors are refused, never unpickled)"
-        ) from None
+    weights = read_weights(path)
     details = {"tensors": len(weights), "parameters": sum(t.numel() for t in weights.values())}
     return ("safetensors" if path.suffix == ".safetensors" else "pytorch"), details
 
@@ -180,26 +166,26 @@ def safetensors_details(path: Path) -> dict[str, Any]:
         head = handle.read(8)
         length = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < length <= min(size - 8, 100 << 20):
-            raise InvalidUpload("the upload is not a safetensors file (bad header length)")
+            raise UserError("the upload is not a safetensors file (bad header length)")
         try:
             header = json.loads(handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidUpload("the upload is not a safetensors file (bad header)") from None
+            raise UserError("the upload is not a safetensors file (bad header)") from None
     if not isinstance(header, dict):
-        raise InvalidUpload("the upload is not a safetensors file (bad header)")
+        raise UserError("the upload is not a safetensors file (bad header)")
     header.pop("__metadata__", None)
     expected_end, parameters = 0, 0
     for name, entry in sorted(header.items(), key=lambda item: _offsets(item)[0]):
         begin, end = _offsets((name, entry))
         shape, dtype = entry.get("shape"), entry.get("dtype")
         if dtype not in SAFETENSORS_BYTES or not _is_shape(shape):
-            raise InvalidUpload(f"tensor {name!r}: unknown dtype or bad shape in the header")
+            raise UserError(f"tensor {name!r}: unknown dtype or bad shape in the header")
         count = math.prod(shape)
         if begin != expected_end or end - begin != count * SAFETENSORS_BYTES[dtype]:
-            raise InvalidUpload(f"tensor {name!r}: its offsets do not match its shape")
+            raise UserError(f"tensor {name!r}: its offsets do not match its shape")
         expected_end, parameters = end, parameters + count
     if 8 + length + expected_end != size:
-        raise InvalidUpload("the safetensors data does not match its header (truncated?)")
+        raise UserError("the safetensors data does not match its header (truncated?)")
     return {"tensors": len(header), "parameters": parameters}
 
 
@@ -207,7 +193,7 @@ def _offsets(item: tuple[str, Any]) -> tuple[int, int]:
     name, entry = item
     offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
     if not (isinstance(offsets, list) and len(offsets) == 2 and _is_shape(offsets)):
-        raise InvalidUpload(f"tensor {name!r}: bad data_offsets in the header")
+        raise UserError(f"tensor {name!r}: bad data_offsets in the header")
     return offsets[0], offsets[1]
 
 
@@ -216,21 +202,10 @@ def _is_shape(value: Any) -> bool:
 
 
 def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, Any]]:
-    """``(format, details)`` of a dataset file: shapes and class count, or ``InvalidUpload``."""
-    from otrt_core.data.uploads import (
-        DatasetFileError,
-        DatasetTooLarge,
-        ZipLimits,
-        load_dataset_file,
-    )
+    """``(format, details)`` of a dataset file: shapes and class count, or ``UserError``."""
+    from otrt_core.data.uploads import ZipLimits, load_dataset_file
 
-    limits = ZipLimits(max_decoded_bytes=max_decoded_bytes)
-    try:
-        arrays = load_dataset_file(path, limits)
-    except DatasetTooLarge as error:
-        raise UploadTooLarge(str(error).replace(path.name, "the upload")) from None
-    except DatasetFileError as error:
-        raise InvalidUpload(str(error).replace(path.name, "the upload")) from None
+    arrays = load_dataset_file(path, ZipLimits(max_decoded_bytes=max_decoded_bytes))
     details = {
         "input_shape": list(arrays.x_train.shape[1:]),
         "num_classes": int(arrays.y_train.max()) + 1,
@@ -243,13 +218,13 @@ def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, 
 
 def fit_verdict(path: Path, architecture: str, input_shape: tuple[int, ...]) -> str | None:
     """Why the weights do not fit the architecture (built on the meta device), or ``None``."""
-    from otrt_core.train.checkpoint import WeightsError, read_weights
+    from otrt_core.train.checkpoint import read_weights
     from otrt_core.train.setup import fitted_teacher
 
     try:
         fitted_teacher(architecture, read_weights(path), input_shape, meta=True)
-    except WeightsError as error:
-        return str(error).replace(path.name, "the checkpoint")
+    except UserError as error:
+        return error.message
     return None
 
 
@@ -267,11 +242,11 @@ def main(argv: list[str]) -> int:
         else:
             file_format, details = inspect_dataset(path, int(argv[2]))
             verdict = {"format": file_format, "details": details}
-    except UploadTooLarge as error:
+    except TooLarge as error:
         verdict = {"error": str(error), "too_large": True}
     except MemoryError:
         verdict = {"error": "reading the upload needs more memory than allowed", "too_large": True}
-    except InvalidUpload as error:
+    except UserError as error:
         verdict = {"error": str(error)}
     print(json.dumps(verdict), flush=True)
     return 0

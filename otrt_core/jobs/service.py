@@ -19,18 +19,17 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from otrt_core.catalog import catalog
+from otrt_core.errors import TooLarge, UserError
 from otrt_core.jobs import states
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.inspection import (
     InspectionLimits,
-    InvalidUpload,
-    UploadTooLarge,
     inspect_upload,
     storage_suffix,
     teacher_misfit,
 )
-from otrt_core.jobs.storage import LocalStorage, StoredObject, TooLarge
+from otrt_core.jobs.storage import LocalStorage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
 from otrt_core.protocol import STUDENT_WEIGHTS
@@ -143,10 +142,10 @@ class Service:
                 path=key,
             )
             return self.files.add(record)
-        except UploadTooLarge as error:
+        except TooLarge as error:
             self.storage.delete(key)
             raise PayloadTooLarge(str(error), [{"loc": ["body"], "msg": str(error)}]) from None
-        except InvalidUpload as error:
+        except UserError as error:
             self.storage.delete(key)
             raise Invalid.at(["body"], str(error)) from None
         except BaseException:
@@ -313,7 +312,7 @@ class Service:
             path = self.storage.path(weights.key)
             try:
                 self._fits[key] = teacher_misfit(path, architecture, input_shape, self.inspection)
-            except InvalidUpload as error:
+            except UserError as error:
                 return str(error)
         return self._fits[key]
 

@@ -17,11 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-
-class TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the upload exceeds the limit of {limit} bytes")
-        self.limit = limit
+from otrt_core.errors import TooLarge
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ class _AtomicWriter:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.limit is not None and self.size > self.limit:
-            raise TooLarge(self.limit)
+            raise TooLarge(f"the upload exceeds the limit of {self.limit} bytes")
         self.digest.update(chunk)
         self.handle.write(chunk)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from otrt_core.errors import UserError
 from otrt_core.models import cifar_resnet, cifar_zoo, imagenet, small
 from otrt_core.models.base import StagedModel
 
@@ -61,8 +62,9 @@ def build_model(
     ``input_shape`` (channels first) defaults to the architecture's own.
     """
     if architecture not in REGISTRY:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}"
+        raise UserError(
+            f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}",
+            ("student", "architecture"),
         )
     entry = REGISTRY[architecture]
     return entry.build(num_classes, tuple(input_shape or entry.input_shape))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from otrt_core.errors import UserError
 from otrt_core.models.base import StagedModel
 
 
@@ -72,7 +73,8 @@ class ConvNet(StagedModel):
         self.input_shape = config.input_shape
         spatial_dims = len(config.input_shape) - 1
         if spatial_dims not in (1, 2):
-            raise ValueError(f"ConvNet takes (C, L) or (C, H, W) inputs; got {config.input_shape}")
+            message = f"ConvNet takes (C, L) or (C, H, W) inputs; got {config.input_shape}"
+            raise UserError(message, ("student", "architecture"))
         conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
         norm = nn.BatchNorm1d if spatial_dims == 1 else nn.BatchNorm2d
         self.conv_names = tuple(f"stage{i + 1}" for i in range(len(config.channels)))

@@ -8,7 +8,7 @@ from otrt_core.protocol import (
     EXIT_OK,
     EXIT_STOPPED,
 )
-from otrt_core.train.setup import Limits, SetupError
+from otrt_core.train.setup import Limits
 from otrt_core.train.trainer import Diverged, RunOptions, TrainingStopped, train
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Diverged",
     "Limits",
     "RunOptions",
-    "SetupError",
     "TrainingStopped",
     "train",
 ]

@@ -15,6 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from otrt_core.errors import UserError
+
+CHECKPOINT_LOC = ("teacher", "checkpoint")
+
 
 def atomic_write(path: Path, write) -> None:
     """Calls ``write(temp_path)``, fsyncs, then renames over ``path``: never a torn file."""
@@ -45,10 +49,6 @@ def save_weights(path: Path, model: nn.Module) -> None:
     atomic_write(path, lambda temp: save_file(tensors, str(temp)))
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be read, or does not fit the architecture."""
-
-
 def read_weights(path: Path) -> dict[str, Tensor]:
     """A state dict from safetensors or a PyTorch file, never unpickling objects."""
     try:
@@ -56,22 +56,22 @@ def read_weights(path: Path) -> dict[str, Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unreadable or unsafe file is the user's input error
-        raise WeightsError(f"cannot read weights from {path.name}: {error}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(
+            "the checkpoint is neither safetensors nor a PyTorch state dict of tensors "
+            f"(pickled objects other than tensors are refused, never unpickled): {reason}",
+            CHECKPOINT_LOC,
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # an otrt training checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsError(f"{path.name} is not a state dict of tensors")
+        raise UserError("the checkpoint is not a state dict of tensors", CHECKPOINT_LOC)
     return state
 
 
-def check_fits(
-    model: nn.Module, state: dict[str, Tensor], *, ignore_prefix: str | None = None
-) -> None:
-    """Raises ``WeightsError`` naming the first mismatched tensors, if any."""
+def check_fits(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Raises ``UserError`` naming the first mismatched tensors, if any."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    if ignore_prefix:
-        expected = {k: v for k, v in expected.items() if not k.startswith(ignore_prefix)}
-        state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -89,4 +89,4 @@ def check_fits(
     if wrong:
         problems.append(f"wrong shapes: {', '.join(wrong[:5])}" + (" …" if len(wrong) > 5 else ""))
     if problems:
-        raise WeightsError("the weights do not fit the architecture: " + "; ".join(problems))
+        raise UserError("the weights do not fit the architecture: " + "; ".join(problems))

@@ -12,16 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
+from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.spec import JobSpec, TrainingSpec
 from otrt_core.train.batches import BatchGatherer
-from otrt_core.train.checkpoint import WeightsError, check_fits, read_weights
+from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import KDTerm, Term, build_term
 
-
-class SetupError(ValueError):
-    """A run that cannot start: the message says why, for the user."""
+DATASET_LOC = ("dataset", "name")
 
 
 def pick_device(name: str) -> torch.device:
@@ -29,7 +28,7 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SetupError("device 'cuda' was asked for, but no CUDA device is available")
+        raise UserError("device 'cuda' was asked for, but no CUDA device is available")
     return device
 
 
@@ -40,13 +39,14 @@ def load_data(
     if dataset_path is not None:
         arrays = load_dataset_file(dataset_path)
     elif is_dataset_file(spec.dataset.name):
-        raise SetupError(f"the dataset file {spec.dataset.name!r} was not found")
+        raise UserError(f"the dataset file {spec.dataset.name!r} was not found", DATASET_LOC)
     else:
         arrays = load_arrays(spec.dataset.name, datasets_root)
     if spec.dataset.classes and max(spec.dataset.classes) > int(arrays.y_train.max()):
-        raise SetupError(
+        raise UserError(
             f"dataset.classes {spec.dataset.classes} name classes the dataset does not have "
-            f"(its labels go up to {int(arrays.y_train.max())})"
+            f"(its labels go up to {int(arrays.y_train.max())})",
+            ("dataset", "classes"),
         )
     return prepare(
         arrays,
@@ -76,18 +76,20 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
     if spec.teacher is None:
         return Models(student=student, teacher=None)
     if teacher_path is None or not teacher_path.exists():
-        raise SetupError(f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found")
+        message = f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found"
+        raise UserError(message, CHECKPOINT_LOC)
     try:
         weights = read_weights(teacher_path)
         teacher, teacher_classes = fitted_teacher(spec.teacher.architecture, weights, input_shape)
-    except WeightsError as error:
-        raise SetupError(f"teacher: {error}") from None
+    except UserError as error:
+        raise UserError(f"teacher: {error.message}", CHECKPOINT_LOC) from None
     teacher.load_state_dict(weights)
     teacher.eval().requires_grad_(False)
     if spec.mode == "distill" and teacher_classes != data.num_classes:
-        raise SetupError(
+        raise UserError(
             f"distill keeps the teacher's task, but the teacher has {teacher_classes} classes "
-            f"and the dataset {data.num_classes}"
+            f"and the dataset {data.num_classes}",
+            CHECKPOINT_LOC,
         )
     if spec.mode == "transfer":
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
@@ -104,7 +106,7 @@ def fitted_teacher(
 ) -> tuple[StagedModel, int]:
     """The architecture built for the weights' class count, and that count.
 
-    Raises ``WeightsError`` if the weights do not fit it.
+    Raises ``UserError`` if the weights do not fit it.
 
     ``meta`` builds it on the meta device: names and shapes only, enough for
     the service to check an upload without allocating the model.
@@ -122,7 +124,7 @@ def fitted_teacher(
 def _head_classes(weights: dict[str, torch.Tensor], head_prefix: str) -> int:
     head = weights.get(f"{head_prefix}weight")
     if head is None or head.dim() != 2:
-        raise WeightsError(f"no classifier head ('{head_prefix}weight') in the teacher's weights")
+        raise UserError(f"no classifier head ('{head_prefix}weight') in the teacher's weights")
     return head.shape[0]
 
 

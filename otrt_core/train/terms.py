@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from otrt_core.errors import UserError
 from otrt_core.models import StagedModel
 from otrt_core.ot import LayerPair, OTRegularizer
 from otrt_core.spec import JobSpec
@@ -141,9 +142,10 @@ class ATTerm(Term):
 
 def attention_loss(teacher: Tensor, student: Tensor) -> Tensor:
     if teacher.dim() < 3 or student.dim() != teacher.dim():
-        raise ValueError(
+        raise UserError(
             "attention transfer compares feature maps: pair conv stages of the same rank, "
-            f"not shapes {tuple(teacher.shape)} and {tuple(student.shape)}"
+            f"not shapes {tuple(teacher.shape)} and {tuple(student.shape)}",
+            ("regularizer", "layers"),
         )
 
     def attention(x: Tensor) -> Tensor:

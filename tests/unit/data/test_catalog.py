@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from otrt_core.data import DATASETS, DatasetUnavailable, catalog, load_arrays
+from otrt_core.errors import UserError
 from tests.unit.data.test_idx import write_idx
 
 
@@ -49,7 +50,7 @@ def test_a_missing_dataset_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="digits, mnist1d, fashion_mnist"):
+    with pytest.raises(UserError, match="digits, mnist1d, fashion_mnist"):
         load_arrays("imagenet")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otrt_core.data import DatasetFileError, DatasetTooLarge, ZipLimits, load_dataset_file
+from otrt_core.data import ZipLimits, load_dataset_file
+from otrt_core.errors import TooLarge, UserError
 from tests.utils.bombs import image_bomb, npz_bomb
 
 
@@ -78,7 +79,7 @@ def test_npz_sequences_gain_a_channel(tmp_path):
     ],
 )
 def test_npz_problems_are_explained(tmp_path, arrays, message):
-    with pytest.raises(DatasetFileError, match=message):
+    with pytest.raises(UserError, match=message):
         load_dataset_file(save_npz(tmp_path / "d.npz", **arrays))
 
 
@@ -88,7 +89,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
         x_train=np.array([{"a": 1}], dtype=object),
         y_train=np.zeros(1, dtype=int),
     )
-    with pytest.raises(DatasetFileError, match="pickles are refused"):
+    with pytest.raises(UserError, match="pickles are refused"):
         load_dataset_file(path)
 
 
@@ -129,7 +130,7 @@ def test_image_zip_of_colour_images_is_rgb(tmp_path):
     ],
 )
 def test_image_zip_problems_are_explained(tmp_path, files, message):
-    with pytest.raises(DatasetFileError, match=message):
+    with pytest.raises(UserError, match=message):
         load_dataset_file(image_zip(tmp_path / "d.zip", files))
 
 
@@ -139,7 +140,7 @@ def test_symbolic_links_in_a_zip_are_refused(tmp_path):
         link = zipfile.ZipInfo("train/a/link.png")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(link, "/etc/passwd")
-    with pytest.raises(DatasetFileError, match="symbolic link"):
+    with pytest.raises(UserError, match="symbolic link"):
         load_dataset_file(path)
 
 
@@ -147,18 +148,18 @@ def test_zip_bombs_and_huge_archives_are_refused(tmp_path):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("train/a/0.png", b"\0" * 2_000_000)  # compresses to a few KB
-    with pytest.raises(DatasetFileError, match="unpacks to more than"):
+    with pytest.raises(UserError, match="unpacks to more than"):
         load_dataset_file(bomb, ZipLimits(max_uncompressed_bytes=1_000_000))
     many = image_zip(tmp_path / "many.zip", {f"train/a/{i}.png": b"" for i in range(20)})
-    with pytest.raises(DatasetFileError, match="20 members"):
+    with pytest.raises(UserError, match="20 members"):
         load_dataset_file(many, ZipLimits(max_members=10))
 
 
 def test_other_files_are_refused(tmp_path):
     (tmp_path / "d.zip").write_bytes(b"garbage")
-    with pytest.raises(DatasetFileError, match="not a readable zip"):
+    with pytest.raises(UserError, match="not a readable zip"):
         load_dataset_file(tmp_path / "d.zip")
-    with pytest.raises(DatasetFileError, match=r"\.npz or ImageFolder \.zip"):
+    with pytest.raises(UserError, match=r"\.npz or ImageFolder \.zip"):
         load_dataset_file(tmp_path / "d.csv")
 
 
@@ -171,7 +172,7 @@ def test_an_uploaded_unlabeled_set_joins_the_pool(tmp_path):
     assert arrays.x_unlabeled.shape == (7, 1, 12)
     data = prepare(arrays, classes=None, train_subset=None, val_fraction=0.2, seed=0)
     assert len(data.x_unlabeled) == 7
-    with pytest.raises(DatasetFileError, match="x_unlabeled must have"):
+    with pytest.raises(UserError, match="x_unlabeled must have"):
         load_dataset_file(
             save_npz(tmp_path / "e.npz", x_train=x, y_train=np.arange(40) % 2, x_unlabeled=x[:, :5])
         )
@@ -180,10 +181,10 @@ def test_an_uploaded_unlabeled_set_joins_the_pool(tmp_path):
 def test_decompression_bombs_are_refused_from_their_headers_naming_the_member(tmp_path):
     limits = ZipLimits(max_decoded_bytes=64 << 20)
     assert image_bomb(tmp_path / "b.zip").stat().st_size < 5_000
-    with pytest.raises(DatasetTooLarge, match=r"train/a/0\.png takes the decoded dataset past"):
+    with pytest.raises(TooLarge, match=r"train/a/0\.png takes the decoded dataset past"):
         load_dataset_file(tmp_path / "b.zip", limits)
     assert npz_bomb(tmp_path / "b.npz").stat().st_size < 400_000
-    with pytest.raises(DatasetTooLarge, match=r"x_train\.npy takes the decoded dataset past"):
+    with pytest.raises(TooLarge, match=r"x_train\.npy takes the decoded dataset past"):
         load_dataset_file(tmp_path / "b.npz", limits)
 
 
@@ -192,19 +193,19 @@ def test_the_decoded_size_counts_stored_arrays_and_float32_inputs(tmp_path):
     path = save_npz(tmp_path / "d.npz", x_train=x, y_train=np.zeros(100, dtype=np.int64))
     exact = 6400 + 25600 + 800
     assert len(load_dataset_file(path, ZipLimits(max_decoded_bytes=exact)).x_train) > 0
-    with pytest.raises(DatasetTooLarge, match=r"y_train\.npy"):
+    with pytest.raises(TooLarge, match=r"y_train\.npy"):
         load_dataset_file(path, ZipLimits(max_decoded_bytes=exact - 1))
 
 
 def test_labels_are_class_indices_of_bounded_size(tmp_path):
     y = np.array([0, 1, 2**40])
     path = save_npz(tmp_path / "d.npz", x_train=np.zeros((3, 4)), y_train=y)
-    with pytest.raises(DatasetFileError, match="label 1099511627776"):
+    with pytest.raises(UserError, match="label 1099511627776"):
         load_dataset_file(path)
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
 def test_empty_or_corrupt_npz_files_are_input_errors(tmp_path, content):
     (tmp_path / "d.npz").write_bytes(content)
-    with pytest.raises(DatasetFileError, match="not a readable zip"):
+    with pytest.raises(UserError, match="not a readable zip"):
         load_dataset_file(tmp_path / "d.npz")

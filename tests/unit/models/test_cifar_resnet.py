@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from otrt_core.errors import UserError
 from otrt_core.models import ARCHITECTURES, build_model
 
 # Parameter counts reported by Tian et al. (CRD, 2020) for 10 classes, in millions.
@@ -32,7 +33,7 @@ def test_classes_and_input_channels_are_configurable():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="resnet20") as raised:
+    with pytest.raises(UserError, match="resnet20") as raised:
         build_model("resnet19")
     assert all(name in str(raised.value) for name in ARCHITECTURES)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 OTRT = str(Path(sys.executable).parent / "otrt")
 
@@ -82,7 +83,12 @@ def test_an_unreadable_teacher_exits_2_with_an_error_event(tmp_path):
     result = otrt_train(write_spec(tmp_path, body))
     assert result.returncode == 2
     event = json.loads(result.stdout.strip().splitlines()[-1])
-    assert event["event"] == "error" and "cannot read weights from teacher.pt" in event["message"]
+    assert event == {
+        "event": "error",
+        "code": "invalid_input",
+        "message": event["message"],
+    }
+    assert event["message"].startswith("teacher: the checkpoint is neither safetensors")
 
 
 def test_a_dataset_file_beside_the_spec_trains(tmp_path):
@@ -94,3 +100,22 @@ def test_a_dataset_file_beside_the_spec_trains(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_classes"] == 3 and metrics["input_shape"] == [1, 40]
+
+
+def test_an_internal_fault_is_not_reported_as_the_users_input(tmp_path, monkeypatch, capsys):
+    """A bug of otrt's (a shape error, say) escapes as itself: the service sees a crash
+    (internal_error), not an `invalid_input` event blaming the spec."""
+    from otrt import train_command
+    from otrt_core import train as engine
+
+    def shape_bug(*_args, **_kwargs):
+        raise ValueError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(engine, "train", shape_bug)
+    spec = write_spec(
+        tmp_path,
+        {"mode": "supervised", "student": {"architecture": "mlp"}, "dataset": {"name": "digits"}},
+    )
+    with pytest.raises(ValueError, match="shapes"):
+        train_command.run_train(spec, tmp_path / "out", False, "cpu", None, 1)
+    assert '"event": "error"' not in capsys.readouterr().out

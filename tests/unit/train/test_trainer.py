@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from otrt_core.errors import UserError
 from otrt_core.models import build_model
 from otrt_core.protocol import event_line
 from otrt_core.train import (
@@ -16,7 +17,6 @@ from otrt_core.train import (
     Diverged,
     Limits,
     RunOptions,
-    SetupError,
     TrainingStopped,
     train,
 )
@@ -77,7 +77,7 @@ def test_distill_runs_every_regularizer(tmp_path, digits_teacher, kind):
         regularizer={"kind": kind, "layers": layers, "weight": 1.0},
     )
     if kind == "at":  # attention transfer compares maps: dense stages are refused clearly
-        with pytest.raises(ValueError, match="compares feature maps"):
+        with pytest.raises(UserError, match="compares feature maps"):
             run(spec, tmp_path, teacher_path=digits_teacher)
         return
     metrics, events = run(spec, tmp_path, teacher_path=digits_teacher)
@@ -176,7 +176,7 @@ def test_a_teacher_of_another_architecture_is_refused_naming_the_mismatches(
     tmp_path, digits_teacher
 ):
     spec = digits_spec("distill", teacher_path="t", teacher={"architecture": "cnn"})
-    with pytest.raises(SetupError) as raised:
+    with pytest.raises(UserError) as raised:
         run(spec, tmp_path, teacher_path=digits_teacher)
     message = str(raised.value)
     assert "missing stages.0.0.weight" in message
@@ -185,7 +185,7 @@ def test_a_teacher_of_another_architecture_is_refused_naming_the_mismatches(
 
 def test_a_teacher_for_other_classes_cannot_be_distilled(tmp_path, digits_teacher):
     spec = digits_spec("distill", teacher_path="t", dataset={"classes": [0, 1, 2]})
-    with pytest.raises(SetupError, match="teacher has 10 classes and the dataset 3"):
+    with pytest.raises(UserError, match="teacher has 10 classes and the dataset 3"):
         run(spec, tmp_path, teacher_path=digits_teacher)
 
 
@@ -204,13 +204,14 @@ def test_a_pickled_object_is_never_unpickled(tmp_path):
     checkpoint = tmp_path / "teacher.pt"
     checkpoint.write_bytes(pickle.dumps({"head.weight": RunsCode(str(marker))}))
     spec = digits_spec("distill", teacher_path="t")
-    with pytest.raises(SetupError, match="cannot read weights"):
+    with pytest.raises(UserError, match="never unpickled") as refused:
         run(spec, tmp_path / "out", teacher_path=checkpoint)
+    assert refused.value.loc == ("teacher", "checkpoint")
     assert not marker.exists()
 
 
 def test_a_missing_teacher_file_is_a_setup_error(tmp_path):
-    with pytest.raises(SetupError, match="was not found"):
+    with pytest.raises(UserError, match="was not found"):
         run(digits_spec("distill", teacher_path="t"), tmp_path, teacher_path=tmp_path / "absent.pt")
 
 
