@@ -1,111 +1,80 @@
-"""A one-minute local demo of the OT regularizer (what `make run` shows until the service exists).
+"""A one-minute local demo of the OT regularizer, run by the real trainer (`otrt demo`).
 
 A teacher MLP learns scikit-learn's digits from every training label. Two
-students with a hidden layer a quarter as wide then learn from a few labels
-per class: one alone, one with lambda * Omega(student hidden layer, teacher
-hidden layer) computed on all training inputs, whose labels it never sees.
+quarter-width students then learn from a few labels per class: one alone, one
+distilled with lambda * Omega(student penultimate layer, teacher's) computed
+on the training inputs whose labels it never sees (``regularizer.unlabeled``).
+Each run is an ordinary job spec trained by ``otrt_core.train``.
 """
 
 from __future__ import annotations
 
-import torch
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
-from sklearn.datasets import load_digits
-from torch import Tensor, nn
-
-from otrt_core.ot import LayerPair, OTRegularizer
-
-TEACHER_WIDTH = 128
-STUDENT_WIDTH = 32
-
-
-class HiddenMLP(nn.Module):
-    """x (B, 64) -> hidden (B, width) -> logits (B, 10)."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(64, width), nn.ReLU())
-        self.head = nn.Linear(width, 10)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        hidden = self.hidden(x)
-        return {"hidden": hidden, "logits": self.head(hidden)}
 
 
 def run_demo(
     *, epochs: int, labels_per_class: int, weight: float, seed: int, torch_threads: int | None
 ) -> None:
+    import torch
+
+    from otrt_core.protocol import STUDENT_WEIGHTS
+    from otrt_core.spec import resolve_spec
+    from otrt_core.train import RunOptions, train
+
     if torch_threads:
         torch.set_num_threads(torch_threads)
     console = Console()
-    torch.manual_seed(seed)
-    x_train, y_train, x_test, y_test = _digits(seed)
-    labeled = _few_per_class(y_train, labels_per_class, seed)
+    # Small batches: a few labels per class still give the students a few steps per epoch.
+    training = {"epochs": epochs, "batch_size": 16, "lr": 0.05, "seed": seed}
 
-    teacher = HiddenMLP(TEACHER_WIDTH)
-    _train(teacher, x_train, y_train, x_train, epochs=100, regularizer=None, teacher=None)
-    teacher.eval().requires_grad_(False)
-    console.print(
-        f"teacher: {TEACHER_WIDTH} hidden units, all {len(y_train)} labels, "
-        f"test accuracy {_accuracy(teacher, x_test, y_test):.1%}"
-    )
+    def run(body: dict[str, Any], out: Path, teacher: Path | None = None) -> dict[str, Any]:
+        options = RunOptions(out_dir=out, device="cpu", teacher_path=teacher)
+        return train(resolve_spec(body), options, emit=lambda event: None)
 
-    regularizer = OTRegularizer([LayerPair("hidden", "hidden")], weight=weight)
-    table = Table(title=f"students: {STUDENT_WIDTH} hidden units, {len(labeled)} labels")
+    with tempfile.TemporaryDirectory(prefix="otrt-demo-") as scratch:
+        root = Path(scratch)
+        teacher = run(
+            {
+                "mode": "supervised",
+                "student": {"architecture": "mlp"},
+                "dataset": {"name": "digits"},
+                "training": {"epochs": 10, "batch_size": 64, "seed": seed},
+            },
+            root / "teacher",
+        )
+        console.print(f"teacher: mlp, every label, test accuracy {teacher['test_accuracy']:.1%}")
+        weights = root / "teacher" / STUDENT_WEIGHTS
+        few = {"name": "digits", "train_subset": labels_per_class}
+        alone = run(
+            {
+                "mode": "supervised",
+                "student": {"architecture": "mlp_small"},
+                "dataset": few,
+                "training": training,
+            },
+            root / "alone",
+        )
+        with_ot = run(
+            {
+                "mode": "distill",
+                "teacher": {"architecture": "mlp", "checkpoint": "teacher"},
+                "student": {"architecture": "mlp_small"},
+                "dataset": few,
+                "regularizer": {"kind": "ot", "weight": weight, "unlabeled": True},
+                "training": training,
+            },
+            root / "ot",
+            teacher=weights,
+        )
+    table = Table(title=f"students: mlp_small, {labels_per_class * 10} labels")
     for column in ["regularizer", "test accuracy", "Omega to the teacher"]:
         table.add_column(column)
-    for name, reg in [("none", None), (f"ot (lambda={weight:g})", regularizer)]:
-        torch.manual_seed(seed)
-        student = HiddenMLP(STUDENT_WIDTH)
-        _train(student, x_train[labeled], y_train[labeled], x_train, epochs, reg, teacher)
-        with torch.no_grad():
-            omega = regularizer(teacher(x_test), student(x_test)).distances["hidden->hidden"]
-        table.add_row(name, f"{_accuracy(student, x_test, y_test):.1%}", f"{omega.item():.4f}")
+    table.add_row("none", f"{alone['test_accuracy']:.1%}", "-")
+    omega = with_ot["history"][-1]["ot_distance"]
+    table.add_row(f"ot (lambda={weight:g})", f"{with_ot['test_accuracy']:.1%}", f"{omega:.4f}")
     console.print(table)
-
-
-def _digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0  # (1797, 64) in [0, 1]
-    y = torch.tensor(digits.target)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    train, test = order[:1400], order[1400:]
-    return x[train], y[train], x[test], y[test]
-
-
-def _few_per_class(labels: Tensor, per_class: int, seed: int) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    picks = []
-    for label in labels.unique():
-        members = (labels == label).nonzero().squeeze(1)
-        picks.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return torch.cat(picks)
-
-
-def _train(
-    model: HiddenMLP,
-    x: Tensor,
-    y: Tensor,
-    unlabeled: Tensor,
-    epochs: int,
-    regularizer: OTRegularizer | None,
-    teacher: HiddenMLP | None,
-) -> None:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        loss = nn.functional.cross_entropy(model(x)["logits"], y)
-        if regularizer is not None and teacher is not None:
-            # Omega needs no labels: it sees every training input.
-            batch = unlabeled[torch.randint(len(unlabeled), (256,))]
-            with torch.no_grad():
-                teacher_features = teacher(batch)
-            loss = loss + regularizer(teacher_features, model(batch)).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def _accuracy(model: HiddenMLP, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x)["logits"].argmax(dim=1) == y).float().mean().item()

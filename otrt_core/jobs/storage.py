@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+from otrt_core.atomic import atomic_path
 from otrt_core.errors import TooLarge
 
 
@@ -50,22 +51,24 @@ class LocalStorage:
         Chunks are gathered to :data:`CHUNK` bytes and written in a thread, so the
         event loop never waits on the disk.
         """
-        with _AtomicWriter(self.path(key), key, limit) as writer:
-            buffer = bytearray()
+        with atomic_path(self.path(key)) as temp, open(temp, "wb") as handle:
+            writer, buffer = _HashingWriter(handle, limit), bytearray()
             async for chunk in chunks:
                 buffer += chunk
                 if len(buffer) >= CHUNK:
                     await asyncio.to_thread(writer.write, bytes(buffer))
                     buffer.clear()
             await asyncio.to_thread(writer.write, bytes(buffer))
-        return writer.stored
+        return writer.stored(key)
 
     def put(self, key: str, source: Path) -> StoredObject:
         """Copies a local file in as ``key``."""
-        with _AtomicWriter(self.path(key), key) as writer, open(source, "rb") as reader:
-            while chunk := reader.read(CHUNK):
-                writer.write(chunk)
-        return writer.stored
+        with atomic_path(self.path(key)) as temp, open(temp, "wb") as handle:
+            writer = _HashingWriter(handle)
+            with open(source, "rb") as reader:
+                while chunk := reader.read(CHUNK):
+                    writer.write(chunk)
+        return writer.stored(key)
 
     def rename(self, key: str, new_key: str) -> None:
         os.replace(self.path(key), self.path(new_key))
@@ -86,17 +89,12 @@ class LocalStorage:
         ]
 
 
-class _AtomicWriter:
-    """Writes to a temporary file beside ``target``, hashing; renames it in on success."""
+class _HashingWriter:
+    """Writes chunks to ``handle``, counting and hashing them; :class:`TooLarge` past ``limit``."""
 
-    def __init__(self, target: Path, key: str, limit: int | None = None) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.target, self.key, self.limit = target, key, limit
+    def __init__(self, handle: BinaryIO, limit: int | None = None) -> None:
+        self.handle, self.limit = handle, limit
         self.digest, self.size = hashlib.sha256(), 0
-        # Closed in __exit__, which also renames or removes it.
-        self.handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            dir=target.parent, delete=False, suffix=".part"
-        )
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -105,13 +103,5 @@ class _AtomicWriter:
         self.digest.update(chunk)
         self.handle.write(chunk)
 
-    def __enter__(self) -> _AtomicWriter:
-        return self
-
-    def __exit__(self, error_type: type | None, *_: object) -> None:
-        self.handle.close()
-        if error_type is not None:
-            Path(self.handle.name).unlink(missing_ok=True)
-            return
-        os.replace(self.handle.name, self.target)
-        self.stored = StoredObject(self.key, self.size, self.digest.hexdigest())
+    def stored(self, key: str) -> StoredObject:
+        return StoredObject(key, self.size, self.digest.hexdigest())

@@ -206,9 +206,6 @@ def _compiled_half_step() -> Callable[..., Tensor] | None:
         return None
 
 
-# Fuse each Sinkhorn update with torch.compile before capturing the CUDA graph.
-COMPILE_ON_CUDA = True
-
 # One captured graph per (shape, dtype, device, epsilon, max_iter): in training
 # that is one per regularized layer pair.
 # The schedule tensor is kept with the graph, which reads it in place.
@@ -229,7 +226,7 @@ def _graphed_sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int) -> Tenso
         static_cost = cost.clone()
         side = torch.cuda.Stream(cost.device)
         side.wait_stream(torch.cuda.current_stream(cost.device))
-        half_step = _compiled_half_step() if COMPILE_ON_CUDA else None
+        half_step = _compiled_half_step()  # each update fused before the graph is captured
         schedule = torch.tensor(
             epsilon_schedule(epsilon, max_iter), dtype=cost.dtype, device=cost.device
         )

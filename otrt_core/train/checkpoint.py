@@ -6,8 +6,6 @@ Checkpoints hold only tensors and plain containers, so they load with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +13,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from otrt_core.atomic import atomic_path
 from otrt_core.errors import UserError
 
 CHECKPOINT_LOC = ("teacher", "checkpoint")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Calls ``write(temp_path)``, fsyncs, then renames over ``path``: never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(Path(temp))
-        with open(temp, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda temp: torch.save(state, temp))
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -46,7 +31,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def save_weights(path: Path, model: nn.Module) -> None:
     """The model's state dict as safetensors (contiguous CPU copies)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda temp: save_file(tensors, str(temp)))
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp))
 
 
 def read_weights(path: Path) -> dict[str, Tensor]:

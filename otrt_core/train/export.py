@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from otrt_core.atomic import atomic_path
 from otrt_core.models import StagedModel
-from otrt_core.train.checkpoint import atomic_write
 
 # Float32 kernels differ between torch and onnxruntime; beyond this the export is wrong.
 TOLERANCE = 1e-4
@@ -49,7 +49,8 @@ def export_onnx(model: StagedModel, sample: Tensor, path: Path) -> OnnxCheck:
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
 
-    atomic_write(path, write)
+    with atomic_path(path) as temp:
+        write(temp)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run(None, {"input": sample.numpy()})
     with torch.no_grad():

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from otrt_core import protocol
+from otrt_core.atomic import atomic_path
 from otrt_core.protocol import (
     CHECKPOINT,
     METRICS,
@@ -32,7 +33,6 @@ from otrt_core.protocol import (
 )
 from otrt_core.spec import JobSpec
 from otrt_core.train.checkpoint import (
-    atomic_write,
     load_checkpoint,
     save_checkpoint,
     save_weights,
@@ -401,11 +401,8 @@ def sample_plan(run: Run) -> np.ndarray:
 def save_plan(path: Path, plan: np.ndarray) -> None:
     """Writes ``plan.npy`` atomically: a reader (the service) never sees half a file."""
 
-    def write(temp: Path) -> None:
-        with open(temp, "wb") as handle:
-            np.save(handle, plan)
-
-    atomic_write(path, write)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.save(handle, plan)
 
 
 def _generator(*seeds: int) -> torch.Generator:
