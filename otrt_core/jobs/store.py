@@ -198,6 +198,7 @@ class JobStore:
         *,
         lease: Lease | None = None,
         lease_expired_by: datetime | None = None,
+        only_from: str | None = None,
         data: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Job:
@@ -206,11 +207,16 @@ class JobStore:
         One ``UPDATE … WHERE status IN (allowed sources)`` (and, with a lease,
         ``AND lease_owner = … AND attempt = …``) plus the event, in one
         transaction; ``lease_expired_by`` also requires the lease to have expired
-        by then (so a reaper never takes a job whose lease was just renewed).
+        by then (so a reaper never takes a job whose lease was just renewed);
+        ``only_from`` narrows the allowed sources to that one status.
         Raises :class:`~otrt_core.jobs.states.IllegalTransition` when no row
         matched, with the status the job actually has.
         """
-        sources = [s for s in states.STATUSES if states.allowed(s, target)]
+        sources = [
+            s
+            for s in states.STATUSES
+            if states.allowed(s, target) and (only_from is None or s == only_from)
+        ]
         now = utcnow()
         values: dict[str, Any] = dict(fields)
         if target in states.TERMINAL:
@@ -346,7 +352,11 @@ class JobStore:
         if job.status == states.QUEUED:
             try:
                 return self.transition(
-                    job_id, states.CANCELLED, "cancelled before it started", cancel_requested=True
+                    job_id,
+                    states.CANCELLED,
+                    "cancelled before it started",
+                    only_from=states.QUEUED,  # not a job claimed since it was read
+                    cancel_requested=True,
                 )
             except states.IllegalTransition:
                 job = self.get(job_id)  # claimed meanwhile: cancel it as a running job

@@ -85,7 +85,7 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     assert student != teacher
     page.wait_for_selector("#plan-card:not([hidden])")
     rows, cols = page.eval_on_selector("#plan", "c => [c.dataset.rows, c.dataset.cols]")
-    assert int(rows) > 0 and int(cols) > 0  # teacher x student neurons
+    assert (int(rows), int(cols)) == (256, 64)  # mlp's penultimate x mlp_small's neurons
     for chart in ("#chart-loss", "#chart-accuracy", "#chart-ot"):
         assert int(page.eval_on_selector(chart, "c => c.dataset.points")) >= 3, chart
     assert page.locator("#log div").count() >= 5

@@ -89,8 +89,10 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
         },
     )
     job = finished(server, distill)
-    assert job["progress"]["fraction"] == 1.0 and job["metrics"]["ot_distance"] is not None
-    assert len(server.get(f"/v1/jobs/{distill}/metrics").json()) == TRAINING["epochs"]
+    history = server.get(f"/v1/jobs/{distill}/metrics").json()
+    assert len(history) == TRAINING["epochs"] and job["progress"]["fraction"] == 1.0
+    # The job's OT distance is its last epoch's, as the trainer reported it.
+    assert job["metrics"]["ot_distance"] == history[-1]["ot_distance"] > 0
 
     artifacts = {a["name"]: a for a in server.get(f"/v1/jobs/{distill}/artifacts").json()}
     assert {"student.safetensors", "metrics.json", "spec.json"} <= set(artifacts)
@@ -143,12 +145,14 @@ def test_transfer_and_transfer_distill_from_a_teacher_job(server):
                     "teacher": {"architecture": "cnn", "checkpoint": teacher},
                     "student": {"architecture": student},
                     "dataset": target,
-                    "training": TRAINING,
+                    # 100 labels: small batches give the student 7 steps an epoch.
+                    "training": TRAINING | {"batch_size": 16},
                 },
             ),
         )
         assert job["spec"]["regularizer"]["kind"] == "ot"
-        assert job["metrics"]["test_accuracy"] > 0.2  # five classes: chance is 0.2
+        # Measured 0.92 (transfer) and 0.78 (transfer_distill), deterministic; chance is 0.2.
+        assert job["metrics"]["test_accuracy"] > 0.6, (mode, job["metrics"])
 
 
 LONG_JOB = {
@@ -185,9 +189,10 @@ def test_cancel_a_running_job_stops_its_trainer(server):
     assert server.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
 
 
-def test_a_job_running_when_the_server_is_killed_resumes_on_restart(tmp_path):
+def test_a_job_running_when_the_server_is_killed_resumes_on_restart_and_finishes(tmp_path):
+    epochs = 6
     first, client = start_server(tmp_path)
-    job_id = submit(client, LONG_JOB)
+    job_id = submit(client, LONG_JOB | {"training": {"epochs": epochs, "batch_size": 16}})
     pid = wait_for_event(client, job_id, "started")["data"]["pid"]
     wait_for_event(client, job_id, "epoch")  # a checkpoint exists
     first.kill()  # SIGKILL: no chance to stop the trainer
@@ -197,10 +202,13 @@ def test_a_job_running_when_the_server_is_killed_resumes_on_restart(tmp_path):
     try:
         resumed = wait_for_event(client, job_id, "started", count=2)["data"]
         assert resumed["resumed"] and resumed["epoch"] >= 1
+        assert follow_sse(client, job_id)[-1]["type"] == "succeeded"
         job = client.get(f"/v1/jobs/{job_id}").json()
-        assert job["status"] == "running" and job["attempt"] == 2
-        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-        assert follow_sse(client, job_id)[-1]["type"] == "cancelled"
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        history = client.get(f"/v1/jobs/{job_id}/metrics").json()
+        assert [record["epoch"] for record in history] == list(range(1, epochs + 1))
+        types = [event["type"] for event in client.get(f"/v1/jobs/{job_id}/events").json()]
+        assert types.count("succeeded") == 1
     finally:
         second.terminate()
         second.wait(timeout=60)

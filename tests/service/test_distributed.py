@@ -221,3 +221,16 @@ def test_owners_take_turns_on_celery_workers(cluster):
     b_started = finished(b_job, "b")["started_at"]
     a_started = [finished(job_id, "a")["started_at"] for job_id in a_jobs[:2]]
     assert a_started[0] < b_started < a_started[1]
+
+
+def test_jobs_queued_when_redis_loses_its_data_still_run_once(cluster, broker_url):
+    """The DB is the truth: messages wiped from Redis are re-sent by the reaper."""
+    cluster.start_api()
+    job_ids = [cluster.submit(TINY) for _ in range(3)]
+    redis.Redis.from_url(broker_url).flushdb()  # every message is gone
+    cluster.start_worker("w1")
+    for job_id in job_ids:
+        job = cluster.wait(job_id, {"succeeded", "failed"}, timeout=240)
+        assert job["status"] == "succeeded" and job["attempt"] == 1, job
+        types = [e["type"] for e in cluster.events(job_id)]
+        assert types.count("running") == 1 and types.count("succeeded") == 1
