@@ -13,18 +13,16 @@ import psycopg
 import pytest
 import redis
 
+from tests.utils.guards import missing
+
 DATABASE_URL = os.environ.get(
     "OTRT_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("OTRT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REQUIRE_SERVICES = os.environ.get("OTRT_REQUIRE_SERVICES") == "1"
 
 
 def unavailable(what: str, error: Exception) -> None:
-    reason = f"{what} is not reachable: {error}"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (OTRT_REQUIRE_SERVICES=1 makes it mandatory)", pytrace=False)
-    pytest.skip(reason)
+    missing(f"{what} is not reachable: {error}")
 
 
 @pytest.fixture(scope="session")

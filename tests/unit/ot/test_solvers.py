@@ -84,7 +84,6 @@ def test_sinkhorn_defaults_come_within_one_percent_of_exact():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_replayed_cuda_graph_plans_match_the_eager_iterations_for_each_new_cost():
     from otrt_core.ot.solvers import _compiled_half_step, _sinkhorn_iterations
 

@@ -246,7 +246,6 @@ def test_the_teacher_cache_gives_the_same_student_wherever_it_lives(
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_host_data_staged_through_pinned_buffers_trains_like_device_data(tmp_path):
     spec = digits_spec(training={"amp": "off"})
     students = []
