@@ -7,6 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
+from api.limits import RateLimiter
 from otrt.cli import app as cli
 from otrt_core.jobs.db import make_sessions
 from otrt_core.jobs.keys import KeyStore, Quota
@@ -81,15 +82,28 @@ def test_a_full_queue_is_429_with_retry_after_and_replays_still_answer(parts):
         assert client.post("/v1/jobs", json=SUPERVISED, headers=other).status_code == 201
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_key_past_its_rate_is_429_with_retry_after(parts):
     parts.quota = Quota(max_running=None, max_queued=100, rate_limit=0.5, rate_burst=3)
-    headers = key_header(parts, "a")
+    headers, clock = key_header(parts, "a"), FakeClock()
     with api_client(parts) as client:
+        client.app.state.rate_limiter = RateLimiter(clock)
         assert [client.get("/v1/jobs", headers=headers).status_code for _ in range(3)] == [200] * 3
         limited = client.get("/v1/jobs", headers=headers)
         assert_problem(limited, 429)
-        assert 1 <= int(limited.headers["retry-after"]) <= 2
+        assert limited.headers["retry-after"] == "2"  # one token at 0.5 a second
         assert client.get("/v1/jobs", headers=key_header(parts, "b")).status_code == 200
+        clock.now += 1.9
+        assert_problem(client.get("/v1/jobs", headers=headers), 429)
+        clock.now += 0.2
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
 
 
 def test_a_revoked_key_is_refused_at_once(parts):
