@@ -24,5 +24,7 @@ def test_a_short_run_reports_latencies_and_dispatch(tmp_path):
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     report = json.loads(out.read_text())
     assert report["get_job"]["count"] + report["list_jobs"]["count"] == 50
-    assert report["get_job"]["p99_ms"] >= report["get_job"]["median_ms"] > 0
-    assert report["dispatch_seconds"]["max"] >= 0
+    assert report["errors"] == []  # every request answered 200 with the key (auth on)
+    trained = report["training_meanwhile"]["progress"]  # a job was training meanwhile
+    assert trained["epochs"] == 500 and trained["steps"] > 0
+    assert report["idle_rss_mb"] < 200  # the API process holds no torch
