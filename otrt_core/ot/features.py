@@ -11,6 +11,7 @@ Optimal Transport", arXiv 2007.06737.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -73,16 +74,30 @@ def neurons(
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
 
-    x = x.to(working_dtype(x))
+    dtype = working_dtype(x)
     if x.dim() == 2:
-        rows = x.t()  # (C, n)
+        rows = x.to(dtype).t()  # (C, n)
     elif spatial == "pool":
-        rows = x.flatten(2).mean(dim=2).t()  # (C, n)
+        rows = _spatial_mean(x, dtype).t()  # (C, n)
     else:
+        x = x.to(dtype)
         if size is not None:
             x = _resize_maps(x, size)
         rows = x.transpose(0, 1).reshape(channels, -1)  # (C, n * spatial)
     return _normalize_rows(rows, normalize)
+
+
+def _spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Each map's mean, ``(n, C)``, accumulated in ``dtype`` without a copy of the maps.
+
+    Written as a sum then a scale of the small result: the gradient of a sum is
+    a broadcast view, where a mean's backward divides a tensor as large as the
+    maps; and summing over the spatial dims needs no reshape, so channels-last
+    maps are not copied either.
+    """
+    dims = tuple(range(2, x.dim()))
+    positions = math.prod(x.shape[2:])
+    return x.sum(dim=dims, dtype=dtype) * (1.0 / positions)
 
 
 def _resize_maps(x: Tensor, size: int | Sequence[int]) -> Tensor:

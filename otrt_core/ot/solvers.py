@@ -212,8 +212,11 @@ def _compiled_half_step() -> Callable[..., Tensor] | None:
 _CUDA_GRAPHS: dict[tuple, tuple[Tensor, Tensor, torch.cuda.CUDAGraph, Tensor]] = {}
 
 
-def _graphed_sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int) -> Tensor:
-    """The Sinkhorn iterations replayed from a CUDA graph.
+def _graphed_sinkhorn_plan(
+    cost: Tensor, epsilon: float, max_iter: int, fuse: bool = True
+) -> Tensor:
+    """The Sinkhorn iterations replayed from a CUDA graph; ``fuse``: each half step
+    compiled into one kernel first (bench/ot_overhead.py --sinkhorn-mode compares).
 
     Eagerly, the ~20 small kernels of each iteration cost Python dispatch time
     that dwarfs their GPU time (about 16 ms for 50 iterations at any width up
@@ -221,12 +224,12 @@ def _graphed_sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int) -> Tenso
     them all from the device in one call. The plan is copied out of the graph's
     static output, which the next replay overwrites.
     """
-    key = (tuple(cost.shape), cost.dtype, cost.device, epsilon, max_iter)
+    key = (tuple(cost.shape), cost.dtype, cost.device, epsilon, max_iter, fuse)
     if key not in _CUDA_GRAPHS:
         static_cost = cost.clone()
         side = torch.cuda.Stream(cost.device)
         side.wait_stream(torch.cuda.current_stream(cost.device))
-        half_step = _compiled_half_step()  # each update fused before the graph is captured
+        half_step = _compiled_half_step() if fuse else None
         schedule = torch.tensor(
             epsilon_schedule(epsilon, max_iter), dtype=cost.dtype, device=cost.device
         )

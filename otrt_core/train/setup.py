@@ -268,6 +268,8 @@ def build_run(
             max_memory_bytes=limits.teacher_cache_memory,
             max_disk_bytes=limits.teacher_cache_disk,
             disk_dir=cache_dir,
+            # The OT term pools each map to its channel means: that is all it reads.
+            pooled=spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool",
         )
     return run
 

@@ -5,6 +5,9 @@ features never change. The cache holds only the stages a term reads (and the
 logits) for the inputs the run draws from: on the training device when they
 fit ``max_memory_bytes``, else in ``.npy`` memory maps under a directory when
 they fit ``max_disk_bytes``, else nowhere (the teacher then runs every step).
+With ``pooled``, maps are kept in the form the OT term reads them with
+``spatial="pool"``: one mean per channel, ``(N, C)`` instead of ``(N, C, H,
+W)``, so a step neither gathers nor pools the teacher's maps.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ class TeacherCache:
         max_memory_bytes: int,
         max_disk_bytes: int = 0,
         disk_dir: Path | None = None,
+        pooled: bool = False,
     ) -> TeacherCache | None:
         """The cache, or None when the features of every input fit neither bound."""
         keep = sorted(stages | {"logits"})
+
+        def forward(batch: Tensor) -> dict[str, Tensor]:
+            out = teacher.forward_stages(batch.to(device))
+            return {name: pooled(out[name]) if pooled else out[name] for name in keep}
+
         with torch.no_grad():
-            probe = teacher.forward_stages(inputs[:1].to(device))
+            probe = forward(inputs[:1])
         size = len(inputs) * sum(probe[name][0].numel() * 4 for name in keep)  # float32
         if size <= max_memory_bytes:
             store = {
@@ -61,7 +70,7 @@ class TeacherCache:
             return None
         with torch.no_grad():
             for start in range(0, len(inputs), batch_size):
-                out = teacher.forward_stages(inputs[start : start + batch_size].to(device))
+                out = forward(inputs[start : start + batch_size])
                 for name in keep:
                     values = out[name].float()
                     if isinstance(store[name], np.ndarray):
@@ -82,3 +91,8 @@ class TeacherCache:
             )
             for name, values in self.features.items()
         }
+
+
+def pooled(x: Tensor) -> Tensor:
+    """Maps ``(n, C, ...)`` as their per-channel means ``(n, C)``; vectors as they are."""
+    return x if x.dim() == 2 else x.float().mean(dim=tuple(range(2, x.dim())))

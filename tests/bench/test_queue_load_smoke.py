@@ -26,4 +26,6 @@ def test_a_small_run_reports_throughput_dispatch_and_recovery(tmp_path, database
     report = json.loads(out.read_text())
     assert report["workers_1"]["succeeded"] == report["workers_2"]["succeeded"] == 2
     assert report["recovery_after_sigkill_seconds"] > 0
-    assert report["idle_dispatch_seconds"]["p99"] >= report["idle_dispatch_seconds"]["median"]
+    # Five samples are reported as median and max, never as a "p99".
+    assert report["idle_dispatch_seconds"]["samples"] == 5
+    assert "p99" not in report["idle_dispatch_seconds"]

@@ -117,3 +117,25 @@ def test_transport_reports_the_solver_auto_chose():
 def test_shape_mistakes_get_clear_errors(teacher, student, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ot_distance(teacher, student, **kwargs)
+
+
+def test_the_closed_form_gradient_is_autograd_s_through_the_cost():
+    """transport()'s gradient equals differentiating sum(P * C(u, v)) with P held fixed."""
+    from otrt_core.ot import cost_matrix, neurons, transport
+
+    generator = torch.Generator().manual_seed(3)
+    teacher = (torch.randn(32, 12, 5, 5, generator=generator, dtype=torch.float64) + 2).relu()
+    student = (torch.randn(32, 7, 3, 3, generator=generator, dtype=torch.float64) + 2).relu()
+    for spatial in ("pool", "flatten"):
+        ours_t, ours_s = teacher.clone().requires_grad_(), student.clone().requires_grad_()
+        result = transport(ours_t, ours_s, solver="exact", spatial=spatial)
+        result.distance.backward()
+        ref_t, ref_s = teacher.clone().requires_grad_(), student.clone().requires_grad_()
+        size = teacher.shape[2:] if spatial == "flatten" else None
+        u = neurons(ref_t, spatial=spatial)
+        v = neurons(ref_s, spatial=spatial, size=size)
+        reference = (result.plan * cost_matrix(u, v)).sum()
+        reference.backward()
+        torch.testing.assert_close(result.distance, reference)
+        torch.testing.assert_close(ours_t.grad, ref_t.grad)
+        torch.testing.assert_close(ours_s.grad, ref_s.grad)

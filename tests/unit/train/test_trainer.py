@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from otrt_core.errors import UserError
 from otrt_core.models import build_model
 from otrt_core.protocol import event_line
+from otrt_core.spec import resolve_spec
 from otrt_core.train import (
     CHECKPOINT,
     Diverged,
@@ -255,3 +256,29 @@ def test_host_data_staged_through_pinned_buffers_trains_like_device_data(tmp_pat
         students.append(load_file(out / "student.safetensors"))
     for key, tensor in students[0].items():
         torch.testing.assert_close(students[1][key], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pooled_teacher_cache_trains_the_student_the_uncached_teacher_does(tmp_path):
+    """With OT on pooled conv stages the cache keeps channel means, not maps: same student."""
+    teacher_spec = digits_spec(student={"architecture": "cnn"}, training={"epochs": 1})
+    run(teacher_spec, tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "student.safetensors"
+    body = {
+        "mode": "distill",
+        "teacher": {"architecture": "cnn", "checkpoint": str(teacher)},
+        "student": {"architecture": "cnn_small"},
+        "dataset": {"name": "digits"},
+        "regularizer": {
+            "kind": "ot",
+            "layers": [{"teacher": s, "student": s} for s in ("stage1", "stage2")],
+        },
+        "training": {"epochs": 1, "batch_size": 64},
+    }
+    students = {}
+    for cache in ("auto", "off"):
+        spec = resolve_spec(body | {"training": body["training"] | {"teacher_cache": cache}})
+        _, events = run(spec, tmp_path / cache, teacher_path=teacher)
+        assert events[0]["teacher_cache"] == ("memory" if cache == "auto" else "off")
+        students[cache] = load_file(tmp_path / cache / "student.safetensors")
+    for name, weights in students["off"].items():
+        torch.testing.assert_close(students["auto"][name], weights, atol=1e-4, rtol=1e-4)
