@@ -56,7 +56,7 @@ from otrt_core.ot import (
 )
 from otrt_core.ot.solvers import _graphed_sinkhorn_plan, _sinkhorn_iterations
 from otrt_core.settings import Settings
-from otrt_core.train.teacher_cache import pooled
+from otrt_core.train.teacher_cache import channel_means
 from otrt_core.train.terms import kd_loss
 from tests.utils.features import relu_features
 
@@ -187,14 +187,16 @@ def interleave(
 
 def naive_ot_loss(teacher: dict[str, Tensor], student: dict[str, Tensor], stages) -> Tensor:
     """The OT term as commonly written: POT's emd2 on torch tensors, autograd through POT."""
-    loss = torch.zeros((), device=student["logits"].device)
-    for stage in stages:
-        u = neurons(teacher[stage])  # (p, n)
-        v = neurons(student[stage])  # (q, n)
-        cost = ot.dist(u, v) / u.shape[1]
-        a = torch.full((u.shape[0],), 1 / u.shape[0], device=u.device)
-        b = torch.full((v.shape[0],), 1 / v.shape[0], device=v.device)
-        loss = loss + ot.emd2(a, b, cost)
+    device = student["logits"].device
+    loss = torch.zeros((), device=device)
+    with torch.autocast(device.type, enabled=False):  # POT takes no bfloat16
+        for stage in stages:
+            u = neurons(teacher[stage])  # (p, n), float32
+            v = neurons(student[stage])  # (q, n)
+            cost = ot.dist(u, v) / u.shape[1]
+            a = torch.full((u.shape[0],), 1 / u.shape[0], device=u.device)
+            b = torch.full((v.shape[0],), 1 / v.shape[0], device=v.device)
+            loss = loss + ot.emd2(a, b, cost)
     return loss
 
 
@@ -239,7 +241,7 @@ def bench_steps(
 
     # What the trainer's teacher cache serves instead of a forward pass: the logits,
     # and each map as its channel means (all that pooled OT reads).
-    cached = {name: pooled(values) for name, values in teacher_features.items()}
+    cached = {name: channel_means(values) for name, values in teacher_features.items()}
 
     def step(kd: bool, ot_term=None, from_cache: bool = False) -> Callable[[], None]:
         def run() -> None:

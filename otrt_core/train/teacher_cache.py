@@ -45,7 +45,7 @@ class TeacherCache:
 
         def forward(batch: Tensor) -> dict[str, Tensor]:
             out = teacher.forward_stages(batch.to(device))
-            return {name: pooled(out[name]) if pooled else out[name] for name in keep}
+            return {name: channel_means(out[name]) if pooled else out[name] for name in keep}
 
         with torch.no_grad():
             probe = forward(inputs[:1])
@@ -93,6 +93,6 @@ class TeacherCache:
         }
 
 
-def pooled(x: Tensor) -> Tensor:
+def channel_means(x: Tensor) -> Tensor:
     """Maps ``(n, C, ...)`` as their per-channel means ``(n, C)``; vectors as they are."""
     return x if x.dim() == 2 else x.float().mean(dim=tuple(range(2, x.dim())))
