@@ -9,7 +9,7 @@ catalog``), and a test fails when it drifts from them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 
@@ -95,15 +95,9 @@ def live_catalog() -> Catalog:
             stages=tuple(model.stage_names),
             head_prefix=model.head_prefix,
         )
+    entry_fields = [field.name for field in fields(DatasetInfo)]
     datasets = {
-        info.name: DatasetInfo(
-            name=info.name,
-            input_shape=tuple(info.input_shape),
-            num_classes=info.num_classes,
-            train_size=info.train_size,
-            test_size=info.test_size,
-            description=info.description,
-        )
+        info.name: DatasetInfo(**{name: getattr(info, name) for name in entry_fields})
         for info in DATASETS.values()
     }
     return Catalog(architectures, datasets)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Depends
 
 from api.auth import current_owner
@@ -14,29 +16,9 @@ router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(current
 
 @router.get("/architectures", response_model=list[ArchitectureOut], responses=problems())
 def architectures() -> list[ArchitectureOut]:
-    return [
-        ArchitectureOut(
-            name=info.name,
-            family=info.family,
-            parameters=info.parameters,
-            input_shape=list(info.input_shape),
-            stages=list(info.stages),
-            head_prefix=info.head_prefix,
-        )
-        for info in catalog().architectures.values()
-    ]
+    return [ArchitectureOut(**asdict(info)) for info in catalog().architectures.values()]
 
 
 @router.get("/datasets", response_model=list[DatasetOut], responses=problems())
 def datasets() -> list[DatasetOut]:
-    return [
-        DatasetOut(
-            name=info.name,
-            input_shape=list(info.input_shape),
-            num_classes=info.num_classes,
-            train_size=info.train_size,
-            test_size=info.test_size,
-            description=info.description,
-        )
-        for info in catalog().datasets.values()
-    ]
+    return [DatasetOut(**asdict(info)) for info in catalog().datasets.values()]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from otrt_core.catalog import DatasetInfo as CatalogEntry
 from otrt_core.data.idx import read_idx
 from otrt_core.errors import UserError
 
@@ -36,13 +37,9 @@ class ArraySplits:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    train_size: int
-    test_size: int
-    description: str
+class DatasetInfo(CatalogEntry):
+    """A catalog entry (otrt_core.catalog) and how to load its arrays."""
+
     load: Callable[[Path | None], ArraySplits]
 
 

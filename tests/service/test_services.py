@@ -1,8 +1,6 @@
 """The test services answer, and a missing one is a failure under OTRT_REQUIRE_SERVICES=1."""
 
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 import redis
 
 from tests.service.conftest import libpq_url
+from tests.utils.processes import run_pytest
 
 pytestmark = pytest.mark.services
 
@@ -36,29 +35,11 @@ def test_redis_round_trips_a_key(redis_url):
 def run_service_tests_against_nothing(require: bool) -> subprocess.CompletedProcess:
     """Runs this file's service tests with both URLs pointing at a closed port."""
     env = {
-        **os.environ,
         "OTRT_TEST_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/test",
         "OTRT_TEST_REDIS_URL": "redis://127.0.0.1:9/0",
         "OTRT_REQUIRE_SERVICES": "1" if require else "0",
     }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            __file__,
-            "-k",
-            "round_trips",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_pytest(__file__, "-k", "round_trips", env=env)
 
 
 def test_missing_services_skip_by_default():

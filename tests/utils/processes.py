@@ -12,6 +12,20 @@ from pathlib import Path
 
 import httpx
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pytest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """pytest in a child process from the project's root, quiet, with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
 
 def free_port() -> int:
     with socket.socket() as s:
