@@ -128,6 +128,21 @@ class TrainingSpec(_Strict):
     teacher_cache: Literal["auto", "off"] = "auto"
     select: Literal["best", "last"] = "best"
     max_runtime_s: int = Field(default=86_400, ge=1, le=7 * 86_400)
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Stop once validation accuracy has not improved for this many epochs.",
+    )
+    label_smoothing: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Of the task's cross-entropy (not of KD)."
+    )
+    warmup_epochs: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Linear warm-up of the learning rate from 0 over this many epochs.",
+    )
 
 
 class JobSpec(_Strict):

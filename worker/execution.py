@@ -178,7 +178,7 @@ class Executor:
             return self._end(
                 lease,
                 states.SUCCEEDED,
-                f"succeeded; test accuracy {accuracy:.4f}" if accuracy is not None else "succeeded",
+                f"succeeded; test accuracy {accuracy:.1%}" if accuracy is not None else "succeeded",
                 metrics=follower.metrics | {"test_accuracy": accuracy},
                 progress=follower.progress | {"fraction": 1.0},
                 eta_seconds=0.0,
@@ -296,7 +296,10 @@ class Follower:
             case protocol.Epoch():
                 record = self._record_epoch(event)
                 message = f"epoch {event.epoch}/{self.progress.get('epochs')}"
-                self._event("epoch", f"{message}: val accuracy {event.val_accuracy}", record)
+                accuracy = f"val accuracy {event.val_accuracy:.1%}"
+                self._event(
+                    "epoch", f"{message}: {accuracy}, train loss {event.train_loss:.4g}", record
+                )
             case protocol.Error() | protocol.Warning():
                 message = self.clean(event.message)
                 if isinstance(event, protocol.Error):

@@ -143,15 +143,18 @@ def make_optimizer(training: TrainingSpec, parameters: list[nn.Parameter]) -> to
 def make_schedule(
     optimizer: torch.optim.Optimizer, training: TrainingSpec, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: cosine to 0, step (x0.1 at 50% and 75%), or constant."""
+    """Per-step learning-rate factor: cosine to 0, step (x0.1 at 50% and 75%), or constant,
+    times a linear warm-up from 0 over the first ``warmup_steps``."""
+    warmup_steps = round(training.warmup_epochs * total_steps / training.epochs)
 
     def factor(step: int) -> float:
+        warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
         progress = min(step / max(total_steps, 1), 1.0)
         if training.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
+            return warmup * 0.5 * (1 + math.cos(math.pi * progress))
         if training.schedule == "step":
-            return 0.1 ** sum(progress >= milestone for milestone in (0.5, 0.75))
-        return 1.0
+            return warmup * 0.1 ** sum(progress >= milestone for milestone in (0.5, 0.75))
+        return warmup
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

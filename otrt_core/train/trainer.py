@@ -164,7 +164,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             history=progress.history,
         )
     )
-    while progress.epoch < spec.training.epochs:
+    while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
         sums = train_epoch(run, progress, checkpoints, options.should_stop, clock, emit)
         record = epoch_record(run, progress.epoch, sums, clock)
         progress.history.append(record)
@@ -182,7 +182,21 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             save_plan(options.out_dir / PLAN, sample_plan(run))
             emit(protocol.Plan(epoch=progress.epoch))
         emit(protocol.Epoch(**record))
+    if out_of_patience(spec, progress):
+        emit(
+            protocol.Warning(
+                message=f"stopped early after epoch {progress.epoch}: validation accuracy has "
+                f"not improved for {spec.training.patience} epochs "
+                f"(best {progress.best_val_accuracy:.1%} at epoch {progress.best_epoch})"
+            )
+        )
     return write_outputs(run, progress, checkpoints.best_state, options.out_dir, clock, emit)
+
+
+def out_of_patience(spec: JobSpec, progress: Progress) -> bool:
+    """Early stopping: ``training.patience`` epochs without a better validation accuracy."""
+    patience = spec.training.patience
+    return patience is not None and progress.epoch - progress.best_epoch >= patience
 
 
 def train_epoch(
@@ -261,7 +275,7 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
     with run.autocast():
         student_features = run.student.forward_stages(x)
         logits = student_features["logits"][:n]  # the unlabeled rows have no label
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
         teacher_features = teacher_outputs(run, x, indices) if run.needs_teacher else {}
         out = run.term(teacher_features, student_features)
         loss = loss + out.loss
@@ -335,6 +349,7 @@ def write_outputs(
         "test_loss": test_loss,
         "best_val_accuracy": progress.best_val_accuracy,
         "selected_epoch": selected_epoch,
+        "epochs_run": progress.epoch,  # fewer than training.epochs after early stopping
         "select": spec.training.select,
         "num_classes": data.num_classes,
         "input_shape": list(data.x_train.shape[1:]),

@@ -1,6 +1,7 @@
 """The training loop, for real on digits: outputs, modes, regularizers, resume, stops."""
 
 import json
+import math
 import pickle
 
 import numpy as np
@@ -282,3 +283,42 @@ def test_a_pooled_teacher_cache_trains_the_student_the_uncached_teacher_does(tmp
         students[cache] = load_file(tmp_path / cache / "student.safetensors")
     for name, weights in students["off"].items():
         torch.testing.assert_close(students["auto"][name], weights, atol=1e-4, rtol=1e-4)
+
+
+def test_patience_stops_once_validation_stops_improving(tmp_path):
+    # A learning rate too small to move the weights: epoch 1 stays the best.
+    spec = digits_spec(training={"epochs": 30, "lr": 1e-9, "patience": 2})
+    metrics, events = run(spec, tmp_path)
+    assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3
+    assert metrics["selected_epoch"] == 1
+    (warning,) = [e for e in events if e["event"] == "warning"]
+    assert warning["message"].startswith("stopped early after epoch 3")
+
+
+def test_warmup_rises_linearly_then_the_schedule_takes_over():
+    from otrt_core.train.setup import make_schedule
+
+    training = digits_spec(training={"epochs": 10, "lr": 1.0, "warmup_epochs": 2}).training
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=training.lr)
+    schedule = make_schedule(optimizer, training, total_steps=100)  # warm-up: 20 steps
+    lrs = []
+    for _ in range(100):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * step / 100))
+
+    assert lrs[0] == pytest.approx(1 / 20 * cosine(0))
+    assert lrs[9] == pytest.approx(10 / 20 * cosine(9))
+    assert lrs[19] == pytest.approx(cosine(19)) and lrs[50] == pytest.approx(0.5)
+
+
+def test_label_smoothing_raises_the_task_loss_it_trains_on(tmp_path):
+    losses = {}
+    for smoothing in (0.0, 0.3):
+        spec = digits_spec(training={"epochs": 2, "label_smoothing": smoothing})
+        metrics, _ = run(spec, tmp_path / str(smoothing))
+        losses[smoothing] = metrics["history"][-1]["train_loss"]
+    assert losses[0.3] > losses[0.0] + 0.1  # smoothed targets keep the loss away from 0
