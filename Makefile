@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench catalog clean
+.PHONY: install run test lint format bench catalog openapi clean
 
 # Reinstall whenever the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -42,6 +42,10 @@ bench: $(STAMP)
 ## Regenerates otrt_core/catalog.json (what the API reads without torch) from the registries.
 catalog: $(STAMP)
 	$(BIN)/otrt catalog --write
+
+## Regenerates docs/openapi.json, the HTTP contract the API serves (a test fails on drift).
+openapi: $(STAMP)
+	$(BIN)/otrt openapi --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -213,6 +213,27 @@ def catalog_command(
         typer.echo(text, nl=False)
 
 
+@app.command("openapi")
+def openapi_command(
+    write: Annotated[bool, typer.Option(help="Rewrite docs/openapi.json.")] = False,
+) -> None:
+    """Print the HTTP contract (OpenAPI 3.1) that the API serves at /openapi.json."""
+    import json
+    import tempfile
+
+    from otrt.wiring import OPENAPI_FILE, build_embedded
+    from otrt_core.settings import Settings
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        document = build_embedded(Settings(data_dir=Path(data_dir))).app.openapi()
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    if write:
+        OPENAPI_FILE.write_text(text)
+        typer.echo(f"wrote {OPENAPI_FILE}")
+    else:
+        typer.echo(text, nl=False)
+
+
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

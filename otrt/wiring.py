@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from celery import Celery
 
 
+# The HTTP contract as the API serves it, kept in the repository (`make openapi`).
+OPENAPI_FILE = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+
+
 class AuthRefused(ValueError):
     """Auth off on an address other than loopback."""
 

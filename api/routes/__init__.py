@@ -19,8 +19,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """
     return {
         status: {
-            "model": Problem,
-            "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
+            "model": Problem,  # registers it under components/schemas
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status in (400, 401, 422, 429, *statuses)
     }

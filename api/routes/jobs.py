@@ -82,8 +82,10 @@ EVENTS_RESPONSES = {
     200: {
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
-                "description": "Live events; `id:` is the event id, `event:` its type.",
+                "schema": {
+                    "type": "string",
+                    "description": "Live events; `id:` is the event id, `event:` its type.",
+                }
             }
         },
         "description": "The events in order; with `Accept: text/event-stream`, a live stream.",
