@@ -12,17 +12,26 @@ function headers(extra = {}) {
   return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
 }
 
-async function askForKey() {
-  const dialog = document.getElementById("key-dialog");
-  dialog.showModal();
-  await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
-  sessionStorage.setItem("otrt-key", document.getElementById("key-input").value.trim());
+// One prompt at a time: requests refused together wait for the same answer, and a
+// request refused with a key older than the one now stored just retries with it.
+let keyPrompt = null;
+function askForKey(refusedKey) {
+  const current = sessionStorage.getItem("otrt-key");
+  if (current && current !== refusedKey) return Promise.resolve();
+  keyPrompt ??= (async () => {
+    const dialog = document.getElementById("key-dialog");
+    dialog.showModal();
+    await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+    sessionStorage.setItem("otrt-key", document.getElementById("key-input").value.trim());
+  })().finally(() => { keyPrompt = null; });
+  return keyPrompt;
 }
 
 async function api(path, options = {}) {
   for (;;) {
+    const key = sessionStorage.getItem("otrt-key");
     const response = await fetch(path, { ...options, headers: headers(options.headers) });
-    if (response.status === 401) { await askForKey(); continue; }
+    if (response.status === 401) { await askForKey(key); continue; }
     if (!response.ok) {
       const problem = await response.json().catch(() => ({ detail: response.statusText }));
       throw Object.assign(new Error(problem.detail || response.statusText), { problem, status: response.status });
