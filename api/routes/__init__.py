@@ -26,6 +26,20 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def created_with_links(parameter: str, *operation_ids: str) -> dict[int, dict[str, Any]]:
+    """The 201 response, with OpenAPI links from the new object's ``id`` to the operations
+    that take it as ``parameter`` (what lets a stateful fuzzer or a client generator chain
+    create -> read -> act)."""
+    links = {
+        operation_id: {
+            "operationId": operation_id,
+            "parameters": {parameter: "$response.body#/id"},
+        }
+        for operation_id in operation_ids
+    }
+    return {201: {"links": links}}
+
+
 def service(request: Request) -> Service:
     """The app's service layer (set by ``create_app``)."""
     return request.app.state.service

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.auth import Owner
 from api.multipart import ENVELOPE_BYTES, MultipartFile
-from api.routes import problems, service
+from api.routes import created_with_links, problems, service
 from api.schemas import FileOut, FilePage
 from otrt_core.jobs.service import Invalid, PayloadTooLarge
 
@@ -35,7 +35,10 @@ UPLOAD_BODY = {
     "",
     status_code=201,
     response_model=FileOut,
-    responses=problems(413),
+    responses=problems(413)
+    | created_with_links(
+        "file_id", "get_file_v1_files__file_id__get", "delete_file_v1_files__file_id__delete"
+    ),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a teacher checkpoint or a dataset",
 )

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from api.auth import CallerDep, Owner
 from api.downloads import download_response
-from api.routes import problems, service
+from api.routes import created_with_links, problems, service
 from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord
 from otrt_core.jobs import states
 from otrt_core.jobs.service import Service
@@ -23,7 +23,19 @@ SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit integers in the store
 
 
-@router.post("", status_code=201, response_model=JobOut, responses=problems(409, 413, 429))
+JOB_LINKS = created_with_links(
+    "job_id",
+    "get_job_v1_jobs__job_id__get",
+    "cancel_v1_jobs__job_id__cancel_post",
+    "events_v1_jobs__job_id__events_get",
+    "metrics_v1_jobs__job_id__metrics_get",
+    "artifacts_v1_jobs__job_id__artifacts_get",
+)
+
+
+@router.post(
+    "", status_code=201, response_model=JobOut, responses=problems(409, 413, 429) | JOB_LINKS
+)
 def submit(
     request: Request,
     response: Response,
