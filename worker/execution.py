@@ -186,8 +186,9 @@ class Executor:
         if code == protocol.EXIT_STOPPED or reason == "shutdown":
             return self._end(lease, states.QUEUED, "stopped with a checkpoint; requeued to resume")
         if code in (protocol.EXIT_INVALID, protocol.EXIT_DIVERGED) and follower.error:
-            error_code = protocol.DIVERGED if code == protocol.EXIT_DIVERGED else None
-            return self._fail(lease, error_code or protocol.INVALID_INPUT, follower.error)
+            diverged = code == protocol.EXIT_DIVERGED
+            error_code = protocol.DIVERGED if diverged else protocol.INVALID_INPUT
+            return self._fail(lease, error_code, follower.error)
         if code == protocol.EXIT_MAX_RUNTIME:
             return self._fail(lease, protocol.MAX_RUNTIME, "training.max_runtime_s ran out")
         # Anything else is otrt's fault, not the user's: the details stay in the server log.
@@ -240,15 +241,19 @@ class Executor:
 
 def run_in_fair_order(executor: Executor, shutting_down: Callable[[], bool]) -> int:
     """Runs jobs one after another, each the next in fair order, until none may start
-    or the process is shutting down; returns how many ran. One job's failure to run is
-    logged and does not stop the next."""
+    or the process is shutting down; returns how many ran.
+
+    A failure (the database down, say) is logged and ends this round instead of
+    being retried at once in a tight loop: the next dispatch, or the reaper's
+    re-dispatch of what stayed queued, starts another round.
+    """
     ran = 0
     while not shutting_down():
         try:
             outcome = executor.run_next(shutting_down)
         except Exception:
-            log.exception("the executor failed to run a job")
-            continue
+            log.exception("the executor failed to run a job; waiting for the next dispatch")
+            break
         if outcome is None:
             break
         ran += 1

@@ -35,3 +35,18 @@ def test_a_job_whose_input_vanished_fails_clearly_without_a_trainer(store, tmp_p
     }
     assert not (tmp_path / "work" / job.id / "trainer.log").exists()  # no trainer was started
     assert executor.run_next() is None  # nothing else is queued
+
+
+def test_a_failing_executor_ends_its_round_instead_of_spinning():
+    """The database down, say: one logged failure, then the round waits for a new dispatch."""
+    from worker.execution import run_in_fair_order
+
+    class Failing:
+        calls = 0
+
+        def run_next(self, shutting_down):
+            Failing.calls += 1
+            raise RuntimeError("database unreachable")
+
+    assert run_in_fair_order(Failing(), lambda: False) == 0
+    assert Failing.calls == 1
