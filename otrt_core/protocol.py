@@ -38,6 +38,9 @@ NORMALIZATIONS = ("none", "center", "standardize", "unit")
 DEFAULT_EPSILON = 0.002
 DEFAULT_MAX_ITER = 50
 
+# --- bounds every side enforces -------------------------------------------------------
+MAX_CLASSES = 100_000  # labels are class indices below this, in specs and in datasets
+
 # --- error codes of a failed job (``job.error.code``) -----------------------------------
 INVALID_INPUT = "invalid_input"  # the spec or an input cannot be used
 DIVERGED = "diverged"  # the training loss turned non-finite

@@ -19,6 +19,7 @@ from otrt_core.catalog import catalog, is_dataset_file
 from otrt_core.protocol import (
     DEFAULT_EPSILON,
     DEFAULT_MAX_ITER,
+    MAX_CLASSES,
     NORMALIZATIONS,
     SOLVERS,
     SPATIAL_MODES,
@@ -46,7 +47,6 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 MAX_WEIGHT = 1e6  # any loss weight (lambda, KD, a layer pair's, L2-SP's beta)
 MAX_LR = 10.0
 MAX_SEED = 2**32 - 1  # what every RNG of numpy and torch accepts
-MAX_CLASSES = 100_000
 METADATA_MAX_KEYS = 32
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 1024

@@ -23,11 +23,11 @@ import numpy as np
 
 from otrt_core.data.catalog import ArraySplits, fixed_test_split
 from otrt_core.errors import TooLarge, UserError
+from otrt_core.protocol import MAX_CLASSES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
-MAX_LABEL = 100_000  # labels are class indices: more classes than this is an error
 FLOAT32 = 4  # bytes per decoded input value
 
 
@@ -169,8 +169,9 @@ def _inputs(x: np.ndarray, name: str) -> np.ndarray:
 def _labels(y: np.ndarray, name: str) -> np.ndarray:
     if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) == 0 or y.min() < 0:
         raise UserError(f"{name} must be non-negative integer labels (N,); got {y.dtype} {y.shape}")
-    if y.max() >= MAX_LABEL:
-        raise UserError(f"{name} holds label {y.max()}; labels are class indices below {MAX_LABEL}")
+    if y.max() >= MAX_CLASSES:
+        message = f"{name} holds label {y.max()}; labels are class indices below {MAX_CLASSES}"
+        raise UserError(message)
     return y.astype(np.int64)
 
 

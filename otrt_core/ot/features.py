@@ -78,7 +78,7 @@ def neurons(
     if x.dim() == 2:
         rows = x.to(dtype).t()  # (C, n)
     elif spatial == "pool":
-        rows = _spatial_mean(x, dtype).t()  # (C, n)
+        rows = spatial_mean(x, dtype).t()  # (C, n)
     else:
         x = x.to(dtype)
         if size is not None:
@@ -87,7 +87,7 @@ def neurons(
     return _normalize_rows(rows, normalize)
 
 
-def _spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
     """Each map's mean, ``(n, C)``, accumulated in ``dtype`` without a copy of the maps.
 
     Written as a sum then a scale of the small result: the gradient of a sum is

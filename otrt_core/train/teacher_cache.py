@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from otrt_core.models import StagedModel
+from otrt_core.ot.features import spatial_mean
 
 
 class TeacherCache:
@@ -94,5 +95,6 @@ class TeacherCache:
 
 
 def channel_means(x: Tensor) -> Tensor:
-    """Maps ``(n, C, ...)`` as their per-channel means ``(n, C)``; vectors as they are."""
-    return x if x.dim() == 2 else x.float().mean(dim=tuple(range(2, x.dim())))
+    """Maps ``(n, C, ...)`` as their per-channel means ``(n, C)``, as the OT term pools them;
+    vectors as they are."""
+    return x if x.dim() == 2 else spatial_mean(x, torch.float32)
