@@ -205,12 +205,7 @@ def catalog_command(
     """Print the catalog of architectures and datasets as built from the registries."""
     from otrt_core.catalog import CATALOG_FILE, live_catalog
 
-    text = live_catalog().to_json() + "\n"
-    if write:
-        CATALOG_FILE.write_text(text)
-        typer.echo(f"wrote {CATALOG_FILE}")
-    else:
-        typer.echo(text, nl=False)
+    _print_or_write(live_catalog().to_json() + "\n", CATALOG_FILE if write else None)
 
 
 @app.command("openapi")
@@ -227,11 +222,16 @@ def openapi_command(
     with tempfile.TemporaryDirectory() as data_dir:
         document = build_embedded(Settings(data_dir=Path(data_dir))).app.openapi()
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-    if write:
-        OPENAPI_FILE.write_text(text)
-        typer.echo(f"wrote {OPENAPI_FILE}")
-    else:
+    _print_or_write(text, OPENAPI_FILE if write else None)
+
+
+def _print_or_write(text: str, path: Path | None) -> None:
+    """A generated file's text: to stdout, or into ``path`` (saying so)."""
+    if path is None:
         typer.echo(text, nl=False)
+        return
+    path.write_text(text)
+    typer.echo(f"wrote {path}")
 
 
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
