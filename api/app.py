@@ -28,7 +28,7 @@ class AppParts:
     broker_check: Callable[[], str] | None = None  # "ok" or why not
     # Of keys that set none of their own; default: the settings' defaults.
     quota: Quota = field(default_factory=lambda: Quota.from_settings(Settings()))
-    max_json_bytes: int = 1 << 20
+    max_json_bytes: int = field(default_factory=lambda: Settings().max_json_bytes)
 
 
 def create_app(parts: AppParts) -> FastAPI:
