@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from otrt_core.jobs import states
 from otrt_core.jobs.store import JobStore, Lease
@@ -52,14 +52,20 @@ def release_leases_of(store: JobStore, owner: str) -> list[str]:
     return requeued
 
 
-def reap(store: JobStore, max_attempts: int, requeue_after_seconds: float) -> Reaped:
+def reap(
+    store: JobStore,
+    max_attempts: int,
+    requeue_after_seconds: float,
+    now: datetime | None = None,
+) -> Reaped:
     """Requeues jobs with an expired lease (or fails them after ``max_attempts``).
 
     A job being cancelled when its executor died is ``cancelled``; a job queued
     for longer than ``requeue_after_seconds`` is listed for dispatching again,
-    by one reaper only (its ``queued_at`` is moved by compare-and-set).
+    by one reaper only (its ``queued_at`` is moved by compare-and-set). ``now``
+    (default: the clock) is when the round happens.
     """
-    now = utcnow()
+    now = now or utcnow()
     reaped = Reaped()
     for job in store.expired_leases(now):
         lease = Lease(job.id, job.lease_owner or "", job.attempt)
