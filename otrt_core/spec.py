@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from otrt_core.catalog import catalog, is_dataset_file
+from otrt_core.errors import UserError
 from otrt_core.protocol import (
     DEFAULT_EPSILON,
     DEFAULT_MAX_ITER,
@@ -58,17 +59,69 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class ModelInput(_Strict):
+    """The inputs a model expects (otrt_core.models.views): the dataset's batches are
+    taken to their own scale, resized, converted and normalized for that model."""
+
+    size: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None, min_length=1, max_length=2, description="Spatial size (bilinear resize)."
+    )
+    channels: int | None = Field(default=None, ge=1, le=4, description="1 (grey) or 3 (RGB).")
+    mean: list[Annotated[float, Field(ge=-1e6, le=1e6)]] | None = Field(
+        default=None, min_length=1, max_length=4, description="Per channel; default 0."
+    )
+    std: list[Annotated[float, Field(gt=0.0, le=1e6)]] | None = Field(
+        default=None, min_length=1, max_length=4, description="Per channel; default 1."
+    )
+
+    def shape_for(self, dataset_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one input after this view of the dataset's ``dataset_shape``;
+        ``UserError`` if the view cannot apply."""
+        channels, spatial = dataset_shape[0], dataset_shape[1:]
+        if self.size is not None and len(self.size) != len(spatial):
+            raise UserError(
+                f"input.size {self.size} has {len(self.size)} dimensions, but the "
+                f"dataset's inputs {list(dataset_shape)} have {len(spatial)} spatial ones"
+            )
+        out_channels = self.channels or channels
+        if out_channels != channels and {channels, out_channels} != {1, 3}:
+            raise UserError(
+                f"input.channels {out_channels}: otrt converts grey (1) and RGB (3) into "
+                f"each other, not {channels} channels into {out_channels}"
+            )
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != out_channels:
+                raise UserError(f"input.{name} needs {out_channels} values, one per channel")
+        return (out_channels, *(self.size or spatial))
+
+
 class TeacherSpec(_Strict):
-    architecture: str = Field(max_length=NAME_MAX_CHARS)
+    architecture: str | None = Field(
+        default=None,
+        max_length=NAME_MAX_CHARS,
+        description="The zoo architecture of a state dict; an ONNX graph needs none.",
+    )
     checkpoint: str = Field(
         max_length=1000,
         description="An uploaded file (file_…), a finished job (job_…), "
         "or a path for `otrt train`.",
     )
+    input: ModelInput | None = Field(
+        default=None, description="The teacher's own inputs. Default: the dataset's."
+    )
 
 
 class StudentSpec(_Strict):
-    architecture: str = Field(max_length=NAME_MAX_CHARS)
+    architecture: str | None = Field(
+        default=None,
+        max_length=NAME_MAX_CHARS,
+        description="A zoo architecture. In transfer, default and only choice: the teacher's "
+        "(its graph, for an ONNX teacher).",
+    )
+    input: ModelInput | None = Field(
+        default=None,
+        description="The student's own inputs. Default: the dataset's (the teacher's in transfer).",
+    )
 
 
 class DatasetSpec(_Strict):
@@ -242,7 +295,14 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
         "unlabeled_batch_size": regularizer.unlabeled_batch_size
         or (spec.training.batch_size if regularizer.unlabeled else None),
     }
-    return spec.model_copy(update={"regularizer": regularizer.model_copy(update=updates)})
+    spec = spec.model_copy(update={"regularizer": regularizer.model_copy(update=updates)})
+    if spec.mode == "transfer" and spec.teacher is not None:
+        student = {
+            "architecture": spec.student.architecture or spec.teacher.architecture,
+            "input": spec.student.input or spec.teacher.input,
+        }
+        spec = spec.model_copy(update={"student": spec.student.model_copy(update=student)})
+    return spec
 
 
 def _check(spec: JobSpec) -> list[Problem]:
@@ -252,13 +312,22 @@ def _check(spec: JobSpec) -> list[Problem]:
     def problem(loc: tuple[str | int, ...], msg: str) -> None:
         problems.append(Problem(loc, msg))
 
-    # Catalog names.
-    if spec.student.architecture not in architectures:
+    # Catalog names; only a graph (an ONNX teacher, or its copy in transfer) has none.
+    graph_teacher = spec.teacher is not None and spec.teacher.architecture is None
+    if spec.student.architecture is None:
+        if not (spec.mode == "transfer" and graph_teacher):
+            problem(("student", "architecture"), "a student architecture is needed")
+    elif spec.student.architecture not in architectures:
         problem(
             ("student", "architecture"),
             _unknown("architecture", spec.student.architecture, architectures),
         )
-    if spec.teacher and spec.teacher.architecture not in architectures:
+    if spec.teacher and graph_teacher and not is_graph_reference(spec.teacher.checkpoint):
+        problem(
+            ("teacher", "architecture"),
+            "a state dict needs its architecture (only an ONNX graph is a whole model)",
+        )
+    elif spec.teacher and not graph_teacher and spec.teacher.architecture not in architectures:
         problem(
             ("teacher", "architecture"),
             _unknown("architecture", spec.teacher.architecture, architectures),
@@ -278,10 +347,11 @@ def _check(spec: JobSpec) -> list[Problem]:
         and spec.teacher
         and spec.teacher.architecture != spec.student.architecture
     ):
+        teachers = repr(spec.teacher.architecture) if spec.teacher.architecture else "graph"
         problem(
             ("student", "architecture"),
             f"mode 'transfer' starts the student from the teacher's weights, so its "
-            f"architecture must be the teacher's ({spec.teacher.architecture!r})",
+            f"architecture must be the teacher's ({teachers}): leave it out",
         )
     allowed = KINDS_BY_MODE[spec.mode]
     if spec.regularizer.kind not in allowed:
@@ -336,10 +406,17 @@ def _check(spec: JobSpec) -> list[Problem]:
     return problems
 
 
-def _stages(architecture: str) -> tuple[str, ...] | None:
-    """The stage names of a zoo architecture (None when the name is unknown)."""
-    info = catalog().architectures.get(architecture)
+def _stages(architecture: str | None) -> tuple[str, ...] | None:
+    """The stage names of a zoo architecture (None when unknown, or for a graph, whose
+    tensor names are checked against the file's)."""
+    info = catalog().architectures.get(architecture) if architecture else None
     return info.stages if info else None
+
+
+def is_graph_reference(checkpoint: str) -> bool:
+    """Whether a teacher checkpoint may be an ONNX graph: an upload (its format is
+    known once it is looked up) or an ``.onnx`` path."""
+    return checkpoint.startswith("file_") or checkpoint.lower().endswith(".onnx")
 
 
 def _unknown(what: str, name: str, valid: tuple[str, ...]) -> str:

@@ -45,7 +45,7 @@ UPLOAD_BODY = {
 async def upload(
     request: Request,
     owner: Owner,
-    purpose: Annotated[str, Query(pattern="^(teacher|dataset)$")],
+    purpose: Annotated[str, Query(pattern="^(teacher|model|dataset)$")],
     x_filename: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> FileOut:
     """Streams the body (raw, or a multipart ``file`` part) to storage; never spooled whole."""

@@ -1,7 +1,9 @@
 """What an uploaded file is, checked on arrival in a child process with hard limits.
 
-Teachers: safetensors, or a PyTorch state dict read with ``weights_only=True``
-(a pickle that would build any other object is refused). Datasets: ``.npz``
+Models: safetensors, a PyTorch state dict read with ``weights_only=True`` (a
+pickle that would build any other object is refused), or an ONNX graph, which
+is converted to torch and checked against onnxruntime. ``torch.export``
+archives (``.pt2``) are refused: loading one unpickles data. Datasets: ``.npz``
 arrays or an ImageFolder ``.zip``, whose decoded size is read from headers and
 capped before anything is decoded (``otrt_core.data.uploads``).
 
@@ -26,7 +28,12 @@ from typing import Any
 
 from otrt_core.errors import TooLarge, UserError
 
-TEACHER_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+TEACHER_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".onnx")
+PT2_REFUSED = (
+    "torch.export archives (.pt2) are refused: torch.export.load unpickles parts of the "
+    "archive (torch.load with weights_only=False), which can run code. Export the model "
+    "to ONNX (torch.onnx.export) and upload the .onnx file"
+)
 DATASET_SUFFIXES = (".npz", ".zip")
 # What the child needs besides the decoded data: the interpreter, numpy, PIL and
 # torch's own data segment (about 0.8 GB once imported).
@@ -47,6 +54,10 @@ def storage_suffix(purpose: str, filename: str, head: bytes) -> str:
     if purpose == "dataset":
         if suffix not in DATASET_SUFFIXES:
             raise UserError("datasets are .npz arrays or ImageFolder .zip files")
+        return suffix
+    if suffix == ".pt2":
+        raise UserError(PT2_REFUSED)
+    if suffix == ".onnx":
         return suffix
     if suffix == ".safetensors" or (suffix not in TEACHER_SUFFIXES and _looks_safetensors(head)):
         return ".safetensors"
@@ -122,8 +133,11 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a teacher checkpoint; ``UserError`` if unreadable.
 
     safetensors files are checked from their header alone (no torch); PyTorch
-    files must be torch's zip format and are read with ``weights_only=True``.
+    files must be torch's zip format and are read with ``weights_only=True``;
+    ONNX graphs are converted and compared with onnxruntime (:func:`graph_details`).
     """
+    if path.suffix == ".onnx":
+        return "onnx", graph_details(path)
     if path.suffix == ".safetensors":
         return "safetensors", safetensors_details(path)
     with open(path, "rb") as handle:
@@ -137,6 +151,49 @@ def inspect_teacher(path: Path) -> tuple[str, dict[str, Any]]:
     weights = read_weights(path)
     details = {"tensors": len(weights), "parameters": sum(t.numel() for t in weights.values())}
     return ("safetensors" if path.suffix == ".safetensors" else "pytorch"), details
+
+
+def graph_details(path: Path) -> dict[str, Any]:
+    """What an ONNX graph offers: its inputs and outputs, class count, every layer the
+    regularizer can read with its shape (graph order), and the conversion's error.
+
+    ``UserError`` if the converted graph's logits differ from onnxruntime's by more
+    than ``CONVERSION_TOLERANCE`` (relative to their scale, at least 1).
+    """
+    import onnx
+
+    from otrt_core.models.graph import CONVERSION_TOLERANCE, GraphModel, conversion_error
+
+    model = GraphModel.from_file(path)  # UserError for a file that is no usable graph
+    original = onnx.load(str(path), load_external_data=False)
+    error = conversion_error(model, path)
+    if not error <= CONVERSION_TOLERANCE:
+        raise UserError(
+            f"the graph converted to torch differs from onnxruntime by {error:.3g} "
+            f"(the limit is {CONVERSION_TOLERANCE:g}): an operator is not converted faithfully"
+        )
+    layers = model.layer_shapes()
+    return {
+        "inputs": [_value(v) for v in original.graph.input if v.name in _input_names(original)],
+        "outputs": [_value(v) for v in original.graph.output],
+        "num_classes": layers["logits"][0],
+        "layers": [{"name": name, "shape": shape} for name, shape in layers.items()],
+        "trainable": any(True for _ in model.parameters()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "conversion_max_abs_diff": error,
+    }
+
+
+def _input_names(model: Any) -> set[str]:
+    from otrt_core.models.graph import graph_inputs
+
+    return {name for name, _ in graph_inputs(model)}
+
+
+def _value(value: Any) -> dict[str, Any]:
+    dims = value.type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    return {"name": value.name, "shape": shape}
 
 
 SAFETENSORS_BYTES = {

@@ -29,13 +29,14 @@ from otrt_core.jobs.inspection import (
     storage_suffix,
     teacher_misfit,
 )
+from otrt_core.jobs.model_checks import graph_problems
 from otrt_core.jobs.storage import LocalStorage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
 from otrt_core.protocol import STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
-PURPOSES = ("teacher", "dataset")
+PURPOSES = ("teacher", "model", "dataset")  # "model" is the same as "teacher"
 QUEUE_FULL_RETRY_SECONDS = 30.0  # Retry-After when a key's queue is full
 log = logging.getLogger("otrt.service")
 
@@ -107,6 +108,7 @@ class Service:
         """
         if purpose not in PURPOSES:
             raise Invalid.at(["query", "purpose"], f"purpose must be one of {PURPOSES}")
+        purpose = "teacher" if purpose == "model" else purpose
         filename = PurePath(filename.replace("\\", "/")).name[:255] or "upload"
         if purpose == "dataset" and not filename.lower().endswith((".npz", ".zip")):
             raise Invalid.at(["header", "x-filename"], "datasets are .npz or ImageFolder .zip")
@@ -293,7 +295,22 @@ class Service:
             return inputs
         loc = ["body", "teacher", "checkpoint"]
         weights = self._teacher_weights(owner, spec.teacher.checkpoint, inputs, problems, loc)
-        if weights is not None and input_shape is not None:
+        if weights is None:
+            return inputs
+        if weights.key.endswith(".onnx"):
+            details = self.files.get(inputs["teacher_file_id"], owner).details
+            for where, msg in graph_problems(spec, details, input_shape):
+                problems.append({"loc": ["body", *where], "msg": msg})
+        elif spec.teacher.architecture is None:
+            msg = "a state dict needs its architecture (only an ONNX graph is a whole model)"
+            problems.append({"loc": ["body", "teacher", "architecture"], "msg": msg})
+        elif input_shape is not None:
+            if spec.teacher.input is not None:
+                try:
+                    input_shape = spec.teacher.input.shape_for(input_shape)
+                except UserError as error:
+                    problems.append({"loc": ["body", "teacher", "input"], "msg": error.message})
+                    return inputs
             problem = self._misfit(weights, spec.teacher.architecture, input_shape)
             if problem:
                 problems.append({"loc": loc, "msg": problem})

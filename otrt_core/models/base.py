@@ -1,4 +1,4 @@
-"""What every zoo model declares: its input shape and its named feature stages."""
+"""What every model declares: its input shape, its named feature stages, its input view."""
 
 from __future__ import annotations
 
@@ -12,14 +12,26 @@ class StagedModel(nn.Module):
     (``stage1``, ``stage2``, ..., ``penultimate``), then ``logits``, so that
     layer pairs of the OT regularizer are named rather than hooked by hand.
     ``forward(x)`` returns the logits alone.
+
+    ``x`` is a batch of the job's dataset as the trainer holds it (normalized
+    with the dataset's statistics). A model that expects other inputs (another
+    size, channel count or normalization: a job's ``input``) carries an
+    ``input_view`` that maps the batch to what it expects; it has no
+    parameters, so it adds nothing to the model's state dict. Sources
+    implement ``stage_outputs`` on inputs already in the model's own view.
     """
 
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # of the batches forward_stages takes
     stage_names: tuple[str, ...]
     # State-dict prefix of the classifier: replaced by transfer, kept out of L2-SP's anchor.
     head_prefix: str = "head."
 
     def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+        # A submodule when set (no class default: nn.Module would never see it).
+        view = self._modules.get("input_view")
+        return self.stage_outputs(x if view is None else view(x))
+
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:

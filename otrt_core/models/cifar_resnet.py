@@ -79,7 +79,7 @@ class CifarResNet(StagedModel):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         features: dict[str, Tensor] = {}
         out = self.stem(x)  # (B, stem, H, W)
         for name, stage in zip(self.conv_stages, self.stages, strict=True):

@@ -49,7 +49,7 @@ class StagedConvNet(StagedModel):
         self.last = last
         self.head = nn.Linear(width, num_classes)
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         features: dict[str, Tensor] = {}
         out = self.stem(x)  # (B, C, H, W)
         for name, stage in zip(self.conv_names, self.stages, strict=True):

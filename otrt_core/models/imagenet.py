@@ -41,7 +41,7 @@ class TorchvisionResNet(StagedModel):
         ):
             setattr(self, name, getattr(net, name))
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         out = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         features: dict[str, Tensor] = {}
         for index, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
@@ -72,7 +72,7 @@ class TorchvisionMobileNetV3(StagedModel):
         self.stage_ends = [*(i - 1 for i in strided[2:]), len(net.features) - 1]
         self.stage_names = (*(f"stage{i + 1}" for i in range(len(self.stage_ends))), "penultimate")
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         features: dict[str, Tensor] = {}
         out = x
         stage = 0

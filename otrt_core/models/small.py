@@ -42,7 +42,7 @@ class MLP(StagedModel):
         )
         self.head = nn.Linear(widths[-1], config.num_classes)
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         out = x.flatten(1)  # (B, prod(input_shape))
         features: dict[str, Tensor] = {}
         for name, layer in zip(self.hidden_names, self.layers, strict=True):
@@ -92,7 +92,7 @@ class ConvNet(StagedModel):
         )
         self.head = nn.Linear(config.channels[-1], config.num_classes)
 
-    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+    def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         features: dict[str, Tensor] = {}
         out = x  # (B, C, L) or (B, C, H, W)
         for name, stage in zip(self.conv_names, self.stages, strict=True):

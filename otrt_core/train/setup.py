@@ -14,7 +14,9 @@ from torch import Tensor, nn
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
 from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
-from otrt_core.spec import JobSpec, TrainingSpec
+from otrt_core.models.graph import GraphModel
+from otrt_core.models.views import InputView
+from otrt_core.spec import JobSpec, ModelInput, TrainingSpec
 from otrt_core.train.batches import BatchGatherer
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
 from otrt_core.train.teacher_cache import TeacherCache
@@ -66,35 +68,128 @@ class Models:
 def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -> Models:
     """The student, and the frozen teacher loaded from ``teacher_path``.
 
-    ``transfer`` starts the student from the teacher's weights with a new head;
+    A teacher is a zoo architecture's state dict or an ONNX graph (``.onnx``).
+    ``transfer`` starts the student from the teacher's weights with a new head
+    (for a graph: a copy of the graph with a new last linear layer);
     ``distill`` checks that the teacher was trained on the dataset's classes.
+    Each model sees the batches through its own ``input`` view.
     """
-    input_shape = tuple(data.x_train.shape[1:])
-    student = build_model(
-        spec.student.architecture, num_classes=data.num_classes, input_shape=input_shape
-    )
-    if spec.teacher is None:
-        return Models(student=student, teacher=None)
-    if teacher_path is None or not teacher_path.exists():
-        message = f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found"
-        raise UserError(message, CHECKPOINT_LOC)
-    try:
-        weights = read_weights(teacher_path)
-        teacher, teacher_classes = fitted_teacher(spec.teacher.architecture, weights, input_shape)
-    except UserError as error:
-        raise UserError(f"teacher: {error.message}", CHECKPOINT_LOC) from None
-    teacher.load_state_dict(weights)
-    teacher.eval().requires_grad_(False)
-    if spec.mode == "distill" and teacher_classes != data.num_classes:
-        raise UserError(
-            f"distill keeps the teacher's task, but the teacher has {teacher_classes} classes "
-            f"and the dataset {data.num_classes}",
-            CHECKPOINT_LOC,
+    layers = spec.regularizer.layers if spec.regularizer.kind in ("ot", "fitnet", "at") else []
+    teacher = None
+    if spec.teacher is not None:
+        if teacher_path is None or not teacher_path.exists():
+            message = f"the teacher checkpoint {spec.teacher.checkpoint!r} was not found"
+            raise UserError(message, CHECKPOINT_LOC)
+        try:
+            teacher = _teacher(spec, data, teacher_path, [pair.teacher for pair in layers])
+        except UserError as error:
+            raise UserError(f"teacher: {error.message}", error.loc or CHECKPOINT_LOC) from None
+        teacher_classes = _num_classes(teacher)
+        if spec.mode == "distill" and teacher_classes != data.num_classes:
+            raise UserError(
+                f"distill keeps the teacher's task, but the teacher has {teacher_classes} "
+                f"classes and the dataset {data.num_classes}",
+                CHECKPOINT_LOC,
+            )
+    student_layers = [pair.student for pair in layers]
+    if spec.mode == "transfer" and spec.student.architecture is None:  # the teacher's graph
+        student: StagedModel = GraphModel.from_file(teacher_path).keep(student_layers)
+        student.replace_head(data.num_classes)
+        return Models(
+            student=_viewed(student, spec.student.input, data, "student"), teacher=teacher
         )
+    view = _view(spec.student.input, data, "student")
+    shape = _view_shape(spec.student.input, data, "student")
+    student = build_model(
+        spec.student.architecture, num_classes=data.num_classes, input_shape=shape
+    )
     if spec.mode == "transfer":
+        weights = read_weights(teacher_path)
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
         student.load_state_dict(body, strict=False)
-    return Models(student=student, teacher=teacher)
+    return Models(student=_with_view(student, view, data), teacher=teacher)
+
+
+def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -> StagedModel:
+    """The frozen teacher, from a graph or from a zoo architecture's state dict."""
+    if path.suffix.lower() == ".onnx":
+        if spec.teacher.architecture is not None:
+            raise UserError(
+                "an ONNX graph is a whole model: leave teacher.architecture out",
+                ("teacher", "architecture"),
+            )
+        teacher = _viewed(
+            GraphModel.from_file(path).keep(layers), spec.teacher.input, data, "teacher"
+        )
+    else:
+        if spec.teacher.architecture is None:
+            raise UserError(
+                "a state dict needs its architecture (only an ONNX graph is a whole model)",
+                ("teacher", "architecture"),
+            )
+        view = _view(spec.teacher.input, data, "teacher")
+        weights = read_weights(path)
+        shape = _view_shape(spec.teacher.input, data, "teacher")
+        teacher, _ = fitted_teacher(spec.teacher.architecture, weights, shape)
+        teacher.load_state_dict(weights)
+        teacher = _with_view(teacher, view, data)
+    return teacher.eval().requires_grad_(False)
+
+
+def _view(model_input: ModelInput | None, data: PreparedData, side: str) -> InputView | None:
+    if model_input is None:
+        return None
+    _view_shape(model_input, data, side)  # checks that the view applies
+    return InputView(data.mean, data.std, **model_input.model_dump())
+
+
+def _view_shape(model_input: ModelInput | None, data: PreparedData, side: str) -> tuple[int, ...]:
+    """The inputs a model sees through its ``input`` (the dataset's without one)."""
+    shape = tuple(data.x_train.shape[1:])
+    if model_input is None:
+        return shape
+    try:
+        return model_input.shape_for(shape)
+    except UserError as error:
+        raise UserError(error.message, (side, "input")) from None
+
+
+def _with_view(model: StagedModel, view: nn.Module | None, data: PreparedData) -> StagedModel:
+    """The model reading the dataset's batches through ``view``."""
+    if view is not None:
+        model.input_view = view  # a submodule: moves with the model, holds no state
+    model.input_shape = tuple(data.x_train.shape[1:])
+    return model
+
+
+def _viewed(
+    model: StagedModel, model_input: ModelInput | None, data: PreparedData, side: str
+) -> StagedModel:
+    """A model of fixed input shape (a graph) behind its view; ``UserError`` if they differ.
+
+    A model of flat inputs (scikit-learn's, say) takes each input flattened when the
+    sizes agree: the 64 features of an 8x8 image.
+    """
+    view = _view(model_input, data, side)
+    seen = _view_shape(model_input, data, side)
+    expected = tuple(model.input_shape)
+    if len(expected) == 1 and len(seen) > 1 and math.prod(seen) == expected[0]:
+        flat = nn.Flatten() if view is None else nn.Sequential(view, nn.Flatten())
+        return _with_view(model, flat, data)
+    if expected != seen:
+        hint = "set its input (size, channels)" if view is None else "fix its input"
+        raise UserError(
+            f"the {side} takes inputs of shape {list(expected)}, but gets "
+            f"{list(seen)} from the dataset: {hint}",
+            (side, "input"),
+        )
+    return _with_view(model, view, data)
+
+
+def _num_classes(model: StagedModel) -> int:
+    with torch.no_grad():
+        probe = torch.zeros(1, *model.input_shape, device=next(model.parameters()).device)
+        return model.forward_stages(probe)["logits"].shape[1]
 
 
 def fitted_teacher(

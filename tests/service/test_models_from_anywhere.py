@@ -1,0 +1,90 @@
+"""Models from anywhere at the API: ONNX uploads inspected, jobs checked against them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.service.api_helpers import assert_problem, teacher_bytes, upload
+from tests.utils.graphs import torch_graph, unknown_operator_graph
+
+
+@pytest.fixture(scope="module")
+def conv_graph(tmp_path_factory) -> bytes:
+    return torch_graph(tmp_path_factory.mktemp("graphs") / "conv.onnx", epochs=0).read_bytes()
+
+
+def distill(teacher: dict, **regularizer) -> dict:
+    return {
+        "mode": "distill",
+        "teacher": teacher,
+        "student": {"architecture": "cnn_small"},
+        "dataset": {"name": "digits"},
+        "regularizer": regularizer,
+    }
+
+
+def test_an_onnx_model_is_inspected_and_jobs_are_checked_against_its_layers(
+    client, alice, conv_graph
+):
+    created = upload(client, alice, "model", "net.onnx", conv_graph)
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert record["purpose"] == "teacher" and record["format"] == "onnx"
+    details = record["details"]
+    assert details["inputs"] == [{"name": "image", "shape": ["batch", 1, 8, 8]}]
+    assert details["num_classes"] == 10 and details["trainable"] is True
+    layers = {layer["name"]: layer["shape"] for layer in details["layers"]}
+    assert layers["/Relu_1_output_0"] == [32, 4, 4] and layers["penultimate"] == [64]
+    assert details["conversion_max_abs_diff"] < 1e-5
+
+    teacher = {"checkpoint": record["id"]}
+    pairs = [{"teacher": "/Relu_1_output_0", "student": "stage2"}]
+    ok = client.post("/v1/jobs", json=distill(teacher, layers=pairs), headers=alice)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["spec"]["teacher"] == {
+        "checkpoint": record["id"],
+        "architecture": None,
+        "input": None,
+    }
+
+    wrong = [{"teacher": "/Relu_1_output", "student": "stage2"}]
+    body = assert_problem(
+        client.post("/v1/jobs", json=distill(teacher, layers=wrong), headers=alice), 422
+    )
+    (problem,) = body["errors"]
+    assert problem["loc"] == ["body", "regularizer", "layers", 0, "teacher"]
+    assert problem["msg"].split("nearest first: ")[1].startswith("/Relu_1_output_0")
+
+    named = {"checkpoint": record["id"], "architecture": "cnn"}
+    body = assert_problem(client.post("/v1/jobs", json=distill(named), headers=alice), 422)
+    assert body["errors"][0]["loc"] == ["body", "teacher", "architecture"]
+
+    # 8x8 grey inputs do not fit a 16x16 view: the teacher takes 8x8.
+    resized = {"checkpoint": record["id"], "input": {"size": [16, 16]}}
+    body = assert_problem(client.post("/v1/jobs", json=distill(resized), headers=alice), 422)
+    assert body["errors"][0]["loc"] == ["body", "teacher", "input"]
+    assert "takes inputs of shape [1, 8, 8], but gets [1, 16, 16]" in body["errors"][0]["msg"]
+
+
+def test_a_state_dict_still_needs_its_architecture(client, alice):
+    record = upload(client, alice, "teacher", "t.safetensors", teacher_bytes()).json()
+    body = assert_problem(
+        client.post("/v1/jobs", json=distill({"checkpoint": record["id"]}), headers=alice), 422
+    )
+    assert body["errors"][0]["loc"] == ["body", "teacher", "architecture"]
+
+
+def test_unusable_model_files_are_422_with_the_reason(client, alice, tmp_path):
+    mystery = unknown_operator_graph(tmp_path / "m.onnx").read_bytes()
+    cases = {
+        "corrupt.onnx": (b"\x08\x07garbage", "not a readable ONNX graph"),
+        "mystery.onnx": (mystery, "operator otrt cannot convert.*Mystery"),
+        "model.pt2": (b"PK\x03\x04archive", "torch.export archives .* unpickles"),
+    }
+    for name, (data, reason) in cases.items():
+        body = assert_problem(upload(client, alice, "model", name, data), 422)
+        assert re.search(reason, body["detail"]), body["detail"]
+    uploads = tmp_path / "store" / "uploads"  # the parts fixture's storage
+    assert not uploads.exists() or list(uploads.iterdir()) == []

@@ -1,0 +1,81 @@
+"""ONNX graphs from two frameworks as otrt models: conversion, layers, heads, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from otrt_core.errors import UserError
+from otrt_core.models.graph import GraphModel, conversion_error
+from tests.utils.graphs import digits, sklearn_graph, torch_graph, unknown_operator_graph
+
+
+@pytest.fixture(scope="module")
+def conv_graph(tmp_path_factory):
+    return torch_graph(tmp_path_factory.mktemp("graphs") / "conv.onnx", epochs=2)
+
+
+def test_a_torch_export_converts_to_the_same_function(conv_graph):
+    model = GraphModel.from_file(conv_graph).eval()
+    x = torch.randn(5, 1, 8, 8)
+    session = onnxruntime.InferenceSession(str(conv_graph), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"image": x.numpy()})
+    got = model(x).detach().numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    assert conversion_error(model, conv_graph) < 1e-5
+    assert model.input_shape == (1, 8, 8)
+
+
+def test_layers_are_the_graph_tensors_by_name_with_shapes_in_graph_order(conv_graph):
+    model = GraphModel.from_file(conv_graph)
+    shapes = model.layer_shapes()
+    names = list(shapes)
+    assert names[:2] == ["/conv1/Conv_output_0", "/Relu_output_0"]
+    assert shapes["/Relu_output_0"] == [16, 8, 8]
+    assert shapes["penultimate"] == [64] and shapes["logits"] == [10]
+    model.keep(["/Relu_1_output_0"])
+    out = model.forward_stages(torch.zeros(3, 1, 8, 8))
+    assert list(out) == ["/Relu_1_output_0", "penultimate", "logits"]
+    assert out["/Relu_1_output_0"].shape == (3, 32, 4, 4)
+
+
+def test_an_unknown_layer_name_lists_the_valid_ones(conv_graph):
+    with pytest.raises(UserError, match=r"no tensor 'conv9'.*/conv1/Conv_output_0"):
+        GraphModel.from_file(conv_graph).keep(["conv9"])
+
+
+def test_a_new_head_trains_with_the_body(conv_graph):
+    model = GraphModel.from_file(conv_graph)
+    model.replace_head(3)
+    x = torch.randn(4, 1, 8, 8)
+    logits = model(x)
+    assert logits.shape == (4, 3)
+    logits.sum().backward()
+    grads = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert {"head.weight", "body.conv1/Conv.weight"} <= grads
+    assert "body.out/Gemm.weight" not in grads  # the old head no longer takes part
+
+
+def test_a_scikit_learn_mlp_converts_with_its_accuracy(tmp_path):
+    path, classifier = sklearn_graph(tmp_path / "mlp.onnx")
+    model = GraphModel.from_file(path).eval()
+    x, _ = digits()
+    flat = x.reshape(len(x), -1)
+    predicted = model(torch.from_numpy(flat)).argmax(dim=1).numpy()
+    assert (predicted == classifier.predict(flat)).mean() == 1.0
+    shapes = model.layer_shapes()
+    # The hidden layer is a MatMul by a constant: its input is penultimate, MatMul + Add the logits.
+    assert shapes["penultimate"] == [64] and shapes["logits"] == [10]
+    # skl2onnx keeps weights as constants: they become parameters, so the graph trains.
+    assert sum(p.numel() for p in model.parameters()) == 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_bad_graphs_are_refused_with_the_reason(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(UserError, match="not a readable ONNX graph"):
+        GraphModel.from_file(corrupt)
+    with pytest.raises(UserError, match=r"operator.*Mystery"):
+        GraphModel.from_file(unknown_operator_graph(tmp_path / "mystery.onnx"))
