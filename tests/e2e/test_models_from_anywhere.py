@@ -1,0 +1,83 @@
+"""Teachers from two other frameworks, over real HTTP on `otrt serve`, through the SDK.
+
+A conv net written here (not in otrt's zoo) exported by ``torch.onnx.export``,
+and a scikit-learn MLP exported by skl2onnx, each teaches a zoo student on
+digits; the downloaded student's ONNX graph is run by onnxruntime on the raw
+test split and must give the accuracy the job reported.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from otrt.client import Client
+from otrt_core.data import load_arrays
+from tests.utils.graphs import sklearn_graph, torch_graph
+
+pytestmark = pytest.mark.slow
+TRAINING = {"epochs": 4, "batch_size": 64, "lr": 0.05}
+
+
+def downloaded_accuracy(client: Client, job_id: str, tmp_path) -> float:
+    """The student's accuracy on digits' raw test split, from its downloaded ONNX graph."""
+    metrics = json.loads(client.download(job_id, "metrics.json", tmp_path).read_text())
+    graph = client.download(job_id, "student.onnx", tmp_path)
+    raw = load_arrays("digits")
+    mean = np.array(metrics["normalization"]["mean"]).reshape(1, -1, 1, 1)
+    std = np.array(metrics["normalization"]["std"]).reshape(1, -1, 1, 1)
+    x = ((raw.x_test - mean) / std).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x})
+    return float((logits.argmax(axis=1) == raw.y_test).mean())
+
+
+def test_onnx_teachers_from_torch_and_scikit_learn_teach_a_zoo_student(served, tmp_path):
+    url, key = served
+    conv = torch_graph(tmp_path / "conv.onnx")
+    mlp, _ = sklearn_graph(tmp_path / "mlp.onnx")
+    with Client(url, key, timeout=120) as client:
+        conv_file = client.upload(conv, "model")
+        mlp_file = client.upload(mlp, "model")
+        assert conv_file["format"] == mlp_file["format"] == "onnx"
+        jobs = {
+            # The conv net was trained on (x - 0.3) / 0.37: its own view, not the dataset's.
+            "torch": {
+                "teacher": {
+                    "checkpoint": conv_file["id"],
+                    "input": {"mean": [0.3], "std": [0.37]},
+                },
+                "regularizer": {"layers": [{"teacher": "/Relu_1_output_0", "student": "stage2"}]},
+            },
+            # The MLP reads 64 flat values in [0, 1]: each 8x8 image, flattened.
+            "sklearn": {
+                "teacher": {"checkpoint": mlp_file["id"], "input": {"mean": [0.0], "std": [1.0]}},
+                "regularizer": {
+                    "layers": [{"teacher": "next_activations", "student": "penultimate"}]
+                },
+            },
+        }
+        ids = {
+            name: client.create_job(
+                {
+                    "mode": "distill",
+                    "student": {"architecture": "cnn_small"},
+                    "dataset": {"name": "digits"},
+                    "kd": {"weight": 1.0},
+                    "training": TRAINING,
+                    **parts,
+                }
+            )["id"]
+            for name, parts in jobs.items()
+        }
+        for name, job_id in ids.items():
+            job = client.wait(job_id, timeout=600)
+            assert job["status"] == "succeeded", (name, job)
+            reported = job["metrics"]["test_accuracy"]
+            assert downloaded_accuracy(client, job_id, tmp_path) == pytest.approx(
+                reported, abs=1e-6
+            )
+            assert reported > 0.6, (name, reported)
