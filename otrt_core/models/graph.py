@@ -65,7 +65,7 @@ def read_graph(path: Path) -> onnx.ModelProto:
             f"the graph's input {inputs[0][0]!r} has no fixed channel count (shape {shape}): "
             "export it with a fixed size for every dimension but the batch"
         )
-    return _cut_to(model, find_head(model).logits)
+    return _constant_identities_inlined(_cut_to(model, find_head(model).logits))
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[tuple[str, list[int | str]]]:
@@ -127,6 +127,27 @@ def _cut_to(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
         onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)
     )
     return cut
+
+
+def _constant_identities_inlined(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with ``Identity`` nodes of a weight replaced by a copy of the weight.
+
+    torch's exporter shares equal weights that way, while the converter reads a
+    layer's weights from initializers only.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
 
 
 def convert_graph(model: onnx.ModelProto) -> fx.GraphModule:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnxruntime
 import pytest
 import torch
 
 from otrt_core.errors import UserError
+from otrt_core.models import build_model
 from otrt_core.models.graph import GraphModel, conversion_error
 from tests.utils.graphs import digits, sklearn_graph, torch_graph, unknown_operator_graph
 
@@ -79,3 +82,17 @@ def test_bad_graphs_are_refused_with_the_reason(tmp_path):
         GraphModel.from_file(corrupt)
     with pytest.raises(UserError, match=r"operator.*Mystery"):
         GraphModel.from_file(unknown_operator_graph(tmp_path / "mystery.onnx"))
+
+
+def test_a_resnet_export_with_shared_weights_converts(tmp_path):
+    """torch's exporter shares equal weights through Identity nodes; the converter
+    reads weights from initializers only, so otrt inlines them first."""
+    model = build_model("resnet20", input_shape=(3, 32, 32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    path = tmp_path / "resnet20.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"])
+    graph = GraphModel.from_file(path).eval()
+    with torch.no_grad():
+        assert torch.allclose(graph(x), model(x), atol=1e-4)
