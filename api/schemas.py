@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
@@ -136,13 +136,21 @@ class ArtifactOut(_FromRow):
     created_at: datetime
 
 
+Source = Literal["zoo", "timm", "torchvision"]
+
+
 class ArchitectureOut(BaseModel):
     name: str
+    source: Source
     family: str
-    parameters: int
-    input_shape: list[int]
-    stages: list[str]
-    head_prefix: str
+    parameters: int | None = Field(
+        default=None, description="At the default input shape, 10 classes; zoo only."
+    )
+    input_shape: list[int] = Field(default=[3, 224, 224], description="The default one.")
+    stages: list[str] = Field(
+        default=[], description="Zoo stage names; timm and torchvision layers are module paths."
+    )
+    head_prefix: str | None = None
 
 
 class DatasetOut(BaseModel):

@@ -112,7 +112,7 @@ class Client:
         *,
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Streams a file up (``purpose``: teacher or dataset); ``progress(sent, total)``."""
+        """Streams a file up (``purpose``: teacher, model or dataset); ``progress(sent, total)``."""
         path = Path(path)
         total = path.stat().st_size
 

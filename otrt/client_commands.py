@@ -247,7 +247,7 @@ def download(
 
 def upload(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file.")],
-    purpose: Annotated[str, typer.Option(help="teacher or dataset.")],
+    purpose: Annotated[str, typer.Option(help="teacher (or model) or dataset.")],
     url: Url = None,
     api_key: Key = None,
     as_json: Json = False,

@@ -1,4 +1,5 @@
-"""What a job may name, readable without torch: the zoo's architectures and the datasets.
+"""What a job may name, readable without torch: the zoo's architectures, the names timm
+and torchvision can build, and the datasets.
 
 The API checks specs and lists the catalog from ``catalog.json`` beside this
 file, so the API process never builds a model to learn a stage name. The file
@@ -36,10 +37,20 @@ class DatasetInfo:
     description: str
 
 
+LIBRARIES = ("timm", "torchvision")
+
+
 @dataclass(frozen=True)
 class Catalog:
     architectures: dict[str, ArchitectureInfo]
     datasets: dict[str, DatasetInfo]
+    # "timm" / "torchvision" -> the names each builds (jobs name them "timm/<name>").
+    libraries: dict[str, tuple[str, ...]]
+
+    def knows(self, architecture: str) -> bool:
+        """Whether ``architecture`` is a zoo name or a name a library can build."""
+        source, _, name = architecture.partition("/")
+        return architecture in self.architectures or name in self.libraries.get(source, ())
 
     def to_json(self) -> str:
         """The catalog as JSON, one entry a line (a change of the zoo is a one-line diff)."""
@@ -49,7 +60,14 @@ class Catalog:
 
         architectures = rows(self.architectures.values())
         datasets = rows(self.datasets.values())
-        return f'{{\n "architectures": [\n{architectures}\n ],\n "datasets": [\n{datasets}\n ]\n}}'
+        libraries = ",\n".join(
+            f"  {json.dumps(source)}: {json.dumps(list(names))}"
+            for source, names in self.libraries.items()
+        )
+        return (
+            f'{{\n "architectures": [\n{architectures}\n ],\n "datasets": [\n{datasets}\n ],'
+            f'\n "libraries": {{\n{libraries}\n }}\n}}'
+        )
 
 
 def is_dataset_file(name: str) -> bool:
@@ -76,6 +94,7 @@ def catalog() -> Catalog:
             d["name"]: DatasetInfo(**d | {"input_shape": tuple(d["input_shape"])})
             for d in data["datasets"]
         },
+        libraries={source: tuple(names) for source, names in data["libraries"].items()},
     )
 
 
@@ -100,4 +119,12 @@ def live_catalog() -> Catalog:
         info.name: DatasetInfo(**{name: getattr(info, name) for name in entry_fields})
         for info in DATASETS.values()
     }
-    return Catalog(architectures, datasets)
+    import timm
+    import torchvision
+
+    libraries = {
+        "timm": tuple(timm.list_models()),
+        # Classifiers only: detection and segmentation models live in submodules.
+        "torchvision": tuple(torchvision.models.list_models(module=torchvision.models)),
+    }
+    return Catalog(architectures, datasets, libraries)

@@ -8,6 +8,8 @@ message what; the service turns it into a problem of its 422 (or, for
 
 from __future__ import annotations
 
+import difflib
+
 
 class UserError(Exception):
     """Input a user can fix: where (``loc``) and what (the message)."""
@@ -19,3 +21,9 @@ class UserError(Exception):
 
 class TooLarge(UserError):
     """Input that would cost more than a limit allows (HTTP 413)."""
+
+
+def nearest_first(name: str, valid: list[str]) -> list[str]:
+    """``valid`` ordered by similarity to ``name``, the closest first: what a message
+    about an unknown name lists."""
+    return sorted(valid, key=lambda v: -difflib.SequenceMatcher(None, name, v).ratio())

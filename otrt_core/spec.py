@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from otrt_core.catalog import catalog, is_dataset_file
-from otrt_core.errors import UserError
+from otrt_core.errors import UserError, nearest_first
 from otrt_core.protocol import (
     DEFAULT_EPSILON,
     DEFAULT_MAX_ITER,
@@ -306,7 +306,7 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
 
 
 def _check(spec: JobSpec) -> list[Problem]:
-    architectures, datasets = tuple(catalog().architectures), catalog().datasets
+    known, datasets = catalog(), catalog().datasets
     problems: list[Problem] = []
 
     def problem(loc: tuple[str | int, ...], msg: str) -> None:
@@ -317,21 +317,15 @@ def _check(spec: JobSpec) -> list[Problem]:
     if spec.student.architecture is None:
         if not (spec.mode == "transfer" and graph_teacher):
             problem(("student", "architecture"), "a student architecture is needed")
-    elif spec.student.architecture not in architectures:
-        problem(
-            ("student", "architecture"),
-            _unknown("architecture", spec.student.architecture, architectures),
-        )
+    elif not known.knows(spec.student.architecture):
+        problem(("student", "architecture"), _unknown_architecture(spec.student.architecture))
     if spec.teacher and graph_teacher and not is_graph_reference(spec.teacher.checkpoint):
         problem(
             ("teacher", "architecture"),
             "a state dict needs its architecture (only an ONNX graph is a whole model)",
         )
-    elif spec.teacher and not graph_teacher and spec.teacher.architecture not in architectures:
-        problem(
-            ("teacher", "architecture"),
-            _unknown("architecture", spec.teacher.architecture, architectures),
-        )
+    elif spec.teacher and not graph_teacher and not known.knows(spec.teacher.architecture):
+        problem(("teacher", "architecture"), _unknown_architecture(spec.teacher.architecture))
     dataset = datasets.get(spec.dataset.name)
     if dataset is None and not is_dataset_file(spec.dataset.name):
         valid = (*datasets, "file_… (an upload)", "a path to a .npz or .zip")
@@ -417,6 +411,18 @@ def is_graph_reference(checkpoint: str) -> bool:
     """Whether a teacher checkpoint may be an ONNX graph: an upload (its format is
     known once it is looked up) or an ``.onnx`` path."""
     return checkpoint.startswith("file_") or checkpoint.lower().endswith(".onnx")
+
+
+def _unknown_architecture(name: str) -> str:
+    """An unknown architecture's message: the nearest names of its source."""
+    source, _, short = name.partition("/")
+    names = catalog().libraries.get(source)
+    if names is None:
+        valid = (*catalog().architectures, "timm/<name>", "torchvision/<name>")
+        return _unknown("architecture", name, valid)
+    nearest = ", ".join(f"{source}/{n}" for n in nearest_first(short, list(names))[:10])
+    listing = f"GET /v1/architectures?source={source}"
+    return f"unknown architecture {name!r}; nearest: {nearest} ({listing})"
 
 
 def _unknown(what: str, name: str, valid: tuple[str, ...]) -> str:

@@ -92,6 +92,15 @@ def teacher_misfit(
     return _run_child(["fit", str(path), architecture, shape], limits)["misfit"]
 
 
+def architecture_layers(
+    architecture: str, input_shape: tuple[int, ...], limits: InspectionLimits
+) -> list[str]:
+    """Every layer name of a timm or torchvision ``architecture`` built for ``input_shape``
+    (its declared stages first), or ``UserError``; found by a limited child process."""
+    shape = json.dumps(list(input_shape))
+    return _run_child(["layers", architecture, shape], limits)["layers"]
+
+
 def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]:
     """The child's verdict; :class:`TooLarge` or :class:`UserError` if it has none."""
 
@@ -285,13 +294,23 @@ def fit_verdict(path: Path, architecture: str, input_shape: tuple[int, ...]) -> 
     return None
 
 
+def layer_names(architecture: str, input_shape: tuple[int, ...]) -> list[str]:
+    """The model's layer names, built on the meta device (no memory, no weights)."""
+    from otrt_core.models import skeleton
+
+    return list(skeleton(architecture, input_shape=input_shape).layer_names)
+
+
 def main(argv: list[str]) -> int:
-    """``python -m otrt_core.jobs.inspection teacher|dataset PATH MAX_DECODED_BYTES``, or
-    ``… fit PATH ARCHITECTURE INPUT_SHAPE_JSON``: prints one JSON verdict."""
+    """``python -m otrt_core.jobs.inspection teacher|dataset PATH MAX_DECODED_BYTES``,
+    ``… fit PATH ARCHITECTURE INPUT_SHAPE_JSON`` or ``… layers ARCHITECTURE
+    INPUT_SHAPE_JSON``: prints one JSON verdict."""
     task, path = argv[0], Path(argv[1])
     try:
         verdict: dict[str, Any]
-        if task == "fit":
+        if task == "layers":
+            verdict = {"layers": layer_names(argv[1], tuple(json.loads(argv[2])))}
+        elif task == "fit":
             verdict = {"misfit": fit_verdict(path, argv[2], tuple(json.loads(argv[3])))}
         elif task == "teacher":
             file_format, details = inspect_teacher(path)

@@ -1,19 +1,21 @@
-"""Submission checks of a job against an uploaded ONNX graph's ``details`` (no torch).
+"""Submission checks of a job against the models it names (no torch here).
 
 A graph file is inspected once, on upload (``otrt_core.jobs.inspection``): its
 layers with their shapes, its inputs and its class count are in the file's
-``details``. A job naming it is checked against them before it is queued, so
-that a wrong layer name or input shape is a 422 listing what would work, never
-a job that fails once it runs.
+``details``. A timm or torchvision architecture's layers (module paths) are
+listed by the inspector child on demand. A job is checked against them before
+it is queued, so that a wrong layer name or input shape is a 422 listing what
+would work, never a job that fails once it runs.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
+from collections.abc import Callable
 from typing import Any
 
-from otrt_core.errors import UserError
+from otrt_core.catalog import LIBRARIES
+from otrt_core.errors import UserError, nearest_first
 from otrt_core.spec import JobSpec
 
 LAYER_KINDS = ("ot", "fitnet", "at")
@@ -54,6 +56,39 @@ def graph_problems(
     return problems
 
 
+def library_layer_problems(
+    spec: JobSpec,
+    dataset_shape: tuple[int, ...] | None,
+    layers_of: Callable[[str, tuple[int, ...]], list[str]],
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Layer names of timm or torchvision models that are not module paths of theirs.
+
+    ``layers_of(architecture, input_shape)`` lists a model's layer names (or raises
+    ``UserError``); it is only asked for models whose names need it.
+    """
+    if spec.regularizer.kind not in LAYER_KINDS or dataset_shape is None:
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for side, model in (("teacher", spec.teacher), ("student", spec.student)):
+        if model is None or (model.architecture or "").split("/")[0] not in LIBRARIES:
+            continue
+        names = [getattr(pair, side) for pair in spec.regularizer.layers]
+        if all(name in ("penultimate", "logits") for name in names):
+            continue
+        try:
+            shape = model.input.shape_for(dataset_shape) if model.input else dataset_shape
+            valid = layers_of(model.architecture, tuple(shape))
+        except UserError as error:
+            problems.append(((side, "architecture"), error.message))
+            continue
+        for index, name in enumerate(names):
+            if name not in valid:
+                listed = ", ".join(nearest_first(name, valid)[:MAX_LISTED])
+                message = f"{model.architecture} has no layer {name!r}; nearest first: {listed}"
+                problems.append((("regularizer", "layers", index, side), message))
+    return problems
+
+
 def _input_problem(details: dict[str, Any], dataset_shape: tuple[int, ...], model_input) -> str:
     """Why the graph cannot take the dataset's inputs through ``model_input``, or ``""``."""
     expected = tuple(details["inputs"][0]["shape"][1:])
@@ -66,8 +101,3 @@ def _input_problem(details: dict[str, Any], dataset_shape: tuple[int, ...], mode
         return ""
     hint = "fix its input" if model_input else "set its input (size, channels)"
     return f"takes inputs of shape {list(expected)}, but gets {list(seen)} from the dataset: {hint}"
-
-
-def nearest_first(name: str, valid: list[str]) -> list[str]:
-    """``valid`` ordered by similarity to ``name``, the closest first."""
-    return sorted(valid, key=lambda v: -difflib.SequenceMatcher(None, name, v).ratio())

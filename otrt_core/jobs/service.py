@@ -25,11 +25,12 @@ from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.inspection import (
     InspectionLimits,
+    architecture_layers,
     inspect_upload,
     storage_suffix,
     teacher_misfit,
 )
-from otrt_core.jobs.model_checks import graph_problems
+from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.storage import LocalStorage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
@@ -96,6 +97,8 @@ class Service:
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
     # (weights sha256, architecture, input shape) -> why they do not fit, or None.
     _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
+    # (architecture, input shape) -> its layer names (timm and torchvision models).
+    _layer_names: dict[tuple, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     # --- files ---------------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class Service:
             problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
         else:
             input_shape = catalog().datasets[spec.dataset.name].input_shape
+        for where, msg in library_layer_problems(spec, input_shape, self._layers):
+            problems.append({"loc": ["body", *where], "msg": msg})
         if spec.teacher is None:
             return inputs
         loc = ["body", "teacher", "checkpoint"]
@@ -332,6 +337,14 @@ class Service:
             except UserError as error:
                 return str(error)
         return self._fits[key]
+
+    def _layers(self, architecture: str, input_shape: tuple[int, ...]) -> list[str]:
+        """A timm or torchvision model's layer names, from the inspector child, once per
+        (architecture, input shape) for the life of this process."""
+        key = (architecture, tuple(input_shape))
+        if key not in self._layer_names:
+            self._layer_names[key] = architecture_layers(architecture, input_shape, self.inspection)
+        return self._layer_names[key]
 
     def _teacher_weights(
         self, owner: str, ref: str, inputs: dict, problems: list, loc: list

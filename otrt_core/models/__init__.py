@@ -10,6 +10,7 @@ import torch
 from otrt_core.errors import UserError
 from otrt_core.models import cifar_resnet, cifar_zoo, imagenet, small
 from otrt_core.models.base import StagedModel
+from otrt_core.models.named import build_named, is_named
 
 
 def _cifar_resnet(name: str) -> Callable[[int, tuple[int, ...]], StagedModel]:
@@ -57,10 +58,14 @@ ARCHITECTURES = tuple(REGISTRY)
 def build_model(
     architecture: str, *, num_classes: int = 10, input_shape: tuple[int, ...] | None = None
 ) -> StagedModel:
-    """A freshly initialized zoo model; unknown names list the valid ones.
+    """A freshly initialized model: a zoo name, or ``timm/<name>`` / ``torchvision/<name>``
+    (:mod:`otrt_core.models.named`); unknown zoo names list the valid ones.
 
-    ``input_shape`` (channels first) defaults to the architecture's own.
+    ``input_shape`` (channels first) defaults to the architecture's own (for timm and
+    torchvision, ImageNet's 3x224x224).
     """
+    if is_named(architecture):
+        return build_named(architecture, num_classes, tuple(input_shape or (3, 224, 224)))
     if architecture not in REGISTRY:
         raise UserError(
             f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 
@@ -33,6 +35,11 @@ class StagedModel(nn.Module):
 
     def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def keep(self, names: Sequence[str]) -> StagedModel:
+        """Makes ``forward_stages`` return the layers ``names`` too. A zoo model returns
+        every stage anyway; models with many layers (graphs, timm) return those asked for."""
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)["logits"]

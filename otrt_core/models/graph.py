@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import Tensor, fx, nn
 
-from otrt_core.errors import UserError
+from otrt_core.errors import UserError, nearest_first
 from otrt_core.models.base import StagedModel
 
 LINEAR_OPS = ("Gemm", "MatMul")
@@ -222,10 +222,8 @@ class GraphModel(StagedModel):
         ``logits``; ``UserError`` listing the graph's tensors for a name it lacks."""
         unknown = [name for name in names if name not in self.tensors]
         if unknown:
-            raise UserError(
-                f"the graph has no tensor {unknown[0]!r}; its layers are: "
-                + ", ".join(self.layer_names)
-            )
+            listed = ", ".join(nearest_first(unknown[0], list(self.layer_names))[:25])
+            raise UserError(f"the graph has no tensor {unknown[0]!r}; nearest first: {listed}")
         wanted = {*names, "penultimate"} - {"logits"}
         self.stage_names = tuple(n for n in self.layer_names if n in wanted)
         outputs = {n: self.tensors[n] for n in (*self.stage_names, "logits")}

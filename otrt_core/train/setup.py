@@ -102,7 +102,7 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
     shape = _view_shape(spec.student.input, data, "student")
     student = build_model(
         spec.student.architecture, num_classes=data.num_classes, input_shape=shape
-    )
+    ).keep(student_layers)
     if spec.mode == "transfer":
         weights = read_weights(teacher_path)
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
@@ -132,7 +132,7 @@ def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -
         shape = _view_shape(spec.teacher.input, data, "teacher")
         teacher, _ = fitted_teacher(spec.teacher.architecture, weights, shape)
         teacher.load_state_dict(weights)
-        teacher = _with_view(teacher, view, data)
+        teacher = _with_view(teacher.keep(layers), view, data)
     return teacher.eval().requires_grad_(False)
 
 

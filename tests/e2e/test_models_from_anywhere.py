@@ -13,9 +13,12 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
+from safetensors.torch import load_file
 
-from otrt.client import Client
+from otrt.client import Client, Invalid
 from otrt_core.data import load_arrays
+from otrt_core.spec import resolve_spec
+from otrt_core.train import RunOptions, train
 from tests.utils.graphs import sklearn_graph, torch_graph
 
 pytestmark = pytest.mark.slow
@@ -81,3 +84,38 @@ def test_onnx_teachers_from_torch_and_scikit_learn_teach_a_zoo_student(served, t
                 reported, abs=1e-6
             )
             assert reported > 0.6, (name, reported)
+
+
+def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
+    """timm's resnet18, trained here by otrt itself (supervised), uploaded as a state dict
+    in timm's own names; its module paths are the layers the regularizer reads."""
+    spec = resolve_spec(
+        {
+            "mode": "supervised",
+            "student": {"architecture": "timm/resnet18"},
+            "dataset": {"name": "digits"},
+            "training": TRAINING,
+        }
+    )
+    train(spec, RunOptions(out_dir=tmp_path / "timm", device="cpu"), emit=lambda event: None)
+    weights = tmp_path / "timm" / "student.safetensors"
+    assert "layer1.0.conv1.weight" in load_file(weights)  # timm's names, no prefix
+    url, key = served
+    with Client(url, key, timeout=120) as client:
+        file_id = client.upload(weights, "teacher")["id"]
+        body = {
+            "mode": "distill",
+            "teacher": {"architecture": "timm/resnet18", "checkpoint": file_id},
+            "student": {"architecture": "cnn_small"},
+            "dataset": {"name": "digits"},
+            "kd": {"weight": 1.0},
+            "regularizer": {"layers": [{"teacher": "layer2", "student": "stage2"}]},
+            "training": TRAINING,
+        }
+        with pytest.raises(Invalid, match="nearest first: layer2"):
+            client.create_job(body | {"regularizer": {"layers": [{"teacher": "layer_2"}]}})
+        job = client.wait(client.create_job(body)["id"], timeout=600)
+        assert job["status"] == "succeeded", job
+        reported = job["metrics"]["test_accuracy"]
+        assert downloaded_accuracy(client, job["id"], tmp_path) == pytest.approx(reported, abs=1e-6)
+        assert reported > 0.6

@@ -88,3 +88,39 @@ def test_unusable_model_files_are_422_with_the_reason(client, alice, tmp_path):
         assert re.search(reason, body["detail"]), body["detail"]
     uploads = tmp_path / "store" / "uploads"  # the parts fixture's storage
     assert not uploads.exists() or list(uploads.iterdir()) == []
+
+
+def test_architectures_page_through_zoo_timm_and_torchvision_names(client, alice):
+    zoo = client.get("/v1/architectures", headers=alice)
+    assert zoo.status_code == 200 and "Link" not in zoo.headers
+    assert {entry["source"] for entry in zoo.json()} == {"zoo"} and len(zoo.json()) == 26
+    assert {"cnn", "resnet20"} <= {entry["name"] for entry in zoo.json()}
+
+    seen, url = [], "/v1/architectures?source=timm&search=ResNet1&limit=7"
+    while url:
+        page = client.get(url, headers=alice)
+        assert page.status_code == 200 and len(page.json()) <= 7
+        seen += [entry["name"] for entry in page.json()]
+        link = page.headers.get("Link")
+        url = link[1 : link.index(">")] if link else None
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) > 7
+    assert "timm/resnet18" in seen and all("resnet1" in name for name in seen)
+
+    vision = client.get("/v1/architectures?source=torchvision&search=mobilenet_v3", headers=alice)
+    assert [e["name"] for e in vision.json()] == [
+        "torchvision/mobilenet_v3_large",
+        "torchvision/mobilenet_v3_small",
+    ]
+    assert_problem(client.get("/v1/architectures?source=keras", headers=alice), 422)
+
+
+def test_an_unknown_library_name_suggests_the_nearest(client, alice):
+    body = {
+        "mode": "supervised",
+        "student": {"architecture": "timm/resnet81"},
+        "dataset": {"name": "digits"},
+    }
+    problem = assert_problem(client.post("/v1/jobs", json=body, headers=alice), 422)
+    assert "nearest: timm/resnet18" in problem["errors"][0]["msg"]
+    body["student"]["architecture"] = "timm/resnet18"
+    assert client.post("/v1/jobs", json=body, headers=alice).status_code == 201
