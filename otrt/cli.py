@@ -70,6 +70,10 @@ def train(
         Path | None,
         typer.Option(help="The dataset's .npz or .zip, whatever dataset.name names (an id)."),
     ] = None,
+    student_init_file: Annotated[
+        Path | None,
+        typer.Option(help="The model the student starts from, whatever student.init names."),
+    ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
     from otrt.train_command import InputFiles, run_train
@@ -84,7 +88,7 @@ def train(
         datasets_root or settings.datasets_root,
         settings.torch_threads,
         stop_on_stdin_eof,
-        InputFiles(teacher=teacher_file, dataset=dataset_file),
+        InputFiles(teacher=teacher_file, dataset=dataset_file, student_init=student_init_file),
     )
     raise typer.Exit(code)
 

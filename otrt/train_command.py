@@ -30,6 +30,7 @@ class InputFiles:
 
     teacher: Path | None = None
     dataset: Path | None = None
+    student_init: Path | None = None
 
 
 def run_train(
@@ -81,6 +82,8 @@ def run_train(
             if spec.dataset.name.endswith((".npz", ".zip"))
             else None
         ),
+        student_init_path=inputs.student_init
+        or (_beside_spec(spec.student.init, spec_path) if spec.student.init else None),
         datasets_root=datasets_root,
         device=device,
         resume=resume,

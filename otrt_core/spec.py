@@ -122,6 +122,12 @@ class StudentSpec(_Strict):
         default=None,
         description="The student's own inputs. Default: the dataset's (the teacher's in transfer).",
     )
+    init: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Start from an uploaded model (file_…): a state dict of `architecture`, or "
+        "an ONNX graph, which becomes the student (no `architecture`). Or a path for `otrt train`.",
+    )
 
 
 class DatasetSpec(_Strict):
@@ -314,9 +320,18 @@ def _check(spec: JobSpec) -> list[Problem]:
 
     # Catalog names; only a graph (an ONNX teacher, or its copy in transfer) has none.
     graph_teacher = spec.teacher is not None and spec.teacher.architecture is None
+    init = spec.student.init
+    if init is not None and spec.mode == "transfer":
+        problem(("student", "init"), "mode 'transfer' starts the student from the teacher")
+    if init is not None and init.startswith("job_"):
+        problem(("student", "init"), "name an uploaded model (file_…)")
     if spec.student.architecture is None:
-        if not (spec.mode == "transfer" and graph_teacher):
-            problem(("student", "architecture"), "a student architecture is needed")
+        graph_student = init is not None and is_graph_reference(init)
+        if not (spec.mode == "transfer" and graph_teacher) and not graph_student:
+            problem(
+                ("student", "architecture"),
+                "a student architecture is needed (or an ONNX graph as student.init)",
+            )
     elif not known.knows(spec.student.architecture):
         problem(("student", "architecture"), _unknown_architecture(spec.student.architecture))
     if spec.teacher and graph_teacher and not is_graph_reference(spec.teacher.checkpoint):

@@ -98,10 +98,11 @@ class Executor:
             teacher = self._existing(weights.path if weights else None, job.teacher_job_id)
         if job.dataset_file_id:
             dataset = self._local(job.dataset_file_id, job.owner)
+        init = self._local(job.init_file_id, job.owner) if job.init_file_id else None
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "job-spec.json"
         spec_path.write_text(json.dumps(job.spec, indent=2))
-        return TrainerInputs(spec=spec_path, teacher=teacher, dataset=dataset)
+        return TrainerInputs(spec=spec_path, teacher=teacher, dataset=dataset, student_init=init)
 
     def _local(self, file_id: str, owner: str) -> Path:
         """The local copy of an uploaded file; ``LookupError(file_id)`` if it is gone."""

@@ -33,9 +33,14 @@ class TrainerInputs:
     spec: Path
     teacher: Path | None = None
     dataset: Path | None = None
+    student_init: Path | None = None
 
     def arguments(self) -> list[str]:
-        files = [("--teacher-file", self.teacher), ("--dataset-file", self.dataset)]
+        files = [
+            ("--teacher-file", self.teacher),
+            ("--dataset-file", self.dataset),
+            ("--student-init-file", self.student_init),
+        ]
         return [str(self.spec)] + [arg for flag, path in files if path for arg in (flag, str(path))]
 
 

@@ -23,34 +23,29 @@ MAX_LISTED = 25  # layer names a problem lists
 
 
 def graph_problems(
-    spec: JobSpec, details: dict[str, Any], dataset_shape: tuple[int, ...] | None
+    spec: JobSpec,
+    details: dict[str, Any],
+    dataset_shape: tuple[int, ...] | None,
+    sides: tuple[str, ...],
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """What in ``spec`` does not fit the teacher's graph: ``(location, message)`` pairs."""
+    """What in ``spec`` does not fit a graph that ``sides`` (``teacher``, ``student``)
+    are: ``(location, message)`` pairs."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    if spec.teacher.architecture is not None:
-        problems.append(
-            (("teacher", "architecture"), "an ONNX graph is a whole model: leave it out")
-        )
     layers = [layer["name"] for layer in details["layers"]]
-    if spec.regularizer.kind in LAYER_KINDS:
-        sides = ["teacher"] + (["student"] if spec.student.architecture is None else [])
-        for index, pair in enumerate(spec.regularizer.layers):
-            for side in sides:
+    for side in sides:
+        model = getattr(spec, side)
+        if model.architecture is not None:
+            message = "an ONNX graph is a whole model: leave it out"
+            problems.append(((side, "architecture"), message))
+        if spec.regularizer.kind in LAYER_KINDS:
+            for index, pair in enumerate(spec.regularizer.layers):
                 name = getattr(pair, side)
                 if name not in layers:
-                    message = f"the graph has no layer {name!r}; nearest first: "
-                    problems.append(
-                        (
-                            ("regularizer", "layers", index, side),
-                            message + ", ".join(nearest_first(name, layers)[:MAX_LISTED]),
-                        )
-                    )
-    if dataset_shape is not None:
-        sides = [("teacher", spec.teacher.input)]
-        if spec.student.architecture is None:
-            sides.append(("student", spec.student.input))
-        for side, model_input in sides:
-            problem = _input_problem(details, dataset_shape, model_input)
+                    listed = ", ".join(nearest_first(name, layers)[:MAX_LISTED])
+                    message = f"the graph has no layer {name!r}; nearest first: {listed}"
+                    problems.append((("regularizer", "layers", index, side), message))
+        if dataset_shape is not None:
+            problem = _input_problem(details, dataset_shape, model.input)
             if problem:
                 problems.append(((side, "input"), f"the {side} {problem}"))
     return problems

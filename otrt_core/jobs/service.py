@@ -296,6 +296,8 @@ class Service:
             input_shape = catalog().datasets[spec.dataset.name].input_shape
         for where, msg in library_layer_problems(spec, input_shape, self._layers):
             problems.append({"loc": ["body", *where], "msg": msg})
+        if spec.student.init is not None:
+            self._student_init(owner, spec, input_shape, inputs, problems)
         if spec.teacher is None:
             return inputs
         loc = ["body", "teacher", "checkpoint"]
@@ -304,7 +306,9 @@ class Service:
             return inputs
         if weights.key.endswith(".onnx"):
             details = self.files.get(inputs["teacher_file_id"], owner).details
-            for where, msg in graph_problems(spec, details, input_shape):
+            copied = spec.mode == "transfer" and spec.student.architecture is None
+            sides = ("teacher", "student") if copied else ("teacher",)
+            for where, msg in graph_problems(spec, details, input_shape, sides):
                 problems.append({"loc": ["body", *where], "msg": msg})
         elif spec.teacher.architecture is None:
             msg = "a state dict needs its architecture (only an ONNX graph is a whole model)"
@@ -320,6 +324,37 @@ class Service:
             if problem:
                 problems.append({"loc": loc, "msg": problem})
         return inputs
+
+    def _student_init(
+        self, owner: str, spec: JobSpec, input_shape, inputs: dict, problems: list
+    ) -> None:
+        """The uploaded model ``student.init`` names, checked and noted in ``inputs``."""
+        loc = ["body", "student", "init"]
+        if not spec.student.init.startswith("file_"):
+            msg = "name an uploaded model (file_…); paths are for `otrt train`"
+            problems.append({"loc": loc, "msg": msg})
+            return
+        record = self._owned_file(owner, spec.student.init, "teacher")
+        if isinstance(record, str):
+            problems.append({"loc": loc, "msg": record})
+            return
+        inputs["init_file_id"] = record.id
+        if record.format == "onnx":
+            for where, msg in graph_problems(spec, record.details, input_shape, ("student",)):
+                problems.append({"loc": ["body", *where], "msg": msg})
+        elif spec.student.architecture is None:
+            msg = "a state dict needs student.architecture (only an ONNX graph is a whole model)"
+            problems.append({"loc": ["body", "student", "architecture"], "msg": msg})
+        elif input_shape is not None:
+            try:
+                shape = spec.student.input.shape_for(input_shape) if spec.student.input else None
+            except UserError as error:
+                problems.append({"loc": ["body", "student", "input"], "msg": error.message})
+                return
+            stored = StoredObject(record.path, record.bytes, record.sha256)
+            problem = self._misfit(stored, spec.student.architecture, shape or input_shape)
+            if problem:
+                problems.append({"loc": loc, "msg": problem})
 
     def _misfit(
         self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]

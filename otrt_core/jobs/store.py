@@ -170,7 +170,11 @@ class JobStore:
                 select(func.count())
                 .select_from(Job)
                 .where(
-                    or_(Job.teacher_file_id == file_id, Job.dataset_file_id == file_id),
+                    or_(
+                        Job.teacher_file_id == file_id,
+                        Job.dataset_file_id == file_id,
+                        Job.init_file_id == file_id,
+                    ),
                     Job.status.in_(states.LIVE),
                 )
             )

@@ -100,6 +100,7 @@ class Job(Base):
     teacher_file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     dataset_file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     teacher_job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    init_file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     # Fair order: the key whose quota the job counts against, its priority among
     # the owner's queued jobs, and when its latest attempt was claimed.
     key_id: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -23,6 +23,7 @@ from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import KDTerm, Term, build_term
 
 DATASET_LOC = ("dataset", "name")
+INIT_LOC = ("student", "init")
 
 
 def pick_device(name: str) -> torch.device:
@@ -65,12 +66,19 @@ class Models:
     teacher: StagedModel | None
 
 
-def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -> Models:
+def build_models(
+    spec: JobSpec,
+    data: PreparedData,
+    teacher_path: Path | None,
+    student_init_path: Path | None = None,
+) -> Models:
     """The student, and the frozen teacher loaded from ``teacher_path``.
 
-    A teacher is a zoo architecture's state dict or an ONNX graph (``.onnx``).
+    A teacher is a state dict of a named architecture or an ONNX graph (``.onnx``).
     ``transfer`` starts the student from the teacher's weights with a new head
-    (for a graph: a copy of the graph with a new last linear layer);
+    (for a graph: a copy of the graph with a new last linear layer); otherwise
+    ``student_init_path`` (``student.init``) may start it from a state dict of
+    its architecture, or be an ONNX graph that becomes the student.
     ``distill`` checks that the teacher was trained on the dataset's classes.
     Each model sees the batches through its own ``input`` view.
     """
@@ -91,23 +99,72 @@ def build_models(spec: JobSpec, data: PreparedData, teacher_path: Path | None) -
                 f"classes and the dataset {data.num_classes}",
                 CHECKPOINT_LOC,
             )
-    student_layers = [pair.student for pair in layers]
+    student = _student(spec, data, teacher_path, student_init_path, [p.student for p in layers])
+    return Models(student=student, teacher=teacher)
+
+
+def _student(
+    spec: JobSpec,
+    data: PreparedData,
+    teacher_path: Path | None,
+    init_path: Path | None,
+    layers: list[str],
+) -> StagedModel:
+    """The student: the teacher's graph (transfer), ``student.init``, or a fresh
+    ``student.architecture`` (with the teacher's body in transfer)."""
     if spec.mode == "transfer" and spec.student.architecture is None:  # the teacher's graph
-        student: StagedModel = GraphModel.from_file(teacher_path).keep(student_layers)
-        student.replace_head(data.num_classes)
-        return Models(
-            student=_viewed(student, spec.student.input, data, "student"), teacher=teacher
-        )
-    view = _view(spec.student.input, data, "student")
-    shape = _view_shape(spec.student.input, data, "student")
-    student = build_model(
-        spec.student.architecture, num_classes=data.num_classes, input_shape=shape
-    ).keep(student_layers)
+        graph = GraphModel.from_file(teacher_path).keep(layers)
+        graph.replace_head(data.num_classes)
+        return _viewed(graph, spec.student.input, data, "student")
+    if spec.student.init is not None:
+        if init_path is None or not init_path.exists():
+            raise UserError(f"the student's init {spec.student.init!r} was not found", INIT_LOC)
+        try:
+            return _initialized_student(spec, data, init_path, layers)
+        except UserError as error:
+            raise UserError(f"student.init: {error.message}", error.loc or INIT_LOC) from None
+    student = _built_student(spec, data).keep(layers)
     if spec.mode == "transfer":
         weights = read_weights(teacher_path)
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
         student.load_state_dict(body, strict=False)
-    return Models(student=_with_view(student, view, data), teacher=teacher)
+    return _with_view(student, _view(spec.student.input, data, "student"), data)
+
+
+def _built_student(spec: JobSpec, data: PreparedData) -> StagedModel:
+    """A fresh ``student.architecture`` for the inputs its view gives."""
+    shape = _view_shape(spec.student.input, data, "student")
+    return build_model(spec.student.architecture, num_classes=data.num_classes, input_shape=shape)
+
+
+def _initialized_student(
+    spec: JobSpec, data: PreparedData, path: Path, layers: list[str]
+) -> StagedModel:
+    """The student from ``student.init``: an ONNX graph (a new head when its class count
+    is not the dataset's), or a state dict of ``student.architecture`` (its head kept
+    only when it has the dataset's classes)."""
+    if path.suffix.lower() == ".onnx":
+        if spec.student.architecture is not None:
+            raise UserError(
+                "an ONNX graph is a whole model: leave student.architecture out",
+                ("student", "architecture"),
+            )
+        graph = GraphModel.from_file(path).keep(layers)
+        if _num_classes(graph) != data.num_classes:
+            graph.replace_head(data.num_classes)
+        return _viewed(graph, spec.student.input, data, "student")
+    if spec.student.architecture is None:
+        raise UserError("a state dict needs student.architecture", ("student", "architecture"))
+    student = _built_student(spec, data)
+    weights = read_weights(path)
+    expected = student.state_dict()
+    head = {k for k in expected if student.is_head(k)}
+    if any(k in weights and weights[k].shape != expected[k].shape for k in head):
+        weights = {k: v for k, v in weights.items() if not student.is_head(k)}  # a new head
+        weights |= {k: expected[k] for k in head}
+    check_fits(student, weights)
+    student.load_state_dict(weights)
+    return _with_view(student.keep(layers), _view(spec.student.input, data, "student"), data)
 
 
 def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -> StagedModel:
@@ -306,12 +363,13 @@ def build_run(
     teacher_path: Path | None,
     cache_dir: Path,
     limits: Limits,
+    student_init_path: Path | None = None,
 ) -> Run:
     training = spec.training
     torch.manual_seed(training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_data(spec, datasets_root, dataset_path)
-    models = build_models(spec, data, teacher_path)
+    models = build_models(spec, data, teacher_path, student_init_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:
         teacher.to(device)

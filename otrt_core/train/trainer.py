@@ -67,6 +67,7 @@ class Diverged(Exception):
 class RunOptions:
     out_dir: Path
     teacher_path: Path | None = None
+    student_init_path: Path | None = None  # a model the student starts from (student.init)
     dataset_path: Path | None = None  # a user's .npz or .zip instead of a built-in dataset
     datasets_root: Path | None = None
     device: str = "auto"
@@ -144,6 +145,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         datasets_root=options.datasets_root,
         dataset_path=options.dataset_path,
         teacher_path=options.teacher_path,
+        student_init_path=options.student_init_path,
         cache_dir=options.out_dir / "teacher_cache",
         limits=options.limits,
     )

@@ -124,3 +124,30 @@ def test_an_unknown_library_name_suggests_the_nearest(client, alice):
     assert "nearest: timm/resnet18" in problem["errors"][0]["msg"]
     body["student"]["architecture"] = "timm/resnet18"
     assert client.post("/v1/jobs", json=body, headers=alice).status_code == 201
+
+
+def test_a_student_starts_from_an_uploaded_model(client, alice, conv_graph):
+    graph = upload(client, alice, "model", "student.onnx", conv_graph).json()["id"]
+    state = upload(client, alice, "model", "mlp.safetensors", teacher_bytes()).json()["id"]
+    teacher = {"architecture": "mlp", "checkpoint": state}
+    body = distill(teacher) | {"student": {"init": graph}}
+    created = client.post("/v1/jobs", json=body, headers=alice)
+    assert created.status_code == 201, created.text
+    assert client.store.get(created.json()["id"], "alice").init_file_id == graph
+
+    pairs = [{"teacher": "penultimate", "student": "/Relu_9_output_0"}]
+    problem = assert_problem(
+        client.post("/v1/jobs", json=body | {"regularizer": {"layers": pairs}}, headers=alice),
+        422,
+    )
+    assert problem["errors"][0]["loc"] == ["body", "regularizer", "layers", 0, "student"]
+    named = body | {"student": {"init": graph, "architecture": "mlp"}}
+    problem = assert_problem(client.post("/v1/jobs", json=named, headers=alice), 422)
+    assert problem["errors"][0]["loc"] == ["body", "student", "architecture"]
+
+    # A state dict of the student's own architecture.
+    from_state = body | {"student": {"init": state, "architecture": "mlp"}}
+    assert client.post("/v1/jobs", json=from_state, headers=alice).status_code == 201
+    bare = body | {"student": {"init": state}}
+    problem = assert_problem(client.post("/v1/jobs", json=bare, headers=alice), 422)
+    assert problem["errors"][0]["loc"] == ["body", "student", "architecture"]

@@ -34,14 +34,14 @@ def digits(classes: tuple[int, ...] = tuple(range(10))) -> tuple[np.ndarray, np.
 
 
 class SmallConvNet(nn.Module):
-    """conv(16) - ReLU - max-pool - conv(32) - ReLU - flatten - linear(64) - linear."""
+    """conv(w) - ReLU - max-pool - conv(2w) - ReLU - flatten - linear(4w) - linear."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, width: int = 16) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.hidden = nn.Linear(32 * 4 * 4, 64)
-        self.out = nn.Linear(64, classes)
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.hidden = nn.Linear(2 * width * 4 * 4, 4 * width)
+        self.out = nn.Linear(4 * width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -50,12 +50,12 @@ class SmallConvNet(nn.Module):
 
 
 def torch_graph(
-    path: Path, *, classes: tuple[int, ...] = tuple(range(10)), epochs: int = 30
+    path: Path, *, classes: tuple[int, ...] = tuple(range(10)), epochs: int = 30, width: int = 16
 ) -> Path:
     """``SmallConvNet`` trained on the digits of ``classes`` (``epochs=0``: untrained),
     exported with a dynamic batch."""
     torch.manual_seed(0)
-    model = SmallConvNet(len(classes))
+    model = SmallConvNet(len(classes), width)
     x, y = digits(classes)
     inputs, labels = torch.from_numpy((x - 0.3) / 0.37), torch.from_numpy(y)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 
+import torch
+from safetensors.torch import load_file
+
+from otrt_core.models.graph import GraphModel
 from otrt_core.spec import resolve_spec
 from otrt_core.train import RunOptions, train
 from tests.utils.graphs import torch_graph
@@ -43,3 +47,31 @@ def test_an_onnx_student_fine_tuned_on_new_classes_beats_the_graph_from_scratch(
     fine_tuned = transfer(pretrained, tmp_path / "fine-tuned", {"layers": layers})
     scratch = transfer(untrained, tmp_path / "scratch", {"kind": "none"})
     assert fine_tuned > scratch + 0.05, (fine_tuned, scratch)
+
+
+def test_a_users_small_graph_is_distilled_from_a_graph_teacher(tmp_path):
+    teacher = torch_graph(tmp_path / "teacher.onnx")
+    student = torch_graph(tmp_path / "student.onnx", width=4, epochs=0)
+    own_view = {"mean": [0.3], "std": [0.37]}
+    pairs = [{"teacher": "/Relu_1_output_0", "student": "/Relu_1_output_0"}]
+    spec = resolve_spec(
+        {
+            "mode": "distill",
+            "teacher": {"checkpoint": str(teacher), "input": own_view},
+            "student": {"init": str(student), "input": own_view},
+            "dataset": {"name": "digits"},
+            "regularizer": {"layers": pairs},
+            "training": {"epochs": 10, "batch_size": 64},
+        }
+    )
+    options = RunOptions(out_dir=tmp_path / "run", teacher_path=teacher, student_init_path=student)
+    metrics = train(spec, options, emit=lambda e: None)
+    assert metrics["test_accuracy"] > 0.8, metrics["test_accuracy"]
+    weights = load_file(tmp_path / "run" / "student.safetensors")
+    # The user's graph, trained: its own layers (width 4), no second model.
+    assert weights["body.conv1/Conv.weight"].shape == (4, 1, 3, 3)
+    assert not torch.equal(weights["body.conv1/Conv.weight"], initial_conv(student))
+
+
+def initial_conv(graph) -> torch.Tensor:
+    return GraphModel.from_file(graph).state_dict()["body.conv1/Conv.weight"]
