@@ -246,12 +246,14 @@ async function newJobPage() {
   const select = (id, items) => el("select", { id, name: id }, ...options(items));
   const input = (id, attrs) => el("input", { id, name: id, ...attrs });
   const archs = architectures.map((a) => [a.name, `${a.name} (${(a.parameters / 1e6).toFixed(2)} M)`]);
+  const models = files.data.filter((f) => f.purpose === "teacher");
+  const graphOf = (id) => models.find((f) => f.id === id && f.format === "onnx");
   const form = el("form", { class: "job card", id: "job-form" },
     field("Mode", "mode", select("mode", [["supervised", "supervised"], ["distill", "distill"], ["transfer", "transfer"], ["transfer_distill", "transfer + distill"]])),
     field("Teacher architecture", "teacher.architecture", select("teacher-architecture", archs)),
     field("Teacher checkpoint", "teacher.checkpoint", select("teacher-checkpoint", [["", "—"],
       ...finished.data.map((j) => [j.id, `job ${j.id} (${j.spec.student.architecture})`]),
-      ...files.data.filter((f) => f.purpose === "teacher").map((f) => [f.id, `file ${f.filename}`])])),
+      ...models.map((f) => [f.id, `file ${f.filename}${f.format === "onnx" ? " (ONNX graph)" : ""}`])])),
     field("Student architecture", "student.architecture", select("student-architecture", archs)),
     field("Dataset", "dataset.name", select("dataset", [...datasets.map((d) => [d.name, `${d.name} (${d.num_classes} classes)`]),
       ...files.data.filter((f) => f.purpose === "dataset").map((f) => [f.id, `file ${f.filename}`])])),
@@ -259,12 +261,48 @@ async function newJobPage() {
     field("Labeled examples per class (optional)", "dataset.train_subset", input("train-subset", { type: "number", min: "1" })),
     field("Regularizer", "regularizer.kind", select("kind", [["", "mode default"], ["ot", "ot"], ["kd", "kd"], ["fitnet", "fitnet"], ["at", "at"], ["l2sp", "l2sp"], ["none", "none"]])),
     field("Weight λ (optional)", "regularizer.weight", input("weight", { type: "number", step: "any" })),
+    el("div", { "data-field": "regularizer.layers" }, el("label", {}, "Layer pairs (teacher → student; none: penultimate)"),
+      el("div", { id: "pairs" }), el("button", { type: "button", id: "add-pair" }, "Add layer pair"),
+      el("div", { class: "field-error", "data-error-for": "regularizer.layers" })),
     field("Epochs", "training.epochs", input("epochs", { type: "number", value: "20" })),
     field("Batch size", "training.batch_size", input("batch-size", { type: "number", value: "128" })),
     field("Learning rate", "training.lr", input("lr", { type: "number", step: "any", value: "0.05" })),
     el("p", { class: "error", id: "form-error" }), el("button", { type: "submit", id: "submit" }, "Submit job"));
   view.replaceChildren(el("h2", {}, "New job"), form);
   const value = (id) => form.querySelector(`#${id}`).value.trim();
+  // A layer pair names a teacher layer and a student layer: a graph's tensors (with their
+  // shapes, from the upload's details) or a zoo architecture's stages.
+  const layersOf = (architecture, graph) => graph
+    ? graph.details.layers.map((l) => [l.name, `${l.name} [${l.shape.join("×")}]`])
+    : (architectures.find((a) => a.name === architecture)?.stages || ["penultimate"]).map((s) => [s, s]);
+  const teacherLayers = () => layersOf(value("teacher-architecture"), graphOf(value("teacher-checkpoint")));
+  // In transfer, an ONNX teacher's student is a copy of its graph.
+  const studentLayers = () => (value("mode") === "transfer" && graphOf(value("teacher-checkpoint"))
+    ? teacherLayers() : layersOf(value("student-architecture"), null));
+  const refreshPairs = () => {
+    form.querySelector("#teacher-architecture").disabled = Boolean(graphOf(value("teacher-checkpoint")));
+    for (const row of form.querySelectorAll("#pairs .pair")) {
+      for (const [selector, items] of [[".pair-teacher", teacherLayers()], [".pair-student", studentLayers()]]) {
+        const node = row.querySelector(selector);
+        const kept = node.value;
+        node.replaceChildren(...options(items));
+        if (items.some(([name]) => name === kept)) node.value = kept;
+      }
+    }
+  };
+  form.querySelector("#add-pair").addEventListener("click", () => {
+    const index = form.querySelectorAll("#pairs .pair").length;
+    const row = el("div", { class: "pair" },
+      el("select", { class: "pair-teacher", "aria-label": `teacher layer ${index + 1}` }), " → ",
+      el("select", { class: "pair-student", "aria-label": `student layer ${index + 1}` }),
+      el("button", { type: "button", class: "remove-pair" }, "Remove"));
+    row.querySelector(".remove-pair").addEventListener("click", () => row.remove());
+    form.querySelector("#pairs").append(row);
+    refreshPairs();
+  });
+  for (const id of ["mode", "teacher-checkpoint", "teacher-architecture", "student-architecture"]) {
+    form.querySelector(`#${id}`).addEventListener("change", refreshPairs);
+  }
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     form.querySelectorAll(".field-error").forEach((node) => (node.textContent = ""));
@@ -272,7 +310,13 @@ async function newJobPage() {
     const body = { mode: value("mode"), student: { architecture: value("student-architecture") },
       dataset: { name: value("dataset") }, regularizer: {},
       training: { epochs: Number(value("epochs")), batch_size: Number(value("batch-size")), lr: Number(value("lr")) } };
-    if (body.mode !== "supervised") body.teacher = { architecture: value("teacher-architecture"), checkpoint: value("teacher-checkpoint") };
+    if (body.mode !== "supervised") {
+      body.teacher = { checkpoint: value("teacher-checkpoint") };
+      if (!graphOf(body.teacher.checkpoint)) body.teacher.architecture = value("teacher-architecture");
+    }
+    const pairs = [...form.querySelectorAll("#pairs .pair")].map((row) => (
+      { teacher: row.querySelector(".pair-teacher").value, student: row.querySelector(".pair-student").value }));
+    if (pairs.length) body.regularizer.layers = pairs;
     if (value("classes")) body.dataset.classes = value("classes").split(",").map((c) => Number(c.trim()));
     if (value("train-subset")) body.dataset.train_subset = Number(value("train-subset"));
     if (value("kind")) body.regularizer.kind = value("kind");

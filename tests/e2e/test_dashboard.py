@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.utils.graphs import torch_graph
 from tests.utils.guards import missing
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -111,3 +113,47 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     page.select_option("#status-filter", "")
     page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 3")
     page.screenshot(path=str(OUTPUT / "dashboard-jobs.png"), full_page=True)
+
+
+def test_an_uploaded_graph_teacher_and_its_layers_in_the_form(browser, served, tmp_path):
+    """The form offers an uploaded ONNX teacher, lists its tensors for the layer pairs,
+    and submits the pair chosen (no architecture for a graph)."""
+    url, key = served
+    headers = {"Authorization": f"Bearer {key}"}
+    graph = torch_graph(tmp_path / "conv.onnx", epochs=0).read_bytes()
+    uploaded = httpx.post(
+        f"{url}/v1/files?purpose=model",
+        content=graph,
+        headers=headers | {"X-Filename": "conv.onnx"},
+        timeout=120,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    file_id = uploaded.json()["id"]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(url + "/#/new")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button")
+    page.wait_for_selector("#job-form")
+    page.select_option("#mode", "distill")
+    page.select_option("#teacher-checkpoint", file_id)
+    page.select_option("#student-architecture", "cnn_small")
+    page.select_option("#dataset", "digits")
+    page.fill("#epochs", "1")
+    page.click("#add-pair")
+    teacher_layers = page.eval_on_selector_all(".pair-teacher option", "o => o.map(x => x.value)")
+    assert "/Relu_1_output_0" in teacher_layers and "penultimate" in teacher_layers
+    assert page.eval_on_selector("#teacher-architecture", "s => s.disabled")
+    page.select_option(".pair-teacher", "/Relu_1_output_0")
+    page.select_option(".pair-student", "stage2")
+    page.click("#submit")
+    page.wait_for_url("**/#/jobs/job_*")
+    job_id = page.url.rsplit("/", 1)[1]
+    spec = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()["spec"]
+    assert spec["teacher"]["checkpoint"] == file_id and spec["teacher"]["architecture"] is None
+    assert spec["regularizer"]["layers"][0] | {"weight": 1.0} == {
+        "teacher": "/Relu_1_output_0",
+        "student": "stage2",
+        "weight": 1.0,
+    }
