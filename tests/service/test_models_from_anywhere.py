@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from tests.service.api_helpers import assert_problem, teacher_bytes, upload
-from tests.utils.graphs import torch_graph, unknown_operator_graph
+from tests.utils.graphs import export, torch_graph, unknown_operator_graph
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,16 @@ def test_a_student_starts_from_an_uploaded_model(client, alice, conv_graph):
     bare = body | {"student": {"init": state}}
     problem = assert_problem(client.post("/v1/jobs", json=bare, headers=alice), 422)
     assert problem["errors"][0]["loc"] == ["body", "student", "architecture"]
+
+
+def test_a_channel_mismatch_without_input_is_422(client, alice, tmp_path):
+    """An RGB graph teacher on grey digits: the job must say how to view the data."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    rgb = export(net, torch.zeros(2, 3, 8, 8), tmp_path / "rgb.onnx", "rgb")
+    record = upload(client, alice, "model", "rgb.onnx", rgb.read_bytes()).json()
+    teacher = {"checkpoint": record["id"]}
+    body = assert_problem(client.post("/v1/jobs", json=distill(teacher), headers=alice), 422)
+    assert body["errors"][0]["loc"] == ["body", "teacher", "input"]
+    assert "[3, 8, 8], but gets [1, 8, 8]" in body["errors"][0]["msg"]
+    viewed = {"checkpoint": record["id"], "input": {"channels": 3}}
+    assert client.post("/v1/jobs", json=distill(viewed), headers=alice).status_code == 201

@@ -67,16 +67,21 @@ def torch_graph(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    return export(model.eval(), inputs[:2], path, "image")
+
+
+def export(model: nn.Module, sample: torch.Tensor, path: Path, input_name: str) -> Path:
+    """``model`` as ONNX with a dynamic batch, as a user would export it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(),
-            (inputs[:2],),
+            model,
+            (sample,),
             str(path),
             dynamo=False,
-            input_names=["image"],
+            input_names=[input_name],
             output_names=["scores"],
-            dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
+            dynamic_axes={input_name: {0: "batch"}, "scores": {0: "batch"}},
         )
     return path
 

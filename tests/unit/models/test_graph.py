@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -96,3 +97,18 @@ def test_a_resnet_export_with_shared_weights_converts(tmp_path):
     graph = GraphModel.from_file(path).eval()
     with torch.no_grad():
         assert torch.allclose(graph(x), model(x), atol=1e-4)
+
+
+def test_a_graph_without_a_fixed_channel_count_is_refused(tmp_path):
+    weight = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [3, 4], [1.0] * 12)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "free",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", "c"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 3])],
+        [weight],
+    )
+    path = tmp_path / "free.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.raises(UserError, match="no fixed channel count"):
+        GraphModel.from_file(path)

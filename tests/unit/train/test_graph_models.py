@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from otrt_core.models.graph import GraphModel
+from otrt_core.protocol import Start
 from otrt_core.spec import resolve_spec
 from otrt_core.train import RunOptions, train
 from tests.utils.graphs import torch_graph
@@ -65,8 +66,11 @@ def test_a_users_small_graph_is_distilled_from_a_graph_teacher(tmp_path):
         }
     )
     options = RunOptions(out_dir=tmp_path / "run", teacher_path=teacher, student_init_path=student)
-    metrics = train(spec, options, emit=lambda e: None)
+    events = []
+    metrics = train(spec, options, emit=events.append)
     assert metrics["test_accuracy"] > 0.8, metrics["test_accuracy"]
+    # The graph teacher's outputs are cached like a zoo teacher's.
+    assert [e.teacher_cache for e in events if isinstance(e, Start)] == ["memory"]
     weights = load_file(tmp_path / "run" / "student.safetensors")
     # The user's graph, trained: its own layers (width 4), no second model.
     assert weights["body.conv1/Conv.weight"].shape == (4, 1, 3, 3)
