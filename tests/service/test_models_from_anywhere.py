@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 from tests.service.api_helpers import assert_problem, teacher_bytes, upload
 from tests.utils.graphs import export, torch_graph, unknown_operator_graph
@@ -156,7 +157,7 @@ def test_a_student_starts_from_an_uploaded_model(client, alice, conv_graph):
 
 def test_a_channel_mismatch_without_input_is_422(client, alice, tmp_path):
     """An RGB graph teacher on grey digits: the job must say how to view the data."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 10))
     rgb = export(net, torch.zeros(2, 3, 8, 8), tmp_path / "rgb.onnx", "rgb")
     record = upload(client, alice, "model", "rgb.onnx", rgb.read_bytes()).json()
     teacher = {"checkpoint": record["id"]}
