@@ -249,8 +249,18 @@ class Client:
 
     # --- catalog -------------------------------------------------------------------------
 
-    def architectures(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/architectures").json()
+    def architectures(self, source: str = "zoo", search: str = "") -> Iterator[dict[str, Any]]:
+        """Every name a job's architecture may take from ``source`` (zoo, timm or
+        torchvision) containing ``search``, following the pages' ``Link`` headers."""
+        response = self._request(
+            "GET", "/v1/architectures", params={"source": source, "search": search}
+        )
+        while True:
+            yield from response.json()
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return
+            response = self._request("GET", following)
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/datasets").json()

@@ -119,3 +119,15 @@ def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
         reported = job["metrics"]["test_accuracy"]
         assert downloaded_accuracy(client, job["id"], tmp_path) == pytest.approx(reported, abs=1e-6)
         assert reported > 0.6
+
+
+def test_the_sdk_pages_through_library_names(served):
+    url, key = served
+    with Client(url, key) as client:
+        timm_names = [entry["name"] for entry in client.architectures("timm")]
+        vision = [entry["name"] for entry in client.architectures("torchvision", "resnet")]
+        zoo = list(client.architectures())
+    assert len(timm_names) > 1000 and len(set(timm_names)) == len(timm_names)  # 100 a page
+    assert timm_names == sorted(timm_names) and "timm/convnext_atto" in timm_names
+    assert "torchvision/resnet18" in vision and all("resnet" in name for name in vision)
+    assert {entry["source"] for entry in zoo} == {"zoo"}
