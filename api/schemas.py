@@ -160,3 +160,43 @@ class DatasetOut(BaseModel):
     train_size: int
     test_size: int
     description: str
+
+
+class ModelCost(BaseModel):
+    params: int | None = None
+    macs: int | None = Field(
+        default=None, description="Of convolutions and linear layers, for one input."
+    )
+    latency_ms: dict[str, float] = Field(
+        description="Median onnxruntime CPU latency: `b1` (batch 1) and `b64` (batch 64)."
+    )
+
+
+class Int8Out(BaseModel):
+    accuracy: float
+    drop: float = Field(description="Test accuracy of the float student minus the int8 one's.")
+    latency_ms: dict[str, float]
+    bytes: int
+    warning: str | None = None
+
+
+class ReportOut(BaseModel):
+    """A finished job's report (API.md, "Report"); `report.html` shows it to a person."""
+
+    title: str
+    test_accuracy: float
+    ci95: list[float] = Field(description="The 95% Wilson interval of the test accuracy.")
+    test_size: int
+    per_class: list[dict[str, Any]] = Field(description="`class`, `accuracy`, `count` each.")
+    confusion_matrix: list[list[int]] = Field(description="Rows true, columns predicted.")
+    ece: float = Field(description="Expected calibration error, 15 equal-width bins.")
+    reliability: list[dict[str, float]] = Field(description="The reliability diagram's bins.")
+    teacher_agreement: float | None = Field(
+        description="Top-1 agreement with the teacher on the test set (same task only)."
+    )
+    student: ModelCost
+    teacher: ModelCost | None = None
+    ratios: dict[str, float | None] | None = Field(
+        default=None, description="Student over teacher: `params`, `macs`, `latency_b1`."
+    )
+    int8: Int8Out

@@ -26,7 +26,19 @@ STUDENT_ONNX = "student.onnx"
 METRICS = "metrics.json"
 RESOLVED_SPEC = "spec.json"
 PLAN = "plan.npy"  # the latest transport plan of an OT run
-ARTIFACTS = (STUDENT_WEIGHTS, METRICS, RESOLVED_SPEC, STUDENT_ONNX, PLAN)
+STUDENT_INT8 = "student.int8.onnx"
+REPORT = "report.json"
+REPORT_HTML = "report.html"
+ARTIFACTS = (
+    STUDENT_WEIGHTS,
+    METRICS,
+    RESOLVED_SPEC,
+    STUDENT_ONNX,
+    PLAN,
+    STUDENT_INT8,
+    REPORT,
+    REPORT_HTML,
+)
 
 # --- the OT regularizer's options (METHOD.md) -------------------------------------------
 SOLVERS = ("auto", "exact", "assignment", "sinkhorn")

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, read, list, cancel; metrics, events (JSON or SSE) and artifacts."""
+"""/v1/jobs: submit, read, list, cancel; metrics, events (JSON or SSE), report, artifacts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from api.auth import CallerDep, Owner
 from api.downloads import download_response
 from api.routes import created_with_links, problems, service
-from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord
+from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord, ReportOut
 from otrt_core.jobs import states
 from otrt_core.jobs.service import Service
 from otrt_core.spec import JobSpec
@@ -152,6 +152,13 @@ async def _sse(
         if quiet >= SSE_KEEPALIVE_SECONDS:
             quiet = 0.0
             yield ": keep-alive\n\n"
+
+
+@router.get("/{job_id}/report", response_model=ReportOut, responses=problems(404))
+def report(request: Request, owner: Owner, job_id: str) -> ReportOut:
+    """What the finished job's student is worth (also `report.json`, and `report.html`
+    to read in a browser); 404 until the job has succeeded."""
+    return ReportOut.model_validate(service(request).report(owner, job_id))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=problems(404))

@@ -173,6 +173,7 @@ async function jobPage(jobId) {
   const planCanvas = el("canvas", { id: "plan", class: "plan" });
   const planCard = el("div", { class: "card", id: "plan-card", hidden: "" }, el("h3", {}, "Transport plan (teacher neurons × student neurons)"), planCanvas);
   const spec = el("pre", { id: "spec" });
+  const reportCard = el("div", { class: "card", id: "report-card", hidden: "" });
   const card = (title, ...body) => el("div", { class: "card" }, el("h3", {}, title), ...body);
   const legend = (...names) => el("div", { class: "legend" }, ...names.map((n, i) => el("span", { style: `color:${COLORS[i]}` }, `— ${n}`)));
   view.replaceChildren(header,
@@ -180,6 +181,7 @@ async function jobPage(jobId) {
       card("Loss", legend("train", "validation"), charts.loss),
       card("Accuracy", legend("train", "validation"), charts.accuracy),
       card("OT distance", charts.ot)),
+    reportCard,
     el("div", { class: "grid" }, card("Events", log), card("Artifacts", artifacts), planCard),
     card("Resolved spec", spec));
 
@@ -206,10 +208,30 @@ async function jobPage(jobId) {
       planCard.hidden = false;
     }
   };
+  const showReport = async () => {
+    const report = await getJSON(`/v1/jobs/${jobId}/report`);
+    const pct = (v) => (v == null ? "—" : `${(100 * v).toFixed(1)}%`);
+    const ms = (v) => `${v.toFixed(2)} ms`;
+    const row = (name, c, accuracy) => el("tr", {}, el("td", {}, name), el("td", {}, c.params == null ? "—" : c.params.toLocaleString()),
+      el("td", {}, c.macs == null ? "—" : c.macs.toLocaleString()), el("td", {}, ms(c.latency_ms.b1)), el("td", {}, ms(c.latency_ms.b64)), el("td", {}, pct(accuracy)));
+    reportCard.replaceChildren(el("h3", {}, "Report"),
+      el("p", { id: "report-summary" }, `test accuracy ${pct(report.test_accuracy)} (95% interval ${pct(report.ci95[0])}–${pct(report.ci95[1])}) · ` +
+        `calibration error ${pct(report.ece)}` + (report.teacher_agreement == null ? "" : ` · agreement with the teacher ${pct(report.teacher_agreement)}`)),
+      el("table", {}, el("tr", {}, ...["", "parameters", "MACs / input", "batch 1", "batch 64", "accuracy"].map((h) => el("th", {}, h))),
+        row("student", report.student, report.test_accuracy), report.teacher ? row("teacher", report.teacher, null) : null,
+        row("student, int8", report.int8, report.int8.accuracy)),
+      report.int8.warning ? el("p", { class: "error" }, report.int8.warning) : null,
+      el("button", { id: "open-report", onclick: async () => {
+        const page = await (await api(`/v1/jobs/${jobId}/artifacts/report.html`)).blob();
+        window.open(URL.createObjectURL(new Blob([page], { type: "text/html" })), "_blank");
+      } }, "Open the full report"));
+    reportCard.hidden = false;
+  };
   const refresh = async () => {
     const job = await getJSON(`/v1/jobs/${jobId}`);
     renderJob(job);
     if (TERMINAL.has(job.status)) await showArtifacts();
+    if (job.status === "succeeded" && reportCard.hidden) await showReport();
     return job;
   };
   records = await getJSON(`/v1/jobs/${jobId}/metrics`);

@@ -34,7 +34,7 @@ from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.storage import LocalStorage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
-from otrt_core.protocol import STUDENT_WEIGHTS
+from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
 PURPOSES = ("teacher", "model", "dataset")  # "model" is the same as "teacher"
@@ -455,6 +455,14 @@ class Service:
     def artifacts(self, owner: str, job_id: str) -> list[Artifact]:
         self.job(owner, job_id)
         return self.store.artifacts(job_id)
+
+    def report(self, owner: str, job_id: str) -> dict[str, Any]:
+        """The job's ``report.json``; :class:`NotFound` until the job has succeeded."""
+        job = self.job(owner, job_id)
+        artifact = self.store.artifact(job_id, REPORT)
+        if artifact is None:
+            raise NotFound(f"job {job_id} has no report: it is {job.status}")
+        return json.loads(self.storage.path(artifact.path).read_text())
 
     def artifact(self, owner: str, job_id: str, name: str) -> tuple[Artifact, Path]:
         self.job(owner, job_id)

@@ -38,6 +38,7 @@ from otrt_core.train.checkpoint import (
     save_weights,
 )
 from otrt_core.train.export import export_onnx
+from otrt_core.train.job_report import write_report
 from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
@@ -336,7 +337,8 @@ def write_outputs(
     clock: Clock,
     emit: Emit,
 ) -> dict[str, Any]:
-    """The selected student as safetensors and ONNX, metrics.json, spec.json and plan.npy."""
+    """The selected student as safetensors and ONNX, metrics.json, spec.json, plan.npy,
+    and its report (report.json, report.html, student.int8.onnx)."""
     spec, data, student = run.spec, run.data, run.student
     if spec.training.select == "best" and best_state is not None:
         student.load_state_dict(best_state)
@@ -367,8 +369,12 @@ def write_outputs(
         emit(protocol.Warning(message=f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"))
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / RESOLVED_SPEC).write_text(spec.model_dump_json(indent=2) + "\n")
+    plan = None
     if spec.regularizer.kind == "ot" and run.teacher is not None:
-        save_plan(out_dir / PLAN, sample_plan(run))  # of the selected student
+        plan = sample_plan(run)  # of the selected student
+        save_plan(out_dir / PLAN, plan)
+    if len(data.y_test):
+        write_report(run, out_dir, progress.history, plan, emit)
     emit(
         protocol.Done(
             test_accuracy=test_accuracy,

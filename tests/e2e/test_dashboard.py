@@ -90,7 +90,21 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     for chart in ("#chart-loss", "#chart-accuracy", "#chart-ot"):
         assert int(page.eval_on_selector(chart, "c => c.dataset.points")) >= 3, chart
     assert page.locator("#log div").count() >= 5
+    page.wait_for_selector("#report-card:not([hidden])")
+    summary = page.text_content("#report-summary")
+    assert "test accuracy" in summary and "agreement with the teacher" in summary
     page.screenshot(path=str(OUTPUT / "dashboard-job.png"), full_page=True)
+
+    # The full report opens in its own tab, drawn from report.html alone.
+    with page.context.expect_page() as opened:
+        page.click("#open-report")
+    report_page = opened.value
+    report_page.wait_for_load_state()
+    assert "distill mlp → mlp_small on digits" in report_page.text_content("h1")
+    assert report_page.locator("img[alt='true class by predicted class']").count() == 1
+    assert report_page.locator("svg[aria-label='reliability diagram'] rect").count() >= 1
+    report_page.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
+    report_page.close()
 
     with page.expect_download() as download:
         page.click("[data-artifact='student.safetensors']")

@@ -121,6 +121,17 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
     assert accuracy == pytest.approx(job["metrics"]["test_accuracy"], abs=1e-6)
     assert accuracy > 0.5
 
+    # The report says the same, and more.
+    report = server.get(f"/v1/jobs/{distill}/report").json()
+    assert report["test_accuracy"] == job["metrics"]["test_accuracy"]
+    assert report["teacher"]["params"] > report["student"]["params"]
+    assert {a["name"] for a in server.get(f"/v1/jobs/{distill}/artifacts").json()} >= {
+        "report.json",
+        "report.html",
+        "student.int8.onnx",
+    }
+    assert server.get(f"/v1/jobs/{teacher}/report").json()["teacher"] is None
+
 
 def test_transfer_and_transfer_distill_from_a_teacher_job(server):
     source = {"name": "digits", "classes": [0, 1, 2, 3, 4]}

@@ -257,3 +257,10 @@ def test_operations_routes(client, parts, alice):
     assert 'otrt_http_request_duration_seconds_count{method="POST",route="/v1/jobs"' in text
     assert client.get("/openapi.json").json()["info"]["title"] == "otrt"
     assert_problem(client.get("/v1/nothing-here", headers=alice), 404)
+
+
+def test_a_report_is_404_until_the_job_has_one(client, alice, bob):
+    job = client.post("/v1/jobs", json=SUPERVISED, headers=alice).json()["id"]
+    problem = assert_problem(client.get(f"/v1/jobs/{job}/report", headers=alice), 404)
+    assert "it is queued" in problem["detail"]
+    assert_problem(client.get(f"/v1/jobs/{job}/report", headers=bob), 404)  # not bob's
