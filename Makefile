@@ -22,8 +22,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/otrt serve
 
+## npm tools of the client tests (Redocly's linter, openapi-typescript, tsc), when npm is here.
+CLIENT_TOOLS := tests/clients/ts/node_modules/.package-lock.json
+$(CLIENT_TOOLS): tests/clients/ts/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/clients/ts --no-audit --no-fund; fi
+
 ## Lints, then runs every test (tests/service needs PostgreSQL and Redis on 127.0.0.1).
-test: $(STAMP) lint
+test: $(STAMP) $(CLIENT_TOOLS) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

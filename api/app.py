@@ -37,6 +37,11 @@ def create_app(parts: AppParts) -> FastAPI:
         version=otrt.__version__,
         description="Representation transfer by optimal transport: distillation and transfer "
         "jobs over HTTP. Errors are RFC 9457 problem documents.",
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        servers=[{"url": "/", "description": "The server that serves this document."}],
+        # Operation ids are the handlers' names (create_job, get_job, …): what generated
+        # clients call their functions.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.engine = parts.engine
     app.state.service = parts.service

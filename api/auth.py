@@ -11,12 +11,21 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from otrt_core.jobs.keys import Quota
 from otrt_core.jobs.tables import ApiKey
 
 LOCAL_OWNER = "local"  # every object's owner when auth is off (embedded, loopback only)
+# Declares the scheme in the OpenAPI document (every operation that needs a key says so);
+# the key itself is checked below, so a missing one is our 401, not FastAPI's.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key from `otrt keys create`, as `Authorization: Bearer <key>`. "
+    "Not needed when auth is off (the embedded server on loopback).",
+)
 
 
 @dataclass(frozen=True)
@@ -28,13 +37,15 @@ class Caller:
     quota: Quota
 
 
-def current_caller(request: Request) -> Caller:
+def current_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> Caller:
     """The caller; 401 with ``WWW-Authenticate`` without a valid key, 429 past its rate."""
     state = request.app.state
     if not state.auth:
         return Caller(LOCAL_OWNER, None, state.quota)
-    scheme, _, plain = request.headers.get("authorization", "").partition(" ")
-    key = state.keys.find(plain.strip()) if scheme.lower() == "bearer" and plain else None
+    key = state.keys.find(credentials.credentials.strip()) if credentials else None
     if key is None:
         raise HTTPException(401, "a valid API key is required", {"WWW-Authenticate": "Bearer"})
     quota = state.quota.of(key)

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(current
     responses=problems() | {200: {"headers": {"Link": NEXT_PAGE_LINK}}},
     response_description="A page of names, in order.",
 )
-def architectures(
+def list_architectures(
     request: Request,
     response: Response,
     source: Annotated[
@@ -68,5 +68,5 @@ def _entries(source: str) -> list[ArchitectureOut]:
 
 
 @router.get("/datasets", response_model=list[DatasetOut], responses=problems())
-def datasets() -> list[DatasetOut]:
+def list_datasets() -> list[DatasetOut]:
     return [DatasetOut(**asdict(info)) for info in catalog().datasets.values()]

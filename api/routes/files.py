@@ -35,14 +35,11 @@ UPLOAD_BODY = {
     "",
     status_code=201,
     response_model=FileOut,
-    responses=problems(413)
-    | created_with_links(
-        "file_id", "get_file_v1_files__file_id__get", "delete_file_v1_files__file_id__delete"
-    ),
+    responses=problems(413) | created_with_links("file_id", "get_file", "delete_file"),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a teacher checkpoint or a dataset",
 )
-async def upload(
+async def upload_file(
     request: Request,
     owner: Owner,
     purpose: Annotated[str, Query(pattern="^(teacher|model|dataset)$")],

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from api.auth import CallerDep, Owner
 from api.downloads import download_response
+from api.examples import JOB_EXAMPLES
 from api.routes import created_with_links, problems, service
 from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord, ReportOut
 from otrt_core.jobs import states
@@ -25,22 +26,23 @@ MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit integers in the store
 
 JOB_LINKS = created_with_links(
     "job_id",
-    "get_job_v1_jobs__job_id__get",
-    "cancel_v1_jobs__job_id__cancel_post",
-    "events_v1_jobs__job_id__events_get",
-    "metrics_v1_jobs__job_id__metrics_get",
-    "artifacts_v1_jobs__job_id__artifacts_get",
+    "get_job",
+    "cancel_job",
+    "job_events",
+    "job_metrics",
+    "job_report",
+    "list_artifacts",
 )
 
 
 @router.post(
     "", status_code=201, response_model=JobOut, responses=problems(409, 413, 429) | JOB_LINKS
 )
-def submit(
+def create_job(
     request: Request,
     response: Response,
     caller: CallerDep,
-    body: JobSpec,
+    body: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     """Queues a job; the same ``Idempotency-Key`` and body return the same job (200).
@@ -81,12 +83,12 @@ def get_job(request: Request, owner: Owner, job_id: str) -> JobOut:
 @router.post(
     "/{job_id}/cancel", status_code=202, response_model=JobOut, responses=problems(404, 409)
 )
-def cancel(request: Request, owner: Owner, job_id: str) -> JobOut:
+def cancel_job(request: Request, owner: Owner, job_id: str) -> JobOut:
     return JobOut.of(service(request).cancel(owner, job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricRecord], responses=problems(404))
-def metrics(request: Request, owner: Owner, job_id: str) -> list[MetricRecord]:
+def job_metrics(request: Request, owner: Owner, job_id: str) -> list[MetricRecord]:
     return [MetricRecord.model_validate(r) for r in service(request).metrics(owner, job_id)]
 
 
@@ -107,7 +109,7 @@ EVENTS_RESPONSES = {
 
 
 @router.get("/{job_id}/events", response_model=list[EventOut], responses=EVENTS_RESPONSES)
-async def events(
+async def job_events(
     request: Request,
     owner: Owner,
     job_id: str,
@@ -155,14 +157,14 @@ async def _sse(
 
 
 @router.get("/{job_id}/report", response_model=ReportOut, responses=problems(404))
-def report(request: Request, owner: Owner, job_id: str) -> ReportOut:
+def job_report(request: Request, owner: Owner, job_id: str) -> ReportOut:
     """What the finished job's student is worth (also `report.json`, and `report.html`
     to read in a browser); 404 until the job has succeeded."""
     return ReportOut.model_validate(service(request).report(owner, job_id))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=problems(404))
-def artifacts(request: Request, owner: Owner, job_id: str) -> list[ArtifactOut]:
+def list_artifacts(request: Request, owner: Owner, job_id: str) -> list[ArtifactOut]:
     return [ArtifactOut.of(a) for a in service(request).artifacts(owner, job_id)]
 
 
@@ -178,6 +180,6 @@ DOWNLOAD_RESPONSES = {
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
-def download(request: Request, owner: Owner, job_id: str, name: str) -> Response:
+def download_artifact(request: Request, owner: Owner, job_id: str, name: str) -> Response:
     artifact, path = service(request).artifact(owner, job_id, name)
     return download_response(request, path, name, artifact.sha256)

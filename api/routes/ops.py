@@ -11,15 +11,20 @@ from api.auth import Admin
 from api.routes import problems
 
 router = APIRouter(tags=["operations"])
+PUBLIC = {"security": []}  # probes need no key
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=PUBLIC)
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable."}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "A dependency is unreachable."}},
+    openapi_extra=PUBLIC,
+)
 def readyz(request: Request) -> JSONResponse:
     """The database (and the broker, when one is configured) answer."""
     checks: dict[str, str] = {}
@@ -40,7 +45,7 @@ def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response, responses=problems(403))
-def metrics(request: Request, _: Admin) -> Response:
+def prometheus_metrics(request: Request, _: Admin) -> Response:
     """Prometheus text format: jobs by status, queue depth, request latency.
 
     With auth on, it needs a key with the admin scope: it counts every owner's jobs.

@@ -62,13 +62,18 @@ def wait_until_healthy(
 
 
 def start_server(
-    data_dir: Path, extra_env: dict[str, str] | None = None
+    data_dir: Path, extra_env: dict[str, str] | None = None, command: str = "serve"
 ) -> tuple[subprocess.Popen, httpx.Client]:
-    """`otrt serve` on a free port with a short heartbeat, once it answers /healthz."""
+    """`otrt serve` (or `otrt api`) on a free port with a short heartbeat, once it answers
+    /healthz; its data directory is ``data_dir``."""
     port = free_port()
-    env = os.environ | {"OTRT_TORCH_THREADS": "1", "OTRT_HEARTBEAT_SECONDS": "0.5"}
+    env = os.environ | {
+        "OTRT_TORCH_THREADS": "1",
+        "OTRT_HEARTBEAT_SECONDS": "0.5",
+        "OTRT_DATA_DIR": str(data_dir),
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "otrt", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "otrt", command, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
