@@ -52,7 +52,7 @@ class FilePage(BaseModel):
 
 class Progress(BaseModel):
     epoch: int = 0
-    epochs: int
+    epochs: int | None = Field(description="Known once the trainer starts when set from the data.")
     step: int = 0
     steps: int | None = None
     fraction: float = 0.0

@@ -188,7 +188,7 @@ def status(
     progress = job["progress"]
     typer.echo(f"{job['id']}  {job['status']}  attempt {job['attempt']}")
     typer.echo(
-        f"progress  epoch {progress['epoch']}/{progress['epochs']}, "
+        f"progress  epoch {progress['epoch']}/{progress['epochs'] or '?'}, "
         f"{100 * progress['fraction']:.0f}%"
         + (f", eta {job['eta_seconds']:.0f}s" if job.get("eta_seconds") else "")
     )

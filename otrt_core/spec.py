@@ -175,10 +175,26 @@ class KDSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(default=20, ge=1, le=10_000)
-    batch_size: int = Field(default=128, ge=1, le=65_536)
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Default: from the labeled set's size, at least 2000 optimizer steps and "
+        "20 epochs (docs/training.md); spec.json records the value used.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_536,
+        description="Default: an eighth of the labeled set, between 8 and 128.",
+    )
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0.0, le=MAX_LR)
+    lr: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_LR,
+        description="Default: 0.05 (SGD) or 0.001 (AdamW) at batch 128, scaled with the batch.",
+    )
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0, le=1.0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
@@ -298,6 +314,7 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
         "kind": kind,
         "weight": regularizer.weight if regularizer.weight is not None else default_weight,
         "normalize": regularizer.normalize or defaults["normalize"],
+        # Without one, the unlabeled batch is the labeled batch (set by the trainer if sized).
         "unlabeled_batch_size": regularizer.unlabeled_batch_size
         or (spec.training.batch_size if regularizer.unlabeled else None),
     }

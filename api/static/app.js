@@ -195,7 +195,7 @@ async function jobPage(jobId) {
     const cancel = TERMINAL.has(job.status) ? null : el("button", { class: "danger", id: "cancel", onclick: async () => { await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }); refresh(); } }, "Cancel");
     const accuracy = job.metrics.test_accuracy == null ? "" : ` · test accuracy ${(100 * job.metrics.test_accuracy).toFixed(1)}%`;
     header.replaceChildren(...[el("h2", {}, `${jobId} `, statusBadge(job.status)),
-      el("p", {}, `${job.spec.mode}: ${job.spec.teacher ? job.spec.teacher.architecture + " → " : ""}${job.spec.student.architecture} on ${job.spec.dataset.name} · epoch ${job.progress.epoch}/${job.progress.epochs} `,
+      el("p", {}, `${job.spec.mode}: ${job.spec.teacher ? job.spec.teacher.architecture + " → " : ""}${job.spec.student.architecture} on ${job.spec.dataset.name} · epoch ${job.progress.epoch}/${job.progress.epochs ?? "?"} `,
         progressBar(job.progress.fraction), ` ${fmtEta(job.eta_seconds) && "ETA " + fmtEta(job.eta_seconds)}${accuracy}`),
       job.error ? el("p", { class: "error" }, `${job.error.code}: ${job.error.message}`) : null, cancel].filter(Boolean));
     spec.textContent = JSON.stringify(job.spec, null, 2);

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from otrt_core import sizing
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
 from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
@@ -365,10 +366,11 @@ def build_run(
     limits: Limits,
     student_init_path: Path | None = None,
 ) -> Run:
-    training = spec.training
-    torch.manual_seed(training.seed)
+    torch.manual_seed(spec.training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_data(spec, datasets_root, dataset_path)
+    spec = sized_for_data(spec, len(data.y_train))
+    training = spec.training
     models = build_models(spec, data, teacher_path, student_init_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:
@@ -428,6 +430,24 @@ def build_run(
             pooled=spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool",
         )
     return run
+
+
+def sized_for_data(spec: JobSpec, labeled: int) -> JobSpec:
+    """The spec with the training values it leaves out set from the ``labeled`` set's
+    size (:mod:`otrt_core.sizing`); the values a job gives are kept."""
+    training = spec.training
+    batch_size = training.batch_size or sizing.batch_size_for(labeled)
+    training = training.model_copy(
+        update={
+            "batch_size": batch_size,
+            "lr": training.lr or sizing.lr_for(training.optimizer, batch_size),
+            "epochs": training.epochs or sizing.epochs_for(labeled, batch_size),
+        }
+    )
+    regularizer = spec.regularizer
+    if regularizer.unlabeled and regularizer.unlabeled_batch_size is None:
+        regularizer = regularizer.model_copy(update={"unlabeled_batch_size": batch_size})
+    return spec.model_copy(update={"training": training, "regularizer": regularizer})
 
 
 def _autocast(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:

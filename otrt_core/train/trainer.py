@@ -150,6 +150,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         cache_dir=options.out_dir / "teacher_cache",
         limits=options.limits,
     )
+    spec = run.spec  # with the training values sized for the data
     checkpoints = Checkpoints(options.out_dir / CHECKPOINT, run, clock)
     resumed = options.resume and checkpoints.path.exists()
     progress = checkpoints.load() if resumed else Progress()
