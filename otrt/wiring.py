@@ -32,6 +32,7 @@ from otrt_core.jobs.store import JobStore
 from otrt_core.settings import Settings
 from worker.embedded import EmbeddedExecutor
 from worker.execution import Executor
+from worker.tracking import MlflowTracker, NoTracking, Tracker
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -101,6 +102,18 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
         heartbeat_seconds=settings.heartbeat_seconds,
         device=settings.trainer_device,
         default_max_running=settings.max_running,
+        tracker=build_tracker(settings),
+    )
+
+
+def build_tracker(settings: Settings) -> Tracker:
+    """MLflow tracking when ``OTRT_MLFLOW_TRACKING_URI`` is set, else none."""
+    if not settings.mlflow_tracking_uri:
+        return NoTracking()
+    return MlflowTracker(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_experiment,
+        settings.mlflow_artifact_location,
     )
 
 

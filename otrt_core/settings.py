@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(
         default=1024**2, ge=1024, description="Size limit of a JSON request body (413 past it)."
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="Log every job as an MLflow run there (pip install otrt[mlflow]).",
+    )
+    mlflow_experiment: str = Field(default="otrt", description="The MLflow experiment's name.")
+    mlflow_artifact_location: str | None = Field(
+        default=None,
+        description="Where a new MLflow experiment keeps artifacts (default: the server's).",
+    )
     orphan_grace_seconds: float = Field(
         default=3600.0,
         ge=0,

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from otrt_core.jobs.storage import LocalStorage
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import Artifact, Job
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
+from worker.tracking import NoTracking, Tracker
 
 log = logging.getLogger("otrt.worker")
 MESSAGE_CHARS = 500  # a failed job's error.message: one line, no server detail
@@ -45,6 +46,7 @@ class Executor:
     # Wall-clock backstop per attempt beyond the spec's max_runtime_s (which the
     # trainer enforces itself, with a checkpoint): a hung trainer is killed.
     time_limit_grace_seconds: float = 600.0
+    tracker: Tracker = field(default_factory=NoTracking)  # MLflow, when configured
 
     def run_next(self, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
         """Claims the job fair order starts next and runs it to an end; returns how it ended.
@@ -68,6 +70,7 @@ class Executor:
             inputs, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
+        self.tracker.start(job_id, job.spec)
         follower = Follower(
             self.store,
             lease,
@@ -75,6 +78,7 @@ class Executor:
             trainer.pid,
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
             clean=self._one_line,
+            on_epoch=lambda record: self.tracker.epoch(job_id, record),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -86,7 +90,12 @@ class Executor:
             self._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
             raise
         code = trainer.process.wait()
-        return self._finish(lease, code, reason, follower, trainer, out_dir)
+        status = self._finish(lease, code, reason, follower, trainer, out_dir)
+        if status in states.TERMINAL:
+            self.tracker.finish(job_id, status, out_dir)
+        if status == states.SUCCEEDED:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        return status
 
     def _trainer_inputs(self, job: Job, out_dir: Path) -> TrainerInputs:
         """The job's spec as submitted (ids, never paths) and the local files of its ids."""
@@ -174,7 +183,6 @@ class Executor:
             return self._fail(lease, "time_limit", message)
         if code == protocol.EXIT_OK:
             self._publish(lease, out_dir, protocol.ARTIFACTS)
-            shutil.rmtree(out_dir, ignore_errors=True)
             accuracy = follower.done.test_accuracy if follower.done else None
             return self._end(
                 lease,
@@ -275,9 +283,10 @@ class Follower:
         pid: int,
         publish_plan: Callable[[], None] | None = None,
         clean: Callable[[str], str] = str,
+        on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     ) -> None:
         self.store, self.lease, self.pid = store, lease, pid
-        self.publish_plan, self.clean = publish_plan, clean
+        self.publish_plan, self.clean, self.on_epoch = publish_plan, clean, on_epoch
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
@@ -301,6 +310,7 @@ class Follower:
                 self._event("started", f"training {verb} at epoch {event.epoch} {where}", data)
             case protocol.Epoch():
                 record = self._record_epoch(event)
+                self.on_epoch(record)
                 message = f"epoch {event.epoch}/{self.progress.get('epochs')}"
                 accuracy = f"val accuracy {event.val_accuracy:.1%}"
                 self._event(
