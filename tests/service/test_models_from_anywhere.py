@@ -12,6 +12,17 @@ from tests.service.api_helpers import assert_problem, teacher_bytes, upload
 from tests.utils.graphs import export, torch_graph, unknown_operator_graph
 
 
+@pytest.fixture
+def engine(tmp_path):
+    """SQLite only: these checks are about models, not databases (both run elsewhere)."""
+    from otrt_core.jobs.db import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'otrt.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def conv_graph(tmp_path_factory) -> bytes:
     return torch_graph(tmp_path_factory.mktemp("graphs") / "conv.onnx", epochs=0).read_bytes()
