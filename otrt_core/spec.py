@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from otrt_core.catalog import catalog, is_dataset_file
 from otrt_core.errors import UserError, nearest_first
@@ -130,6 +137,32 @@ class StudentSpec(_Strict):
     )
 
 
+AUGMENT_DEFAULTS = {"crop": ("padding", 4), "rotate": ("degrees", 15.0), "noise": ("std", 0.1)}
+
+
+class AugmentOp(_Strict):
+    """One random transformation (otrt_core.train.augment); its one parameter, if any."""
+
+    op: Literal["crop", "flip", "rotate", "noise"]
+    padding: int | None = Field(default=None, ge=1, le=64, description="crop: pixels.")
+    degrees: float | None = Field(default=None, gt=0.0, le=180.0, description="rotate.")
+    std: float | None = Field(default=None, gt=0.0, le=10.0, description="noise.")
+
+    @model_validator(mode="after")
+    def _one_parameter_of_its_own(self) -> AugmentOp:
+        own = AUGMENT_DEFAULTS.get(self.op, (None, None))[0]
+        for name in ("padding", "degrees", "std"):
+            if name != own and getattr(self, name) is not None:
+                raise ValueError(f"{self.op} takes no {name}")
+        return self
+
+    def amount(self) -> float:
+        """Its parameter, or the op's default (0 for flip)."""
+        name, default = AUGMENT_DEFAULTS.get(self.op, (None, 0.0))
+        value = getattr(self, name) if name else None
+        return float(default if value is None else value)
+
+
 class DatasetSpec(_Strict):
     name: str = Field(max_length=1000)
     classes: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] | None = Field(
@@ -141,6 +174,12 @@ class DatasetSpec(_Strict):
         default=None, ge=1, le=10**9, description="Labeled training examples kept per class."
     )
     val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    augment: Literal["none", "standard"] | list[AugmentOp] = Field(
+        default="none",
+        max_length=8,
+        description="Random views of the training inputs: `standard` (crop with 4-pixel "
+        "padding, then horizontal flip, for images) or a list of ops.",
+    )
 
 
 class LayerPairSpec(_Strict):
@@ -201,6 +240,13 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     amp: Literal["auto", "on", "off"] = "auto"
     teacher_cache: Literal["auto", "off"] = "auto"
+    teacher_views: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="With augmentation, augmented views per image whose teacher outputs "
+        "the cache keeps (one is drawn per image and epoch).",
+    )
     select: Literal["best", "last"] = "best"
     max_runtime_s: int = Field(default=86_400, ge=1, le=7 * 86_400)
     patience: int | None = Field(

@@ -18,12 +18,14 @@ from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.models.graph import GraphModel
 from otrt_core.models.views import InputView
 from otrt_core.spec import JobSpec, ModelInput, TrainingSpec
-from otrt_core.train.batches import BatchGatherer
+from otrt_core.train.augment import Augmenter, Op, standard
+from otrt_core.train.batches import BatchGatherer, seeded
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import KDTerm, Term, build_term
 
 DATASET_LOC = ("dataset", "name")
+VIEW_STREAM = 7919  # seeds the teacher cache's views apart from the batch order
 INIT_LOC = ("student", "init")
 
 
@@ -332,6 +334,7 @@ class Run:
     use_unlabeled: bool
     channels_last: bool
     cache: TeacherCache | None
+    augmenter: Augmenter | None  # random views of the training inputs (dataset.augment)
     autocast: Callable[[], contextlib.AbstractContextManager]
     steps_per_epoch: int
 
@@ -413,10 +416,18 @@ def build_run(
         use_unlabeled=use_unlabeled,
         channels_last=channels_last,
         cache=None,
+        augmenter=make_augmenter(spec, tuple(data.x_train.shape[1:])),
         autocast=_autocast(training.amp, device),
         steps_per_epoch=steps_per_epoch,
     )
     if run.needs_teacher and training.teacher_cache == "auto":
+        view_params = None
+        if run.augmenter is not None:  # K views per input, each drawn once from its seed
+            count = len(inputs)
+            view_params = [
+                run.augmenter.draw(count, seeded(training.seed, VIEW_STREAM, view))
+                for view in range(training.teacher_views)
+            ]
         run.cache = TeacherCache.build(
             teacher,
             inputs,
@@ -428,8 +439,25 @@ def build_run(
             disk_dir=cache_dir,
             # The OT term pools each map to its channel means: that is all it reads.
             pooled=spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool",
+            augmenter=run.augmenter,
+            view_params=view_params,
         )
     return run
+
+
+def make_augmenter(spec: JobSpec, input_shape: tuple[int, ...]) -> Augmenter | None:
+    """The run's augmenter (None without augmentation); ``UserError`` for an op the
+    inputs cannot take (rotating sequences)."""
+    augment = spec.dataset.augment
+    if augment == "none":
+        return None
+    if augment == "standard":
+        ops = standard(input_shape)
+    else:
+        ops = [Op(op.op, op.amount()) for op in augment]
+        if len(input_shape) != 3 and any(op.name == "rotate" for op in ops):
+            raise UserError("rotate needs images (C, H, W)", ("dataset", "augment"))
+    return Augmenter(ops, input_shape, spec.training.seed) if ops else None
 
 
 def sized_for_data(spec: JobSpec, labeled: int) -> JobSpec:

@@ -1,10 +1,15 @@
 """The frozen teacher's outputs, computed once and reused every epoch.
 
-Valid because otrt applies no random augmentation: a training input's teacher
-features never change. The cache holds only the stages a term reads (and the
-logits) for the inputs the run draws from: on the training device when they
-fit ``max_memory_bytes``, else in ``.npy`` memory maps under a directory when
-they fit ``max_disk_bytes``, else nowhere (the teacher then runs every step).
+Without augmentation a training input's teacher features never change. With
+it, the teacher must see the augmented view: the cache then keeps the
+outputs of K augmented views per input, with each view's augmentation, and a
+step draws one of the K views per input (as FKD does: Shen & Xing, "A Fast
+Knowledge Distillation Framework for Visual Recognition", 2021), so the
+student sees exactly the view whose outputs it is given. The cache holds only
+the stages a term reads (and the logits) for the inputs the run draws from: on
+the training device when they fit ``max_memory_bytes``, else in ``.npy``
+memory maps under a directory when they fit ``max_disk_bytes``, else nowhere
+(the teacher then runs every step, on the step's augmented batch).
 With ``pooled``, maps are kept in the form the OT term reads them with
 ``spatial="pool"``: one mean per channel, ``(N, C)`` instead of ``(N, C, H,
 W)``, so a step neither gathers nor pools the teacher's maps.
@@ -20,12 +25,22 @@ from torch import Tensor
 
 from otrt_core.models import StagedModel
 from otrt_core.ot.features import spatial_mean
+from otrt_core.train.augment import Augmenter, Params
 
 
 class TeacherCache:
-    def __init__(self, features: dict[str, Tensor | np.ndarray], device: torch.device) -> None:
-        self.features = features  # name -> (N, ...), a tensor or a read-only memory map
+    def __init__(
+        self,
+        features: dict[str, Tensor | np.ndarray],
+        device: torch.device,
+        view_params: Params | None = None,
+    ) -> None:
+        # name -> (K, N, ...): K views (1 without augmentation) of the N inputs, each a
+        # tensor or a read-only memory map.
+        self.features = features
         self.device = device
+        self.view_params = view_params  # name -> (K, N, ...), the views' augmentations
+        self.views = next(iter(features.values())).shape[0]
         self.on_disk = any(isinstance(values, np.ndarray) for values in features.values())
 
     @classmethod
@@ -40,58 +55,83 @@ class TeacherCache:
         max_disk_bytes: int = 0,
         disk_dir: Path | None = None,
         pooled: bool = False,
+        augmenter: Augmenter | None = None,
+        view_params: list[Params] | None = None,
     ) -> TeacherCache | None:
-        """The cache, or None when the features of every input fit neither bound."""
-        keep = sorted(stages | {"logits"})
+        """The cache, or None when the features of every input fit neither bound.
 
-        def forward(batch: Tensor) -> dict[str, Tensor]:
-            out = teacher.forward_stages(batch.to(device))
+        With an ``augmenter``, the teacher's outputs are kept for each of the views
+        ``view_params`` describe (one dict of parameters for every input per view).
+        """
+        keep = sorted(stages | {"logits"})
+        views = view_params or [None]
+
+        def forward(batch: Tensor, params: Params | None) -> dict[str, Tensor]:
+            batch = batch.to(device)
+            if params is not None:
+                batch = augmenter.apply(batch, params)
+            out = teacher.forward_stages(batch)
             return {name: channel_means(out[name]) if pooled else out[name] for name in keep}
 
         with torch.no_grad():
-            probe = forward(inputs[:1])
-        size = len(inputs) * sum(probe[name][0].numel() * 4 for name in keep)  # float32
+            probe = forward(inputs[:1], _rows(views[0], slice(0, 1)))
+        per_input = sum(probe[name][0].numel() * 4 for name in keep)  # float32
+        size = len(views) * len(inputs) * per_input
+        shapes = {name: (len(views), len(inputs), *probe[name].shape[1:]) for name in keep}
         if size <= max_memory_bytes:
-            store = {
-                name: torch.empty((len(inputs), *probe[name].shape[1:]), device=device)
-                for name in keep
-            }
+            store = {name: torch.empty(shape, device=device) for name, shape in shapes.items()}
         elif disk_dir is not None and size <= max_disk_bytes:
             disk_dir.mkdir(parents=True, exist_ok=True)
             store = {
                 name: np.lib.format.open_memmap(
-                    disk_dir / f"{name}.npy",
-                    mode="w+",
-                    dtype=np.float32,
-                    shape=(len(inputs), *probe[name].shape[1:]),
+                    disk_dir / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape
                 )
-                for name in keep
+                for name, shape in shapes.items()
             }
         else:
             return None
         with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
-                out = forward(inputs[start : start + batch_size])
-                for name in keep:
-                    values = out[name].float()
-                    if isinstance(store[name], np.ndarray):
-                        store[name][start : start + len(values)] = values.cpu().numpy()
-                    else:
-                        store[name][start : start + len(values)] = values
-        return cls(store, device)
+            for view, params in enumerate(views):
+                for start in range(0, len(inputs), batch_size):
+                    rows = slice(start, start + batch_size)
+                    out = forward(inputs[rows], _rows(params, rows))
+                    for name in keep:
+                        values = out[name].float()
+                        if isinstance(store[name], np.ndarray):
+                            store[name][view, rows] = values.cpu().numpy()
+                        else:
+                            store[name][view, rows] = values
+        stacked = (
+            {key: torch.stack([p[key] for p in view_params]) for key in view_params[0]}
+            if view_params
+            else None
+        )
+        return cls(store, device, stacked)
 
-    def lookup(self, indices: Tensor) -> dict[str, Tensor]:
-        """Teacher features of the inputs at ``indices`` of the inputs the cache was built on."""
+    def lookup(self, indices: Tensor, views: Tensor | None = None) -> dict[str, Tensor]:
+        """Teacher features of the inputs at ``indices`` (of the inputs the cache was built
+        on), each in its view ``views`` (view 0 when not given)."""
+        if views is None:
+            views = torch.zeros_like(indices)
         if not self.on_disk:
-            indices = indices.to(self.device)
-            return {name: values[indices] for name, values in self.features.items()}
-        rows = indices.cpu().numpy()
+            indices, views = indices.to(self.device), views.to(self.device)
+            return {name: values[views, indices] for name, values in self.features.items()}
+        rows, chosen = indices.cpu().numpy(), views.cpu().numpy()
         return {
-            name: torch.from_numpy(np.ascontiguousarray(values[rows])).to(
+            name: torch.from_numpy(np.ascontiguousarray(values[chosen, rows])).to(
                 self.device, non_blocking=True
             )
             for name, values in self.features.items()
         }
+
+    def params(self, indices: Tensor, views: Tensor) -> Params:
+        """The augmentations of the views ``views`` of the inputs at ``indices``."""
+        indices, views = indices.cpu(), views.cpu()
+        return {key: values[views, indices] for key, values in self.view_params.items()}
+
+
+def _rows(params: Params | None, rows: slice) -> Params | None:
+    return None if params is None else {key: value[rows] for key, value in params.items()}
 
 
 def channel_means(x: Tensor) -> Tensor:

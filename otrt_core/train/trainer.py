@@ -32,6 +32,7 @@ from otrt_core.protocol import (
     STUDENT_WEIGHTS,
 )
 from otrt_core.spec import JobSpec
+from otrt_core.train.batches import seeded
 from otrt_core.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
@@ -42,6 +43,7 @@ from otrt_core.train.job_report import write_report
 from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
+AUGMENT_STREAM = 104729  # seeds a batch's augmentation apart from its unlabeled draw
 
 Emit = Callable[[protocol.Event], None]
 
@@ -217,7 +219,7 @@ def train_epoch(
     """
     training, epoch = run.spec.training, progress.epoch
     run.student.train()
-    order = torch.randperm(len(run.labels), generator=_generator(training.seed, epoch))
+    order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
     order = order.to(run.inputs.device)  # one copy per epoch, not per step
     # Sums stay on the device: reading them every step would sync the GPU.
     sums = torch.tensor(progress.sums or [0.0] * 4, dtype=torch.float32, device=run.device)
@@ -267,10 +269,13 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
         pool = torch.randint(
             len(run.data.x_unlabeled),
             (spec.regularizer.unlabeled_batch_size,),
-            generator=_generator(spec.training.seed, epoch, batch),
+            generator=seeded(spec.training.seed, epoch, batch),
         )
         indices = torch.cat([labeled, pool.to(run.inputs.device) + len(run.data.x_train)])
     x = run.gather_inputs(indices)
+    views = None
+    if run.augmenter is not None:
+        x, views = augmented(run, x, indices, epoch, batch)
     y = run.gather_labels(labeled)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -280,7 +285,7 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
         student_features = run.student.forward_stages(x)
         logits = student_features["logits"][:n]  # the unlabeled rows have no label
         loss = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
-        teacher_features = teacher_outputs(run, x, indices) if run.needs_teacher else {}
+        teacher_features = teacher_outputs(run, x, indices, views) if run.needs_teacher else {}
         out = run.term(teacher_features, student_features)
         loss = loss + out.loss
         if run.extra_kd is not None:
@@ -301,10 +306,27 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
     )
 
 
-def teacher_outputs(run: Run, x: Tensor, indices: Tensor) -> dict[str, Tensor]:
-    """The frozen teacher's stages on a batch: from the cache, or a forward pass."""
+def augmented(
+    run: Run, x: Tensor, indices: Tensor, epoch: int, batch: int
+) -> tuple[Tensor, Tensor | None]:
+    """The batch's random views, and which cached view each input is (None without a
+    teacher cache: the views are then drawn fresh). Seeded by (seed, epoch, batch)."""
+    generator = seeded(run.spec.training.seed, epoch, batch, AUGMENT_STREAM)
+    if run.cache is not None and run.cache.view_params is not None:
+        views = torch.randint(run.cache.views, (len(indices),), generator=generator)
+        params = run.cache.params(indices, views)
+    else:
+        views, params = None, run.augmenter.draw(len(indices), generator)
+    return run.augmenter.apply(x, params), views
+
+
+def teacher_outputs(
+    run: Run, x: Tensor, indices: Tensor, views: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The frozen teacher's stages on a batch: from the cache (the views the batch shows),
+    or a forward pass on the batch as the student sees it."""
     if run.cache is not None:
-        return run.cache.lookup(indices)
+        return run.cache.lookup(indices, views)
     with torch.no_grad():
         return run.teacher.forward_stages(x)
 
@@ -427,11 +449,3 @@ def save_plan(path: Path, plan: np.ndarray) -> None:
 
     with atomic_path(path) as temp, open(temp, "wb") as handle:
         np.save(handle, plan)
-
-
-def _generator(*seeds: int) -> torch.Generator:
-    """A CPU generator determined by ``seeds``: batch order needs no saved RNG state."""
-    value = 0
-    for seed in seeds:
-        value = (value * 1_000_003 + seed) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)

@@ -123,3 +123,18 @@ def test_baselines_default_to_their_usual_weight(kind, weight):
     layers = [{"teacher": "stage2", "student": "stage2"}]
     spec = resolve_spec(distill(regularizer={"kind": kind, "layers": layers}))
     assert spec.regularizer.weight == weight
+
+
+def test_augmentation_is_named_or_listed_with_each_ops_own_parameter():
+    base = {"mode": "supervised", "student": {"architecture": "cnn"}}
+    standard = resolve_spec(base | {"dataset": {"name": "digits", "augment": "standard"}})
+    assert standard.dataset.augment == "standard"
+    ops = [{"op": "crop"}, {"op": "rotate", "degrees": 30}, {"op": "noise", "std": 0.2}]
+    listed = resolve_spec(base | {"dataset": {"name": "digits", "augment": ops}})
+    assert [op.amount() for op in listed.dataset.augment] == [4.0, 30.0, 0.2]  # crop's default
+    with pytest.raises(SpecError, match="flip takes no degrees"):
+        resolve_spec(
+            base | {"dataset": {"name": "digits", "augment": [{"op": "flip", "degrees": 9}]}}
+        )
+    with pytest.raises(SpecError, match="augment"):
+        resolve_spec(base | {"dataset": {"name": "digits", "augment": [{"op": "shear"}]}})

@@ -133,10 +133,21 @@ def test_transfer_distill_uses_unlabeled_inputs(tmp_path, digits_teacher):
     assert metrics["history"][-1]["ot_distance"] > 0
 
 
+AUGMENTS = ["none", [{"op": "crop", "padding": 2}, {"op": "flip"}, {"op": "noise"}]]
+
+
+@pytest.mark.parametrize("augment", AUGMENTS, ids=["plain", "augmented"])
 def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
-    tmp_path, digits_teacher
+    tmp_path, digits_teacher, augment
 ):
-    spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 3})
+    """With augmentation too: views come from (seed, epoch, batch) and the cached ones
+    from (seed, view), so a resumed run sees the same views."""
+    spec = digits_spec(
+        "distill",
+        teacher_path=str(digits_teacher),
+        training={"epochs": 3},
+        dataset={"augment": augment},
+    )
     whole_metrics, _ = run(spec, tmp_path / "whole", teacher_path=digits_teacher)
 
     calls = iter(range(10**6))
