@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -74,7 +75,10 @@ class MultipartFile:
         self.received += len(chunk)
         if self.received > self.limit + ENVELOPE_BYTES:
             raise PayloadTooLarge(f"the upload exceeds the limit of {self.limit} bytes")
-        self.parser.write(chunk)
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as error:
+            raise Invalid.at(["body"], f"the multipart body is malformed: {error}") from None
         return True
 
     # --- parser callbacks -----------------------------------------------------------------

@@ -109,7 +109,10 @@ def test_spec_json_names_ids_and_can_be_submitted_again(hostile, tmp_path):
     assert spec["dataset"]["name"] == file_id and str(data_dir) not in str(spec)
     again = client.post("/v1/jobs", json=spec)
     assert again.status_code == 201, again.text
-    assert again.json()["spec"] == job["spec"]
+    # The same job, with the value the trainer sized from the data now written out.
+    assert again.json()["spec"] == spec
+    assert job["spec"]["training"]["lr"] is None and spec["training"]["lr"] > 0
+    assert job["spec"] | {"training": None} == spec | {"training": None}
 
 
 def test_owners_take_turns_in_the_embedded_executor(tmp_path):

@@ -87,12 +87,13 @@ def test_onnx_teachers_from_torch_and_scikit_learn_teach_a_zoo_student(served, t
 
 
 def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
-    """timm's resnet18, trained here by otrt itself (supervised), uploaded as a state dict
-    in timm's own names; its module paths are the layers the regularizer reads."""
+    """timm's test_resnet (a small ResNet timm keeps for tests), trained here by otrt
+    itself (supervised), uploaded as a state dict in timm's own names; its module paths
+    are the layers the regularizer reads."""
     spec = resolve_spec(
         {
             "mode": "supervised",
-            "student": {"architecture": "timm/resnet18"},
+            "student": {"architecture": "timm/test_resnet"},
             "dataset": {"name": "digits"},
             "training": TRAINING,
         }
@@ -105,7 +106,7 @@ def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
         file_id = client.upload(weights, "teacher")["id"]
         body = {
             "mode": "distill",
-            "teacher": {"architecture": "timm/resnet18", "checkpoint": file_id},
+            "teacher": {"architecture": "timm/test_resnet", "checkpoint": file_id},
             "student": {"architecture": "cnn_small"},
             "dataset": {"name": "digits"},
             "kd": {"weight": 1.0},

@@ -174,3 +174,18 @@ def _write(tmp_path, data: bytes):
     path = tmp_path / "artifact"
     path.write_bytes(data)
     return path
+
+
+def test_a_malformed_multipart_body_is_422_and_leaves_nothing(engine, tmp_path):
+    """schemathesis found it: a part header the parser rejects was a 500."""
+    client = service_app(engine, tmp_path)
+    boundary = "a222103b9b30b1f9e8be6882ecedb1d2"
+    body = f"--{boundary}\\r\\n[]--{boundary}--\\r\\n".encode()
+    response = client.post(
+        "/v1/files?purpose=teacher",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    problem = assert_problem(response, 422)
+    assert "malformed" in problem["errors"][0]["msg"]
+    assert stored_uploads(tmp_path) == []
