@@ -87,6 +87,19 @@ class Invalid(ServiceError):
         return cls(msg, [{"loc": loc, "msg": msg}])
 
 
+@dataclass(frozen=True)
+class ModelFile:
+    """A stored model a job names: its weights, and its ``details`` when it is a graph."""
+
+    stored: StoredObject
+    graph: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, record: StoredFile) -> ModelFile:
+        stored = StoredObject(record.path, record.bytes, record.sha256)
+        return cls(stored, record.details if record.format == "onnx" else None)
+
+
 @dataclass
 class Service:
     store: JobStore
@@ -301,28 +314,12 @@ class Service:
         if spec.teacher is None:
             return inputs
         loc = ["body", "teacher", "checkpoint"]
-        weights = self._teacher_weights(owner, spec.teacher.checkpoint, inputs, problems, loc)
-        if weights is None:
-            return inputs
-        if weights.key.endswith(".onnx"):
-            details = self.files.get(inputs["teacher_file_id"], owner).details
+        model = self._teacher_file(owner, spec.teacher.checkpoint, inputs, problems, loc)
+        if model is not None:
+            # In transfer, a graph teacher's student is a copy of its graph.
             copied = spec.mode == "transfer" and spec.student.architecture is None
             sides = ("teacher", "student") if copied else ("teacher",)
-            for where, msg in graph_problems(spec, details, input_shape, sides):
-                problems.append({"loc": ["body", *where], "msg": msg})
-        elif spec.teacher.architecture is None:
-            msg = "a state dict needs its architecture (only an ONNX graph is a whole model)"
-            problems.append({"loc": ["body", "teacher", "architecture"], "msg": msg})
-        elif input_shape is not None:
-            if spec.teacher.input is not None:
-                try:
-                    input_shape = spec.teacher.input.shape_for(input_shape)
-                except UserError as error:
-                    problems.append({"loc": ["body", "teacher", "input"], "msg": error.message})
-                    return inputs
-            problem = self._misfit(weights, spec.teacher.architecture, input_shape)
-            if problem:
-                problems.append({"loc": loc, "msg": problem})
+            problems += self._model_problems(spec, sides, model, input_shape, loc)
         return inputs
 
     def _student_init(
@@ -339,22 +336,35 @@ class Service:
             problems.append({"loc": loc, "msg": record})
             return
         inputs["init_file_id"] = record.id
-        if record.format == "onnx":
-            for where, msg in graph_problems(spec, record.details, input_shape, ("student",)):
-                problems.append({"loc": ["body", *where], "msg": msg})
-        elif spec.student.architecture is None:
-            msg = "a state dict needs student.architecture (only an ONNX graph is a whole model)"
-            problems.append({"loc": ["body", "student", "architecture"], "msg": msg})
-        elif input_shape is not None:
-            try:
-                shape = spec.student.input.shape_for(input_shape) if spec.student.input else None
-            except UserError as error:
-                problems.append({"loc": ["body", "student", "input"], "msg": error.message})
-                return
-            stored = StoredObject(record.path, record.bytes, record.sha256)
-            problem = self._misfit(stored, spec.student.architecture, shape or input_shape)
-            if problem:
-                problems.append({"loc": loc, "msg": problem})
+        problems += self._model_problems(spec, ("student",), ModelFile.of(record), input_shape, loc)
+
+    def _model_problems(
+        self,
+        spec: JobSpec,
+        sides: tuple[str, ...],
+        model: ModelFile,
+        input_shape: tuple[int, ...] | None,
+        loc: list,
+    ) -> list[dict[str, Any]]:
+        """What in ``spec`` does not fit the model file that ``sides[0]`` names (and, for a
+        graph, the other sides that are copies of it): a graph's layers and inputs, or a
+        state dict's architecture and the weights' fit through its input view."""
+        name = sides[0]
+        side = getattr(spec, name)
+        if model.graph is not None:
+            found = graph_problems(spec, model.graph, input_shape, sides)
+            return [{"loc": ["body", *where], "msg": msg} for where, msg in found]
+        if side.architecture is None:
+            msg = f"a state dict needs {name}.architecture (only an ONNX graph is a whole model)"
+            return [{"loc": ["body", name, "architecture"], "msg": msg}]
+        if input_shape is None:
+            return []
+        try:
+            shape = side.input.shape_for(input_shape) if side.input else input_shape
+        except UserError as error:
+            return [{"loc": ["body", name, "input"], "msg": error.message}]
+        problem = self._misfit(model.stored, side.architecture, shape)
+        return [{"loc": loc, "msg": problem}] if problem else []
 
     def _misfit(
         self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]
@@ -381,10 +391,10 @@ class Service:
             self._layer_names[key] = architecture_layers(architecture, input_shape, self.inspection)
         return self._layer_names[key]
 
-    def _teacher_weights(
+    def _teacher_file(
         self, owner: str, ref: str, inputs: dict, problems: list, loc: list
-    ) -> StoredObject | None:
-        """The stored weights ``ref`` names, checked and noted in ``inputs``; or ``None``
+    ) -> ModelFile | None:
+        """The stored model ``ref`` names, checked and noted in ``inputs``; or ``None``
         with a problem appended."""
         if ref.startswith("file_"):
             record = self._owned_file(owner, ref, "teacher")
@@ -392,7 +402,7 @@ class Service:
                 problems.append({"loc": loc, "msg": record})
                 return None
             inputs["teacher_file_id"] = record.id
-            return StoredObject(record.path, record.bytes, record.sha256)
+            return ModelFile.of(record)
         if ref.startswith("job_"):
             try:
                 teacher_job = self.store.get(ref, owner)
@@ -408,7 +418,7 @@ class Service:
                 problems.append({"loc": loc, "msg": f"job {ref} has no {STUDENT_WEIGHTS}"})
                 return None
             inputs["teacher_job_id"] = ref
-            return StoredObject(weights.path, weights.bytes, weights.sha256)
+            return ModelFile(StoredObject(weights.path, weights.bytes, weights.sha256))
         problems.append(
             {"loc": loc, "msg": "name an uploaded file (file_…) or a finished job (job_…)"}
         )
