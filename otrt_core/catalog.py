@@ -70,6 +70,11 @@ class Catalog:
         )
 
 
+def from_library(architecture: str | None) -> bool:
+    """Whether an architecture is a timm or torchvision name (``timm/<name>``)."""
+    return architecture is not None and architecture.split("/", 1)[0] in LIBRARIES
+
+
 def is_dataset_file(name: str) -> bool:
     """Whether a spec's dataset name refers to a user's file rather than a built-in dataset.
 

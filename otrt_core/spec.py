@@ -10,6 +10,7 @@ a job is reproducible from its ``spec.json`` alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -100,6 +101,12 @@ class ModelInput(_Strict):
             if values is not None and len(values) != out_channels:
                 raise UserError(f"input.{name} needs {out_channels} values, one per channel")
         return (out_channels, *(self.size or spatial))
+
+
+def takes_flattened(expected: tuple[int, ...], seen: tuple[int, ...]) -> bool:
+    """Whether a model of flat inputs ``expected`` takes inputs of shape ``seen`` flattened
+    (the 64 values of an 8x8 image, for a scikit-learn model)."""
+    return len(expected) == 1 and len(seen) > 1 and math.prod(seen) == expected[0]
 
 
 class TeacherSpec(_Strict):

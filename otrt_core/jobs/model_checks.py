@@ -10,13 +10,12 @@ would work, never a job that fails once it runs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from otrt_core.catalog import LIBRARIES
+from otrt_core.catalog import from_library
 from otrt_core.errors import UserError, nearest_first
-from otrt_core.spec import JobSpec
+from otrt_core.spec import JobSpec, takes_flattened
 
 LAYER_KINDS = ("ot", "fitnet", "at")
 MAX_LISTED = 25  # layer names a problem lists
@@ -65,7 +64,7 @@ def library_layer_problems(
         return []
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for side, model in (("teacher", spec.teacher), ("student", spec.student)):
-        if model is None or (model.architecture or "").split("/")[0] not in LIBRARIES:
+        if model is None or not from_library(model.architecture):
             continue
         names = [getattr(pair, side) for pair in spec.regularizer.layers]
         if all(name in ("penultimate", "logits") for name in names):
@@ -91,8 +90,7 @@ def _input_problem(details: dict[str, Any], dataset_shape: tuple[int, ...], mode
         seen = model_input.shape_for(dataset_shape) if model_input else tuple(dataset_shape)
     except UserError as error:
         return error.message
-    flat = len(expected) == 1 and expected[0] == math.prod(seen)
-    if expected == seen or flat:
+    if expected == seen or takes_flattened(expected, seen):
         return ""
     hint = "fix its input" if model_input else "set its input (size, channels)"
     return f"takes inputs of shape {list(expected)}, but gets {list(seen)} from the dataset: {hint}"

@@ -7,10 +7,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from otrt_core.catalog import from_library
 from otrt_core.errors import UserError
 from otrt_core.models import cifar_resnet, cifar_zoo, imagenet, small
 from otrt_core.models.base import StagedModel
-from otrt_core.models.named import build_named, is_named
+from otrt_core.models.named import build_named
 
 
 def _cifar_resnet(name: str) -> Callable[[int, tuple[int, ...]], StagedModel]:
@@ -64,7 +65,7 @@ def build_model(
     ``input_shape`` (channels first) defaults to the architecture's own (for timm and
     torchvision, ImageNet's 3x224x224).
     """
-    if is_named(architecture):
+    if from_library(architecture):
         return build_named(architecture, num_classes, tuple(input_shape or (3, 224, 224)))
     if architecture not in REGISTRY:
         raise UserError(

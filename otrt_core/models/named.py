@@ -22,12 +22,6 @@ from torch import Tensor, nn
 from otrt_core.errors import UserError, nearest_first
 from otrt_core.models.base import StagedModel
 
-SOURCES = ("timm", "torchvision")
-
-
-def is_named(architecture: str | None) -> bool:
-    return architecture is not None and architecture.split("/", 1)[0] in SOURCES
-
 
 def build_named(architecture: str, num_classes: int, input_shape: tuple[int, ...]) -> StagedModel:
     """A timm or torchvision classifier for ``input_shape`` (channels first), as a
@@ -107,12 +101,11 @@ class ModuleStages(StagedModel):
             raise UserError(f"the model has no module {unknown[0]!r}; nearest first: {listed}")
         for handle in self._hooks:
             handle.remove()
-        paths = list(dict.fromkeys(paths))
-        self._kept = {path: modules[path] for path in paths}
-        self._hooks = [self._kept[path].register_forward_hook(_keep_output) for path in paths]
+        self._kept = {path: modules[path] for path in paths}  # in order, once each
+        self._hooks = [module.register_forward_hook(_keep_output) for module in self._kept.values()]
         classifier = modules[self.classifier_path]
         self._hooks.append(classifier.register_forward_pre_hook(_keep_input))
-        self.stage_names = (*dict.fromkeys(paths), "penultimate")
+        self.stage_names = (*self._kept, "penultimate")
         return self
 
     def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:

@@ -17,7 +17,7 @@ from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.models.graph import GraphModel
 from otrt_core.models.views import InputView
-from otrt_core.spec import JobSpec, ModelInput, TrainingSpec
+from otrt_core.spec import JobSpec, ModelInput, TrainingSpec, takes_flattened
 from otrt_core.train.augment import Augmenter, Op, standard
 from otrt_core.train.batches import BatchGatherer, seeded
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
@@ -131,7 +131,7 @@ def _student(
         weights = read_weights(teacher_path)
         body = {k: v for k, v in weights.items() if not student.is_head(k)}
         student.load_state_dict(body, strict=False)
-    return _with_view(student, _view(spec.student.input, data, "student"), data)
+    return _with_view(student, _view(spec.student.input, data), data)
 
 
 def _built_student(spec: JobSpec, data: PreparedData) -> StagedModel:
@@ -167,7 +167,7 @@ def _initialized_student(
         weights |= {k: expected[k] for k in head}
     check_fits(student, weights)
     student.load_state_dict(weights)
-    return _with_view(student.keep(layers), _view(spec.student.input, data, "student"), data)
+    return _with_view(student.keep(layers), _view(spec.student.input, data), data)
 
 
 def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -> StagedModel:
@@ -187,7 +187,7 @@ def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -
                 "a state dict needs its architecture (only an ONNX graph is a whole model)",
                 ("teacher", "architecture"),
             )
-        view = _view(spec.teacher.input, data, "teacher")
+        view = _view(spec.teacher.input, data)
         weights = read_weights(path)
         shape = _view_shape(spec.teacher.input, data, "teacher")
         teacher, _ = fitted_teacher(spec.teacher.architecture, weights, shape)
@@ -196,10 +196,11 @@ def _teacher(spec: JobSpec, data: PreparedData, path: Path, layers: list[str]) -
     return teacher.eval().requires_grad_(False)
 
 
-def _view(model_input: ModelInput | None, data: PreparedData, side: str) -> InputView | None:
+def _view(model_input: ModelInput | None, data: PreparedData) -> InputView | None:
+    """The view ``input`` asks for (every caller checks, with :func:`_view_shape`,
+    that it applies to the data)."""
     if model_input is None:
         return None
-    _view_shape(model_input, data, side)  # checks that the view applies
     return InputView(data.mean, data.std, **model_input.model_dump())
 
 
@@ -230,10 +231,10 @@ def _viewed(
     A model of flat inputs (scikit-learn's, say) takes each input flattened when the
     sizes agree: the 64 features of an 8x8 image.
     """
-    view = _view(model_input, data, side)
+    view = _view(model_input, data)
     seen = _view_shape(model_input, data, side)
     expected = tuple(model.input_shape)
-    if len(expected) == 1 and len(seen) > 1 and math.prod(seen) == expected[0]:
+    if takes_flattened(expected, seen):
         flat = nn.Flatten() if view is None else nn.Sequential(view, nn.Flatten())
         return _with_view(model, flat, data)
     if expected != seen:
