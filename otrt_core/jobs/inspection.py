@@ -171,11 +171,16 @@ def graph_details(path: Path) -> dict[str, Any]:
     """
     import onnx
 
-    from otrt_core.models.graph import CONVERSION_TOLERANCE, GraphModel, conversion_error
+    from otrt_core.models.graph import (
+        CONVERSION_TOLERANCE,
+        GraphModel,
+        conversion_error,
+        read_graph,
+    )
 
-    model = GraphModel.from_file(path)  # UserError for a file that is no usable graph
-    original = onnx.load(str(path), load_external_data=False)
-    error = conversion_error(model, path)
+    graph = read_graph(path)  # UserError for a file that is no usable graph
+    model = GraphModel.from_graph(graph)
+    error = conversion_error(model, graph)
     if not error <= CONVERSION_TOLERANCE:
         raise UserError(
             f"the graph converted to torch differs from onnxruntime by {error:.3g} "
@@ -183,8 +188,9 @@ def graph_details(path: Path) -> dict[str, Any]:
         )
     layers = model.layer_shapes()
     return {
-        "inputs": [_value(v) for v in original.graph.input if v.name in _input_names(original)],
-        "outputs": [_value(v) for v in original.graph.output],
+        "inputs": [_value(v) for v in graph.graph.input if v.name in _input_names(graph)],
+        # The file's own outputs: the graph read was cut to its logits.
+        "outputs": [_value(v) for v in onnx.load(str(path), load_external_data=False).graph.output],
         "num_classes": layers["logits"][0],
         "layers": [{"name": name, "shape": shape} for name, shape in layers.items()],
         "trainable": any(True for _ in model.parameters()),

@@ -199,7 +199,6 @@ class GraphModel(StagedModel):
     def __init__(self, body: fx.GraphModule, head: GraphHead, input_shape: Sequence[int]) -> None:
         super().__init__()
         self.body = body
-        self.graph_head = head
         self.input_shape = tuple(input_shape)
         self.tensors = _tensor_nodes(body)  # ONNX tensor name -> fx node name
         self.tensors["penultimate"] = self.tensors[head.penultimate]
@@ -211,11 +210,15 @@ class GraphModel(StagedModel):
 
     @classmethod
     def from_file(cls, path: Path) -> GraphModel:
-        model = read_graph(path)
-        shape = graph_inputs(model)[0][1]
+        return cls.from_graph(read_graph(path))
+
+    @classmethod
+    def from_graph(cls, graph: onnx.ModelProto) -> GraphModel:
+        """The model of a graph :func:`read_graph` returned."""
+        shape = graph_inputs(graph)[0][1]
         if not all(isinstance(d, int) for d in shape[1:]):
             raise UserError(f"the graph's input has symbolic spatial dimensions ({shape})")
-        return cls(convert_graph(model), find_head(model), shape[1:])
+        return cls(convert_graph(graph), find_head(graph), shape[1:])
 
     def keep(self, names: Sequence[str]) -> GraphModel:
         """Makes ``forward_stages`` return ``names`` (tensor names), ``penultimate`` and
@@ -240,14 +243,11 @@ class GraphModel(StagedModel):
         """A new, freshly initialized last linear layer with ``num_classes`` outputs,
         reading ``penultimate`` (transfer to a new task)."""
         with torch.no_grad():
-            width = self._run(torch.zeros(2, *self.input_shape))["penultimate"].shape[1]
+            width = self.stage_outputs(torch.zeros(2, *self.input_shape))["penultimate"].shape[1]
         self.head = nn.Linear(width, num_classes)
         self.keep(self.stage_names)
 
     def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
-        return self._run(x)
-
-    def _run(self, x: Tensor) -> dict[str, Tensor]:
         out = self._runner(x)
         if self.head is not None:
             out["logits"] = self.head(out["penultimate"].flatten(1))
@@ -261,13 +261,13 @@ class GraphModel(StagedModel):
         return {name: list(value.shape[1:]) for name, value in out.items()}
 
 
-def conversion_error(model: GraphModel, path: Path) -> float:
-    """The largest difference between the converted graph's logits and onnxruntime's on
-    a random batch of two, relative to the logits' scale (at least 1)."""
+def conversion_error(model: GraphModel, graph: onnx.ModelProto) -> float:
+    """The largest difference between ``model``'s logits and onnxruntime's on the
+    ``graph`` it was converted from (as :func:`read_graph` returned it), on a random
+    batch of two, relative to the logits' scale (at least 1)."""
     import numpy as np
     import onnxruntime
 
-    graph = read_graph(path)
     session = onnxruntime.InferenceSession(
         graph.SerializeToString(), providers=["CPUExecutionProvider"]
     )

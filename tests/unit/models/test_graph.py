@@ -12,7 +12,7 @@ import torch
 
 from otrt_core.errors import UserError
 from otrt_core.models import build_model
-from otrt_core.models.graph import GraphModel, conversion_error
+from otrt_core.models.graph import GraphModel, conversion_error, read_graph
 from tests.utils.graphs import digits, sklearn_graph, torch_graph, unknown_operator_graph
 
 
@@ -28,7 +28,7 @@ def test_a_torch_export_converts_to_the_same_function(conv_graph):
     (expected,) = session.run(None, {"image": x.numpy()})
     got = model(x).detach().numpy()
     assert np.abs(got - expected).max() < 1e-5
-    assert conversion_error(model, conv_graph) < 1e-5
+    assert conversion_error(model, read_graph(conv_graph)) < 1e-5
     assert model.input_shape == (1, 8, 8)
 
 
