@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from otrt_core import protocol
 from otrt_core.atomic import atomic_path
@@ -32,6 +31,7 @@ from otrt_core.report.cost import (
 from otrt_core.report.html import render
 from otrt_core.report.stats import prediction_report
 from otrt_core.train.export import export_onnx
+from otrt_core.train.predict import predict
 from otrt_core.train.setup import Run
 
 # An int8 student this many points below the float one is worth a warning.
@@ -39,15 +39,23 @@ INT8_MAX_DROP = 0.01
 
 
 def write_report(
-    run: Run, out_dir: Path, history: list[dict], plan: np.ndarray | None, emit
+    run: Run,
+    logits: np.ndarray,
+    out_dir: Path,
+    history: list[dict],
+    plan: np.ndarray | None,
+    emit,
 ) -> dict[str, Any]:
-    """Writes the three files beside the student's ``student.onnx``; returns the report."""
+    """Writes the three files beside the student's ``student.onnx``; returns the report.
+
+    ``logits`` are the selected student's on the test split.
+    """
     data, threads = run.data, torch.get_num_threads()
     input_shape = tuple(data.x_train.shape[1:])
-    logits = _logits(run.student, data.x_test, run)
     teacher_logits = None
     if run.teacher is not None:
-        candidate = _logits(run.teacher, data.x_test, run)
+        size = run.spec.training.batch_size
+        candidate = predict(run.teacher, data.x_test, run.device, size).cpu().numpy()
         if candidate.shape == logits.shape:  # the same task (distill)
             teacher_logits = candidate
     report: dict[str, Any] = {"title": _title(run)}
@@ -83,16 +91,6 @@ def _title(run: Run) -> str:
         return f"{spec.mode} {student} on {spec.dataset.name}"
     teacher = spec.teacher.architecture or "graph"
     return f"{spec.mode} {teacher} → {student} on {spec.dataset.name}"
-
-
-@torch.no_grad()
-def _logits(model: StagedModel, x: Tensor, run: Run) -> np.ndarray:
-    was_training = model.training
-    model.eval()
-    size = run.spec.training.batch_size
-    out = [model(x[i : i + size].to(run.device)).float().cpu() for i in range(0, len(x), size)]
-    model.train(was_training)
-    return torch.cat(out).numpy()
 
 
 def _costs(

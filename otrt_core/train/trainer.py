@@ -40,6 +40,7 @@ from otrt_core.train.checkpoint import (
 )
 from otrt_core.train.export import export_onnx
 from otrt_core.train.job_report import write_report
+from otrt_core.train.predict import predict
 from otrt_core.train.setup import Limits, Run, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
@@ -368,9 +369,9 @@ def write_outputs(
         selected_epoch = progress.best_epoch
     else:
         selected_epoch = progress.epoch
-    test_loss, test_accuracy = evaluate(
-        student, data.x_test, data.y_test, run.device, spec.training.batch_size
-    )
+    # The selected student's test logits, computed once for the metrics and the report.
+    test_logits = predict(student, data.x_test, run.device, spec.training.batch_size)
+    test_loss, test_accuracy = scores(test_logits, data.y_test.to(run.device))
     metrics = {
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
@@ -397,7 +398,7 @@ def write_outputs(
         plan = sample_plan(run)  # of the selected student
         save_plan(out_dir / PLAN, plan)
     if len(data.y_test):
-        write_report(run, out_dir, progress.history, plan, emit)
+        write_report(run, test_logits.cpu().numpy(), out_dir, progress.history, plan, emit)
     emit(
         protocol.Done(
             test_accuracy=test_accuracy,
@@ -428,6 +429,15 @@ def evaluate(
         correct += (logits.argmax(dim=1) == labels).sum()
     model.train(was_training)
     return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def scores(logits: Tensor, labels: Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``logits`` against ``labels``, as :func:`evaluate`
+    gives them; NaN for an empty set."""
+    if len(labels) == 0:
+        return math.nan, math.nan
+    loss = F.cross_entropy(logits, labels, reduction="sum").item() / len(labels)
+    return loss, (logits.argmax(dim=1) == labels).sum().item() / len(labels)
 
 
 @torch.no_grad()
