@@ -18,6 +18,7 @@ from otrt_core.jobs.service import Service
 from otrt_core.jobs.storage import LocalStorage
 from otrt_core.jobs.store import JobStore
 from otrt_core.models import build_model
+from worker.execution import Executor
 
 SUPERVISED = {
     "mode": "supervised",
@@ -83,3 +84,17 @@ def assert_problem(response, status: int) -> dict:
     body = response.json()
     assert body["status"] == status and body["title"] and body["detail"]
     return body
+
+
+def local_executor(store: JobStore, tmp_path, **options) -> Executor:
+    """An executor over ``store`` that keeps its files under ``tmp_path`` (lease owner w1)."""
+    return Executor(
+        store=store,
+        files=FileRecords(store.sessions),
+        storage=LocalStorage(tmp_path / "store"),
+        work_root=tmp_path / "work",
+        name="w1",
+        lease_seconds=60,
+        heartbeat_seconds=0.5,
+        **options,
+    )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.storage import LocalStorage
-from worker.execution import Executor
+from tests.service.api_helpers import local_executor
 
 PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
 
@@ -18,15 +16,7 @@ def test_a_job_whose_input_vanished_fails_clearly_without_a_trainer(store, tmp_p
         "training": {"max_runtime_s": 60},
     }
     job, _ = store.create("alice", spec, {}, PROGRESS, inputs={"teacher_file_id": "file_gone"})
-    executor = Executor(
-        store=store,
-        files=FileRecords(store.sessions),
-        storage=LocalStorage(tmp_path / "store"),
-        work_root=tmp_path / "work",
-        name="w1",
-        lease_seconds=60,
-        heartbeat_seconds=0.5,
-    )
+    executor = local_executor(store, tmp_path)
     assert executor.run_next() == "failed"
     failed = store.get(job.id)
     assert failed.error == {

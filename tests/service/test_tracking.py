@@ -9,9 +9,7 @@ import logging
 import pytest
 from mlflow import MlflowClient
 
-from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.storage import LocalStorage
-from worker.execution import Executor
+from tests.service.api_helpers import local_executor
 from worker.tracking import MlflowTracker
 
 SPEC = {
@@ -25,17 +23,7 @@ PROGRESS = {"epoch": 0, "epochs": 2, "step": 0, "steps": None, "fraction": 0.0}
 
 def run_one(store, tmp_path, tracker) -> str:
     job, _ = store.create("alice", SPEC, {}, PROGRESS)
-    executor = Executor(
-        store=store,
-        files=FileRecords(store.sessions),
-        storage=LocalStorage(tmp_path / "store"),
-        work_root=tmp_path / "work",
-        name="w1",
-        lease_seconds=60,
-        heartbeat_seconds=0.5,
-        tracker=tracker,
-    )
-    assert executor.run_next() == "succeeded"
+    assert local_executor(store, tmp_path, tracker=tracker).run_next() == "succeeded"
     return job.id
 
 
