@@ -14,8 +14,13 @@ test set; every method then runs with the same seeds in the same engine.
 3. transfer_distill: the small student on the target task of 1: none,
    FitNets and OT, with and without the unlabeled inputs.
 
-Training sets are subsampled to fit 2 CPU cores (the table says how);
-``--quick`` runs one seed of a few configurations in a minute, for CI.
+Every row runs with two training recipes, one column each: the service's
+defaults (the job names no batch size, learning rate or epochs, so the trainer
+sizes them from the data: ``otrt_core.sizing``) and the hand-tuned recipe each
+setting had before those defaults existed (``--recipes`` picks). The teachers
+keep one fixed recipe. Training sets are subsampled to fit 2 CPU cores (the
+table says how); ``--quick`` runs one seed of a few configurations in a
+minute, for CI.
 """
 
 from __future__ import annotations
@@ -61,8 +66,19 @@ class Experiment:
     teacher: str  # key into the teachers trained first
     student: str
     dataset: dict[str, Any]
-    training: dict[str, Any]
+    hand_tuned: dict[str, Any]  # the training values set by hand for this setting
     methods: list[Method]
+    # What a job on the service's defaults gives: nothing (--quick caps the epochs).
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES = ("defaults", "hand-tuned")
+
+
+def training_for(experiment: Experiment, recipe: str) -> dict[str, Any]:
+    """The job's ``training`` under ``recipe``: nothing (the service sizes it from the
+    data) or the values set by hand."""
+    return experiment.defaults if recipe == "defaults" else experiment.hand_tuned
 
 
 def ot(name: str, layer: str, normalize: str, **extra) -> Method:
@@ -84,6 +100,11 @@ def ot(name: str, layer: str, normalize: str, **extra) -> Method:
     )
 
 
+TUNED = "[λ, normalize, layer tuned]"
+# The rows the augmented setting repeats (scratch, KD, OT, OT + KD).
+AUGMENTED_ROWS = ("none (scratch)", "kd", "ot (stage2)", "ot + kd (penultimate)")
+
+
 def tuned_ot(name: str, layers: list[str], **extra) -> Method:
     """OT with lambda, ``normalize`` and the layer pair all chosen on validation.
 
@@ -92,7 +113,7 @@ def tuned_ot(name: str, layers: list[str], **extra) -> Method:
     only), which the table says next to the row.
     """
     return Method(
-        f"{name} [λ, normalize, layer tuned]",
+        f"{name} {TUNED}",
         {"kind": "ot", **extra},
         grid={
             "weight": [0.1, 1.0, 10.0],
@@ -134,7 +155,7 @@ def subsampling(teachers: dict[str, dict], chosen: list[Experiment]) -> list[str
     return lines + [f"{experiment.name}: {data(experiment.dataset)}" for experiment in chosen]
 
 
-def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
+def experiments(quick: bool, tuned: bool = True) -> tuple[dict[str, dict], list[Experiment]]:
     """The teachers to train first, and the experiments that use them."""
     fashion_epochs = 2 if quick else 8
     # Validation sets of about 1000 images: evaluating every epoch on 10% of
@@ -231,6 +252,20 @@ def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
             distill_methods("stage2"),
         ),
         Experiment(
+            "distill, Fashion-MNIST (500/class), augmented",
+            "distill",
+            "fashion_all",
+            "cnn_small",
+            {
+                "name": "fashion_mnist",
+                "train_subset": 100 if quick else 500,
+                "val_fraction": val_10_classes,
+                "augment": "standard",
+            },
+            {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+            [m for m in distill_methods("stage2") if m.name in AUGMENTED_ROWS],
+        ),
+        Experiment(
             "distill, MNIST-1D",
             "distill",
             "mnist1d",
@@ -262,9 +297,13 @@ def experiments(quick: bool) -> tuple[dict[str, dict], list[Experiment]]:
         ],
     )
     chosen = [*transfer, *distill, transfer_distill]
-    if quick:  # a smoke test: every setting, the first two or three methods
-        chosen = [transfer[0], distill[1], transfer_distill]
+    if not tuned:
         for experiment in chosen:
+            experiment.methods = [m for m in experiment.methods if TUNED not in m.name]
+    if quick:  # a smoke test: every setting, the first two or three methods
+        chosen = [transfer[0], distill[2], transfer_distill]
+        for experiment in chosen:
+            experiment.defaults = {"epochs": 2}
             experiment.methods = [m for m in experiment.methods if m.baseline][:1] + [
                 m for m in experiment.methods if not m.baseline
             ][:1]
@@ -287,7 +326,9 @@ def run_job(body: dict[str, Any], out_dir: Path, teacher_path: Path | None) -> d
     return metrics
 
 
-def job_body(experiment: Experiment, method: Method, params: dict[str, Any], seed: int) -> dict:
+def job_body(
+    experiment: Experiment, method: Method, params: dict[str, Any], seed: int, recipe: str
+) -> dict:
     return {
         "mode": experiment.mode,
         "teacher": {"architecture": "?", "checkpoint": "teacher"},  # filled by run_method
@@ -295,18 +336,23 @@ def job_body(experiment: Experiment, method: Method, params: dict[str, Any], see
         "dataset": experiment.dataset,
         "regularizer": {**method.regularizer, **params},
         "kd": method.kd,
-        "training": {**experiment.training, "seed": seed},
+        "training": {**training_for(experiment, recipe), "seed": seed},
     }
 
 
 def run_method(
-    experiment: Experiment, method: Method, seeds: list[int], teacher: tuple[str, Path], work: Path
+    experiment: Experiment,
+    method: Method,
+    seeds: list[int],
+    teacher: tuple[str, Path],
+    work: Path,
+    recipe: str,
 ) -> dict[str, Any]:
     """Chooses the hyper-parameters on validation (first seed), then runs every seed."""
     architecture, teacher_path = teacher
 
     def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
-        body = job_body(experiment, method, params, seed)
+        body = job_body(experiment, method, params, seed, recipe)
         body["teacher"]["architecture"] = architecture
         return run_job(body, Path(tempfile.mkdtemp(dir=work)), teacher_path)
 
@@ -321,6 +367,7 @@ def run_method(
     return {
         "method": method.name,
         "baseline": method.baseline,
+        "recipe": recipe,
         "chosen": chosen,
         "validation": [{"params": p, "val_accuracy": m["best_val_accuracy"]} for m, p in selection],
         "test_accuracy": accuracies,
@@ -346,27 +393,38 @@ def paired_differences(rows: list[dict[str, Any]]) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """A table per setting: a row per method, and per recipe its accuracy, its paired
+    difference to that recipe's best baseline and what validation chose."""
+    recipes = report["recipes"]
     lines = [
         f"Seeds: {report['seeds']}. Hyper-parameters chosen on validation with the first seed.",
         "Data (from the specs):",
         *(f"- {line}" for line in report["subsampling"]),
         "",
     ]
+    header = "| method | " + " | ".join(
+        f"{recipe}: test accuracy (mean ± std) | vs best baseline (paired) | chosen"
+        for recipe in recipes
+    )
     for experiment in report["experiments"]:
         lines += [
             f"### {experiment['name']}",
             "",
-            "| method | test accuracy (mean ± std) | vs best baseline (paired) | chosen | wall |",
-            "|---|---|---|---|---|",
+            header + " | wall |",
+            "|---" * (2 + 3 * len(recipes)) + "|",
         ]
-        for row in experiment["rows"]:
-            diff = row["vs_best_baseline"]
-            chosen = ", ".join(f"{k}={_short(v)}" for k, v in row["chosen"].items()) or "-"
-            lines.append(
-                f"| {row['method']} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
-                f"| {100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} vs {diff['baseline']} "
-                f"| {chosen} | {row['wall_seconds']:.0f} s |"
-            )
+        columns = [experiment["columns"][recipe] for recipe in recipes]
+        for rows in zip(*columns, strict=True):
+            cells = [rows[0]["method"]]
+            for row in rows:
+                diff = row["vs_best_baseline"]
+                cells += [
+                    f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}",
+                    f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} vs {diff['baseline']}",
+                    ", ".join(f"{k}={_short(v)}" for k, v in row["chosen"].items()) or "-",
+                ]
+            cells.append(" + ".join(f"{row['wall_seconds']:.0f} s" for row in rows))
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -383,18 +441,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one seed, a few methods, few steps")
     parser.add_argument(
+        "--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="training recipes"
+    )
+    parser.add_argument(
+        "--no-tuned", action="store_true", help=f"leave out the {TUNED} rows (18 runs each)"
+    )
+    parser.add_argument(
         "--out", default="bench/out/reproduce", help="directory for JSON and markdown"
     )
     args = parser.parse_args()
     if Settings().torch_threads:
         torch.set_num_threads(Settings().torch_threads)
     seeds = list(range(1 if args.quick else args.seeds))
-    teachers, chosen = experiments(args.quick)
+    teachers, chosen = experiments(args.quick, tuned=not args.no_tuned)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "reproduce",
         "quick": args.quick,
         "seeds": seeds,
+        "recipes": args.recipes,
         "load_average_start": os.getloadavg(),
         "subsampling": subsampling(teachers, chosen),
         "experiments": [],
@@ -413,17 +478,20 @@ def main() -> None:
             }
             print(f"teacher {name}: {metrics['test_accuracy']:.3f}", file=sys.stderr, flush=True)
         for experiment in chosen:
-            rows = []
+            columns: dict[str, list] = {recipe: [] for recipe in args.recipes}
             for method in experiment.methods:
-                row = run_method(experiment, method, seeds, teacher_paths[experiment.teacher], work)
-                print(
-                    f"{experiment.name} / {method.name}: {row['mean']:.3f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                rows.append(row)
-            paired_differences(rows)
-            report["experiments"].append({"name": experiment.name, "rows": rows})
+                for recipe in args.recipes:  # interleaved, so the machine's load falls on both
+                    teacher = teacher_paths[experiment.teacher]
+                    row = run_method(experiment, method, seeds, teacher, work, recipe)
+                    print(
+                        f"{experiment.name} / {method.name} / {recipe}: {row['mean']:.3f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    columns[recipe].append(row)
+            for rows in columns.values():
+                paired_differences(rows)
+            report["experiments"].append({"name": experiment.name, "columns": columns})
             write_report(report, Path(args.out), started)  # a long run keeps what it finished
     print(json.dumps(report, indent=2))
 

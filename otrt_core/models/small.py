@@ -58,13 +58,19 @@ class ConvNetConfig:
     channels: tuple[int, ...]
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, L) for 1-D, (C, H, W) for 2-D
     num_classes: int = 10
+    hidden: int | None = None  # a hidden linear layer after max-pooled stages (LeNet-style)
 
 
 class ConvNet(StagedModel):
-    """Conv-BN-ReLU stages (each halving the map after the first), global mean, linear head.
+    """Conv-BN-ReLU stages, then a linear head; 1-D or 2-D by the rank of ``input_shape``.
 
-    1-D or 2-D by the rank of ``input_shape``. Stages ``stage1..k``, then
-    ``penultimate`` (the pooled last stage).
+    Two designs, by ``hidden``:
+    - ``None``: each stage after the first halves the map by its stride, and the
+      ``penultimate`` features are the last stage's global mean (all-convolutional);
+    - a width: each stage ends in a 2x max-pool, and ``penultimate`` is a ReLU
+      hidden layer of that width over the flattened last map (LeNet's design,
+      which learns more from few labels: docs/models.md, ``bench/zoo.py``).
+    Stages are named ``stage1..k``, then ``penultimate``.
     """
 
     def __init__(self, config: ConvNetConfig) -> None:
@@ -79,18 +85,29 @@ class ConvNet(StagedModel):
         norm = nn.BatchNorm1d if spatial_dims == 1 else nn.BatchNorm2d
         self.conv_names = tuple(f"stage{i + 1}" for i in range(len(config.channels)))
         self.stage_names = (*self.conv_names, "penultimate")
+        pool = nn.MaxPool1d if spatial_dims == 1 else nn.MaxPool2d
         in_channels = (config.input_shape[0], *config.channels)
         self.stages = nn.ModuleList(
             nn.Sequential(
-                conv(c_in, c_out, 3, stride=1 if index == 0 else 2, padding=1, bias=False),
+                conv(c_in, c_out, 3, stride=self._stride(index), padding=1, bias=False),
                 norm(c_out),
                 nn.ReLU(),
+                *([pool(2, ceil_mode=True)] if config.hidden else []),
             )
             for index, (c_in, c_out) in enumerate(
                 zip(in_channels[:-1], config.channels, strict=True)
             )
         )
-        self.head = nn.Linear(config.channels[-1], config.num_classes)
+        if config.hidden:
+            flat = config.channels[-1] * math.prod(
+                math.ceil(size / 2 ** len(config.channels)) for size in config.input_shape[1:]
+            )
+            self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.hidden), nn.ReLU())
+        self.head = nn.Linear(config.hidden or config.channels[-1], config.num_classes)
+
+    def _stride(self, index: int) -> int:
+        """Max-pooled stages convolve at stride 1; the others halve the map after the first."""
+        return 1 if self.config.hidden or index == 0 else 2
 
     def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         features: dict[str, Tensor] = {}
@@ -98,7 +115,10 @@ class ConvNet(StagedModel):
         for name, stage in zip(self.conv_names, self.stages, strict=True):
             out = stage(out)
             features[name] = out
-        features["penultimate"] = out.flatten(2).mean(dim=2)  # (B, C_last)
+        if self.config.hidden:
+            features["penultimate"] = self.hidden(out)  # (B, hidden)
+        else:
+            features["penultimate"] = out.flatten(2).mean(dim=2)  # (B, C_last)
         features["logits"] = self.head(features["penultimate"])
         return features
 
@@ -106,8 +126,8 @@ class ConvNet(StagedModel):
 CONFIGS = {
     "mlp": MLPConfig(hidden=(256, 256)),
     "mlp_small": MLPConfig(hidden=(64, 64)),
-    "cnn": ConvNetConfig(channels=(32, 64, 128)),
-    "cnn_small": ConvNetConfig(channels=(8, 16, 32)),
+    "cnn": ConvNetConfig(channels=(32, 64, 128), hidden=128),
+    "cnn_small": ConvNetConfig(channels=(8, 16, 32), hidden=32),
     "cnn1d": ConvNetConfig(channels=(32, 64, 128), input_shape=(1, 40)),
     "cnn1d_small": ConvNetConfig(channels=(8, 16, 32), input_shape=(1, 40)),
 }

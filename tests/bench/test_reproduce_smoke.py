@@ -29,11 +29,16 @@ def test_quick_run_writes_a_table_for_each_setting(tmp_path):
     names = [experiment["name"] for experiment in report["experiments"]]
     assert [name.split(",")[0] for name in names] == ["transfer", "distill", "transfer_distill"]
     for experiment in report["experiments"]:
-        rows = {row["method"]: row for row in experiment["rows"]}
-        assert any(row["baseline"] for row in rows.values())
-        assert any(name.startswith("ot") for name in rows)
-        for row in rows.values():
-            assert 0.0 <= row["mean"] <= 1.0 and len(row["test_accuracy"]) == 1
-            assert row["vs_best_baseline"]["baseline"] in rows
+        # Each setting runs on the service's defaults and on its hand-tuned recipe.
+        assert list(experiment["columns"]) == ["defaults", "hand-tuned"]
+        for recipe, column in experiment["columns"].items():
+            rows = {row["method"]: row for row in column}
+            assert any(row["baseline"] for row in rows.values())
+            assert any(name.startswith("ot") for name in rows)
+            for row in rows.values():
+                assert row["recipe"] == recipe
+                assert 0.0 <= row["mean"] <= 1.0 and len(row["test_accuracy"]) == 1
+                assert row["vs_best_baseline"]["baseline"] in rows
     table = (tmp_path / "reproduce.md").read_text()
-    assert "| method | test accuracy (mean ± std) |" in table
+    assert "| method | defaults: test accuracy (mean ± std) |" in table
+    assert "| hand-tuned: test accuracy (mean ± std) |" in table

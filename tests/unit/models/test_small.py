@@ -31,6 +31,27 @@ def test_conv_stages_halve_the_map_after_the_first():
     assert [features[f"stage{i}"].shape[-1] for i in (1, 2, 3)] == [40, 20, 10]
 
 
+@pytest.mark.parametrize(
+    ("input_shape", "maps"),
+    [
+        ((1, 28, 28), [(14, 14), (7, 7), (4, 4)]),
+        ((3, 32, 32), [(16, 16), (8, 8), (4, 4)]),
+        ((1, 8, 8), [(4, 4), (2, 2), (1, 1)]),
+        ((1, 5, 3), [(3, 2), (2, 1), (1, 1)]),
+    ],
+)
+def test_image_nets_max_pool_each_stage_into_a_hidden_layer(input_shape, maps):
+    """LeNet's design: each stage halves its map by max-pooling (odd sizes round up, so no
+    map vanishes), and the penultimate layer is a hidden layer over the last map."""
+    model = build_model("cnn_small", input_shape=input_shape)
+    features = model.forward_stages(torch.randn(2, *input_shape))
+    assert [tuple(features[f"stage{i}"].shape[-2:]) for i in (1, 2, 3)] == maps
+    assert isinstance(model.stages[0][-1], torch.nn.MaxPool2d)
+    assert features["penultimate"].shape == (2, 32)
+    assert (features["penultimate"] >= 0).all()  # after a ReLU
+
+
 def test_quarter_width_students_are_much_smaller():
     count = lambda name: sum(p.numel() for p in build_model(name).parameters())  # noqa: E731
     assert count("cnn1d_small") * 8 < count("cnn1d")
+    assert count("cnn_small") * 8 < count("cnn")
