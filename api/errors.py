@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from otrt_core.jobs.service import ServiceError
+from otrt_core.jobs.storage import StorageUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("otrt.api")
@@ -35,6 +36,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
         return problem(error.status, error.detail, error.errors, **error.headers)
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, error: StorageUnavailable) -> JSONResponse:
+        # The reason (bucket, endpoint, credentials) is the operator's: it stays in the log.
+        log.warning("%s %s: %s", request.method, request.url.path, error)
+        detail = "the file store is unavailable; nothing was stored, try again later"
+        return problem(503, detail, **{"Retry-After": "30"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

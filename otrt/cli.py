@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +95,20 @@ def train(
     raise typer.Exit(code)
 
 
+@contextmanager
+def _refused_start() -> Iterator[None]:
+    """A setting that cannot work (auth off on a public address, a bucket that does not
+    exist, refused credentials) ends the command with its reason, exit 2."""
+    from otrt.wiring import AuthRefused
+    from otrt_core.jobs.storage import StorageUnavailable
+
+    try:
+        yield
+    except (AuthRefused, StorageUnavailable) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -105,16 +121,13 @@ def serve(
     """The whole service in one process: API, SQLite, and an in-process executor."""
     import uvicorn
 
-    from otrt.wiring import AuthRefused, auth_enabled, build_embedded
+    from otrt.wiring import auth_enabled, build_embedded
     from otrt_core.settings import Settings
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    try:
+    with _refused_start():
         auth = auth_enabled(settings, host, embedded=True)
-    except AuthRefused as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    embedded = build_embedded(settings, concurrency=concurrency, auth=auth)
+        embedded = build_embedded(settings, concurrency=concurrency, auth=auth)
     url = f"http://{host}:{port}"
     typer.echo(f"otrt {otrt.__version__} serving {url}")
     typer.echo(f"  API docs:  {url}/docs")
@@ -141,22 +154,20 @@ def api(
     """The API alone (production): jobs go to Celery workers through OTRT_BROKER_URL."""
     import uvicorn
 
-    from otrt.wiring import AuthRefused, auth_enabled, build_api
+    from otrt.wiring import auth_enabled, build_api
     from otrt_core.settings import Settings
 
     settings = Settings()
     if not settings.broker_url:
         typer.echo("error: `otrt api` needs OTRT_BROKER_URL (or use `otrt serve`)", err=True)
         raise typer.Exit(2)
-    try:
+    with _refused_start():
         auth = auth_enabled(settings, host, embedded=False)
-    except AuthRefused as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        api_app = build_api(settings, auth=auth)
     typer.echo(
         f"otrt {otrt.__version__} API on http://{host}:{port} (auth {'on' if auth else 'OFF'})"
     )
-    uvicorn.run(build_api(settings, auth=auth), host=host, port=port, log_level="warning")
+    uvicorn.run(api_app, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -180,7 +191,8 @@ def worker(
     if not settings.broker_url:
         typer.echo("error: `otrt worker` needs OTRT_BROKER_URL", err=True)
         raise typer.Exit(2)
-    celery = build_worker(settings)
+    with _refused_start():
+        celery = build_worker(settings)
 
     name = hostname or f"otrt@{socket.gethostname()}-{os.getpid()}"
     celery.worker_main(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -26,8 +27,9 @@ from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileRecords
 from otrt_core.jobs.inspection import InspectionLimits
 from otrt_core.jobs.keys import KeyStore, Quota
+from otrt_core.jobs.s3 import S3Storage
 from otrt_core.jobs.service import Service
-from otrt_core.jobs.storage import LocalStorage
+from otrt_core.jobs.storage import LocalStorage, Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore
 from otrt_core.settings import Settings
 from worker.embedded import EmbeddedExecutor
@@ -72,7 +74,7 @@ class Components:
     store: JobStore
     files: FileRecords
     keys: KeyStore
-    storage: LocalStorage
+    storage: Storage
     data_dir: Path
 
 
@@ -85,9 +87,27 @@ def build_components(settings: Settings) -> Components:
         store=JobStore(sessions),
         files=FileRecords(sessions),
         keys=KeyStore(sessions),
-        storage=LocalStorage(data_dir / "store"),
+        storage=build_storage(settings, data_dir),
         data_dir=data_dir,
     )
+
+
+def build_storage(settings: Settings, data_dir: Path) -> Storage:
+    """The store ``OTRT_STORAGE_URL`` names (checked now, so a wrong bucket or key fails
+    the start with its reason), or the data directory's."""
+    url = settings.storage_url
+    if url and url.startswith("s3://"):
+        storage = S3Storage.from_url(
+            url,
+            data_dir / "cache",
+            endpoint_url=settings.s3_endpoint_url,
+            presign=settings.s3_presign == "on",
+        )
+        storage.check()
+        return storage
+    if url and not url.startswith("file://"):
+        raise StorageUnavailable(f"OTRT_STORAGE_URL is file:///… or s3://…, not {url!r}")
+    return LocalStorage(Path(urlparse(url).path) if url else data_dir / "store")
 
 
 def build_executor(settings: Settings, parts: Components, name: str) -> Executor:

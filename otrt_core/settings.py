@@ -61,6 +61,21 @@ class Settings(BaseSettings):
         default=Path("var"),
         description="Uploads, artifacts, job working directories and the SQLite file.",
     )
+    storage_url: str | None = Field(
+        default=None,
+        description=(
+            "Where uploads, checkpoints and artifacts live: file:///a/dir, or s3://bucket/prefix "
+            "(any S3-compatible store) so that API replicas and workers on several hosts share "
+            "them. Unset: <data_dir>/store."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 API's URL for MinIO and the like. Unset: AWS."
+    )
+    s3_presign: Literal["on", "off"] = Field(
+        default="off",
+        description="Downloads from S3 redirect to a presigned URL instead of passing through.",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL. Unset: SQLite at <data_dir>/otrt.db."
     )

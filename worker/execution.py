@@ -19,7 +19,7 @@ from typing import Any
 from otrt_core import protocol
 from otrt_core.jobs import states
 from otrt_core.jobs.files import FileNotFound, FileRecords
-from otrt_core.jobs.storage import LocalStorage
+from otrt_core.jobs.storage import Storage
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import Artifact, Job
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
@@ -35,7 +35,7 @@ class Executor:
 
     store: JobStore
     files: FileRecords
-    storage: LocalStorage
+    storage: Storage
     work_root: Path
     name: str
     lease_seconds: float
@@ -65,7 +65,7 @@ class Executor:
         except LookupError as error:  # an input vanished since submission
             message = f"an input of the job is gone: {error.args[0]}"
             return self._fail(lease, protocol.INPUT_MISSING, message)
-        resume = (out_dir / protocol.CHECKPOINT).exists()
+        resume = self._checkpoint_here(job_id, out_dir)
         trainer = TrainerProcess(
             inputs, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
         )
@@ -78,7 +78,7 @@ class Executor:
             trainer.pid,
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
             clean=self._one_line,
-            on_epoch=lambda record: self.tracker.epoch(job_id, record),
+            on_epoch=lambda record: self._on_epoch(job_id, out_dir, record),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -87,15 +87,43 @@ class Executor:
             reason = self._follow(trainer, lease, follower, shutting_down, deadline)
         except BaseException:  # a time limit or a worker shutting down mid-job
             trainer.stop()
+            if self.storage.shared:
+                self._push_checkpoint(job_id, out_dir)
             self._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
             raise
         code = trainer.process.wait()
         status = self._finish(lease, code, reason, follower, trainer, out_dir)
         if status in states.TERMINAL:
             self.tracker.finish(job_id, status, out_dir)
+            if self.storage.shared:
+                self.storage.delete(checkpoint_key(job_id))
+        elif status == states.QUEUED and self.storage.shared:
+            self._push_checkpoint(job_id, out_dir)  # stopped mid-epoch: resume it anywhere
         if status == states.SUCCEEDED:
             shutil.rmtree(out_dir, ignore_errors=True)
         return status
+
+    def _checkpoint_here(self, job_id: str, out_dir: Path) -> bool:
+        """Whether the job resumes: from the checkpoint this host kept, or, with a shared
+        store, from the one another host pushed there (copied into ``out_dir``)."""
+        local = out_dir / protocol.CHECKPOINT
+        if local.exists():
+            return True
+        return self.storage.shared and self.storage.download(checkpoint_key(job_id), local)
+
+    def _on_epoch(self, job_id: str, out_dir: Path, record: dict[str, Any]) -> None:
+        """After each epoch: its metrics to the tracker, and with a shared store the
+        checkpoint the trainer has just written, so that any host can resume from it."""
+        self.tracker.epoch(job_id, record)
+        if self.storage.shared:
+            self._push_checkpoint(job_id, out_dir)
+
+    def _push_checkpoint(self, job_id: str, out_dir: Path) -> None:
+        checkpoint = out_dir / protocol.CHECKPOINT
+        if checkpoint.exists():
+            started = time.monotonic()
+            self.storage.put(checkpoint_key(job_id), checkpoint)
+            log.info("job %s: checkpoint pushed in %.2f s", job_id, time.monotonic() - started)
 
     def _trainer_inputs(self, job: Job, out_dir: Path) -> TrainerInputs:
         """The job's spec as submitted (ids, never paths) and the local files of its ids."""
@@ -104,7 +132,9 @@ class Executor:
             teacher = self._local(job.teacher_file_id, job.owner)
         elif job.teacher_job_id:
             weights = self.store.artifact(job.teacher_job_id, protocol.STUDENT_WEIGHTS)
-            teacher = self._existing(weights.path if weights else None, job.teacher_job_id)
+            if weights is None:
+                raise LookupError(job.teacher_job_id)
+            teacher = self._fetch(weights.path, weights.sha256, job.teacher_job_id)
         if job.dataset_file_id:
             dataset = self._local(job.dataset_file_id, job.owner)
         init = self._local(job.init_file_id, job.owner) if job.init_file_id else None
@@ -116,15 +146,18 @@ class Executor:
     def _local(self, file_id: str, owner: str) -> Path:
         """The local copy of an uploaded file; ``LookupError(file_id)`` if it is gone."""
         try:
-            key = self.files.get(file_id, owner).path
+            record = self.files.get(file_id, owner)
         except FileNotFound:
-            key = None
-        return self._existing(key, file_id)
+            raise LookupError(file_id) from None
+        return self._fetch(record.path, record.sha256, file_id)
 
-    def _existing(self, key: str | None, ref: str) -> Path:
-        if key is None or not self.storage.path(key).is_file():
-            raise LookupError(ref)
-        return self.storage.path(key)
+    def _fetch(self, key: str, sha256: str, ref: str) -> Path:
+        """A local copy of a stored input (from this host's cache when it has one);
+        ``LookupError(ref)`` when the object is gone."""
+        try:
+            return self.storage.fetch(key, sha256)
+        except LookupError:
+            raise LookupError(ref) from None
 
     def _follow(
         self,
@@ -246,6 +279,11 @@ class Executor:
                     )
                 )
         self.store.add_artifacts(lease, records, replace=replace)
+
+
+def checkpoint_key(job_id: str) -> str:
+    """Where a job's latest checkpoint lives in a shared store."""
+    return f"checkpoints/{job_id}/{protocol.CHECKPOINT}"
 
 
 def run_in_fair_order(executor: Executor, shutting_down: Callable[[], bool]) -> int:

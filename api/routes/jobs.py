@@ -175,11 +175,12 @@ DOWNLOAD_RESPONSES = {
     },
     206: {"description": "The requested byte range."},
     304: {"description": "If-None-Match matched the ETag."},
-    **problems(404, 416),
+    307: {"description": "With OTRT_S3_PRESIGN=on: a presigned URL of the object store."},
+    **problems(404, 416, 503),
 }
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
 def download_artifact(request: Request, owner: Owner, job_id: str, name: str) -> Response:
-    artifact, path = service(request).artifact(owner, job_id, name)
-    return download_response(request, path, name, artifact.sha256)
+    jobs = service(request)
+    return download_response(request, jobs.storage, jobs.artifact(owner, job_id, name), name)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
 
 from otrt_core.catalog import catalog
@@ -31,7 +31,7 @@ from otrt_core.jobs.inspection import (
     teacher_misfit,
 )
 from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
-from otrt_core.jobs.storage import LocalStorage, StoredObject
+from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
 from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
@@ -104,7 +104,7 @@ class ModelFile:
 class Service:
     store: JobStore
     files: FileRecords
-    storage: LocalStorage
+    storage: Storage
     dispatcher: Dispatcher
     max_upload_bytes: int
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
@@ -143,11 +143,12 @@ class Service:
         deletes it and says why."""
         key = stored.key
         try:
-            with open(self.storage.path(key), "rb") as handle:
+            with open(self.storage.fetch(key, stored.sha256), "rb") as handle:
                 suffix = storage_suffix(purpose, filename, handle.read(16))
             key = f"uploads/{file_id}{suffix}"
             self.storage.rename(stored.key, key)
-            file_format, details = inspect_upload(purpose, self.storage.path(key), self.inspection)
+            local = self.storage.fetch(key, stored.sha256)
+            file_format, details = inspect_upload(purpose, local, self.inspection)
             record = StoredFile(
                 id=file_id,
                 owner=owner,
@@ -376,7 +377,7 @@ class Service:
         """
         key = (weights.sha256, architecture, tuple(input_shape))
         if key not in self._fits:
-            path = self.storage.path(weights.key)
+            path = self.storage.fetch(weights.key, weights.sha256)
             try:
                 self._fits[key] = teacher_misfit(path, architecture, input_shape, self.inspection)
             except UserError as error:
@@ -472,11 +473,12 @@ class Service:
         artifact = self.store.artifact(job_id, REPORT)
         if artifact is None:
             raise NotFound(f"job {job_id} has no report: it is {job.status}")
-        return json.loads(self.storage.path(artifact.path).read_text())
+        return json.loads(self.storage.read_bytes(artifact.path))
 
-    def artifact(self, owner: str, job_id: str, name: str) -> tuple[Artifact, Path]:
+    def artifact(self, owner: str, job_id: str, name: str) -> StoredObject:
+        """Where the job's artifact ``name`` is stored, its size and sha256."""
         self.job(owner, job_id)
         artifact = self.store.artifact(job_id, name)
         if artifact is None:
             raise NotFound(f"job {job_id} has no artifact {name!r}")
-        return artifact, self.storage.path(artifact.path)
+        return StoredObject(artifact.path, artifact.bytes, artifact.sha256)

@@ -1,10 +1,16 @@
-"""Where uploaded files and job artifacts live: one interface, a local directory for now.
+"""Where uploaded files, checkpoints and job artifacts live: one interface, two stores.
 
 Callers name objects by a relative key (``uploads/file_…``,
-``artifacts/job_…/student.safetensors``) and never build paths themselves, so
-an S3-compatible store can replace :class:`LocalStorage` without touching them.
-Writes go to a temporary file and are renamed into place: a reader never sees
-half an object.
+``artifacts/job_…/student.safetensors``, ``checkpoints/job_…/checkpoint.pt``)
+and never build paths themselves. :class:`LocalStorage` keeps them under a
+directory; :class:`otrt_core.jobs.s3.S3Storage` in an S3-compatible bucket, so
+API replicas and workers on several hosts share them. Either way a reader
+never sees half an object: local writes go to a temporary file renamed into
+place, S3 writes become visible only when complete.
+
+What needs a file on disk (the inspector child, the trainer) asks for
+:meth:`fetch`: the file itself here, a copy in a local cache keyed by sha256
+for S3.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from otrt_core.atomic import atomic_path
 from otrt_core.errors import TooLarge
@@ -31,8 +38,31 @@ class StoredObject:
 CHUNK = 1 << 20
 
 
+class StorageUnavailable(RuntimeError):
+    """The store cannot be used: missing bucket, refused credentials, unreachable endpoint."""
+
+
+class Storage(Protocol):
+    """What the service and the executor ask of a store (keys are relative paths)."""
+
+    # Whether other hosts see this store: the executor then pushes checkpoints to it.
+    shared: bool
+    root: Path  # a local directory of this host's (the objects, or their cache)
+
+    async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject: ...
+    def put(self, key: str, source: Path) -> StoredObject: ...
+    def fetch(self, key: str, sha256: str | None = None) -> Path: ...
+    def download(self, key: str, target: Path) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def rename(self, key: str, new_key: str) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def modified_before(self, prefix: str, before: float) -> list[str]: ...
+
+
 class LocalStorage:
     """Objects as files under ``root``."""
+
+    shared = False  # another host shares it only through a shared file system
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -40,10 +70,7 @@ class LocalStorage:
 
     def path(self, key: str) -> Path:
         """The local file of ``key``; keys are relative and never leave the root."""
-        relative = PurePosixPath(key)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise ValueError(f"invalid storage key {key!r}")
-        return self.root / relative
+        return self.root / valid_key(key)
 
     async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject:
         """Streams ``chunks`` to ``key``, hashing on the way; :class:`TooLarge` past ``limit``.
@@ -52,7 +79,7 @@ class LocalStorage:
         event loop never waits on the disk.
         """
         with atomic_path(self.path(key)) as temp, open(temp, "wb") as handle:
-            writer, buffer = _HashingWriter(handle, limit), bytearray()
+            writer, buffer = HashingWriter(handle, limit), bytearray()
             async for chunk in chunks:
                 buffer += chunk
                 if len(buffer) >= CHUNK:
@@ -64,11 +91,31 @@ class LocalStorage:
     def put(self, key: str, source: Path) -> StoredObject:
         """Copies a local file in as ``key``."""
         with atomic_path(self.path(key)) as temp, open(temp, "wb") as handle:
-            writer = _HashingWriter(handle)
+            writer = HashingWriter(handle)
             with open(source, "rb") as reader:
                 while chunk := reader.read(CHUNK):
                     writer.write(chunk)
         return writer.stored(key)
+
+    def fetch(self, key: str, sha256: str | None = None) -> Path:
+        """The file of ``key`` itself; ``LookupError(key)`` when there is none."""
+        path = self.path(key)
+        if not path.is_file():
+            raise LookupError(key)
+        return path
+
+    def download(self, key: str, target: Path) -> bool:
+        """Copies ``key`` to ``target``; False when there is no such object."""
+        try:
+            source = self.fetch(key)
+        except LookupError:
+            return False
+        with atomic_path(target) as temp:
+            shutil.copyfile(source, temp)
+        return True
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.fetch(key).read_bytes()
 
     def rename(self, key: str, new_key: str) -> None:
         os.replace(self.path(key), self.path(new_key))
@@ -89,7 +136,15 @@ class LocalStorage:
         ]
 
 
-class _HashingWriter:
+def valid_key(key: str) -> PurePosixPath:
+    """``key`` as a relative path that never leaves the store's root."""
+    relative = PurePosixPath(key)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ValueError(f"invalid storage key {key!r}")
+    return relative
+
+
+class HashingWriter:
     """Writes chunks to ``handle``, counting and hashing them; :class:`TooLarge` past ``limit``."""
 
     def __init__(self, handle: BinaryIO, limit: int | None = None) -> None:

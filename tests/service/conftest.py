@@ -1,4 +1,4 @@
-"""The real PostgreSQL and Redis that service tests talk to.
+"""The real PostgreSQL, Redis and S3 API (moto's server) that service tests talk to.
 
 Their URLs come from OTRT_TEST_DATABASE_URL and OTRT_TEST_REDIS_URL (defaults:
 the local servers). A server that does not answer skips the tests that need it,
@@ -8,12 +8,14 @@ pass by skipping.
 
 import os
 import secrets
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 import redis
 
 from tests.utils.guards import missing
+from tests.utils.s3 import CREDENTIALS, new_bucket, s3_server
 
 DATABASE_URL = os.environ.get(
     "OTRT_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -122,3 +124,18 @@ def bob(parts) -> dict[str, str]:
     from tests.service.api_helpers import key_header
 
     return key_header(parts, "bob")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A real S3 API (moto's server) for the session, with test credentials in the
+    environment (child processes inherit them)."""
+    os.environ.update(CREDENTIALS)
+    with s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
+        yield server.url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return new_bucket(s3_endpoint)

@@ -1,0 +1,142 @@
+"""The whole service on an S3 store (moto's server): upload, train, download, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_digits
+
+from otrt.wiring import build_embedded
+from otrt_core.settings import Settings
+from tests.utils.processes import free_port
+from tests.utils.s3 import s3_server
+
+pytestmark = pytest.mark.services
+
+
+def settings_for(tmp_path, endpoint: str, bucket: str, **extra) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        storage_url=f"s3://{bucket}/otrt",
+        s3_endpoint_url=endpoint,
+        heartbeat_seconds=0.5,
+        torch_threads=1,
+        **extra,
+    )
+
+
+def digits_npz() -> bytes:
+    digits = load_digits()
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x_train=(digits.images / 16.0).astype(np.float32)[:, None],
+        y_train=digits.target,
+    )
+    return buffer.getvalue()
+
+
+def wait_done(client: TestClient, job_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in (
+        "succeeded",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    return job
+
+
+def keys_in(endpoint: str, bucket: str) -> list[str]:
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_a_job_runs_from_and_publishes_to_the_bucket(tmp_path, s3_endpoint, s3_bucket):
+    embedded = build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket))
+    embedded.executor.start()
+    try:
+        client = TestClient(embedded.app)
+        data = digits_npz()
+        uploaded = client.post(
+            "/v1/files?purpose=dataset", content=data, headers={"X-Filename": "digits.npz"}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["details"]["num_classes"] == 10  # inspected from the cached copy
+        spec = {
+            "mode": "supervised",
+            "student": {"architecture": "mlp_small"},
+            "dataset": {"name": uploaded.json()["id"]},
+            "training": {"epochs": 2, "batch_size": 64},
+        }
+        created = client.post("/v1/jobs", json=spec)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        job = wait_done(client, job_id)
+        assert job["status"] == "succeeded", job
+    finally:
+        embedded.executor.shutdown()
+
+    keys = keys_in(s3_endpoint, s3_bucket)
+    assert f"otrt/uploads/{uploaded.json()['id']}.npz" in keys
+    assert f"otrt/artifacts/{job_id}/student.onnx" in keys
+    assert not [k for k in keys if k.startswith("otrt/checkpoints/")]  # removed at the end
+    artifacts = {a["name"]: a for a in client.get(f"/v1/jobs/{job_id}/artifacts").json()}
+    whole = client.get(f"/v1/jobs/{job_id}/artifacts/student.onnx")
+    assert whole.status_code == 200
+    assert hashlib.sha256(whole.content).hexdigest() == artifacts["student.onnx"]["sha256"]
+    assert whole.headers["etag"] == f'"{artifacts["student.onnx"]["sha256"]}"'
+    part = client.get(f"/v1/jobs/{job_id}/artifacts/student.onnx", headers={"Range": "bytes=10-29"})
+    assert part.status_code == 206 and part.content == whole.content[10:30]
+    assert part.headers["content-range"] == f"bytes 10-29/{len(whole.content)}"
+    report = client.get(f"/v1/jobs/{job_id}/report")
+    assert (
+        report.status_code == 200
+        and report.json()["test_accuracy"] == job["metrics"]["test_accuracy"]
+    )
+
+    presigned = TestClient(
+        build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket, s3_presign="on")).app
+    )
+    redirect = presigned.get(f"/v1/jobs/{job_id}/artifacts/student.onnx", follow_redirects=False)
+    assert redirect.status_code == 307
+    assert httpx.get(redirect.headers["location"]).content == whole.content
+
+
+def test_an_upload_while_the_store_is_down_is_503_and_records_nothing(tmp_path):
+    with s3_server(tmp_path / "moto.log") as server:
+        boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket="going-down")
+        client = TestClient(build_embedded(settings_for(tmp_path, server.url, "going-down")).app)
+        server.process.kill()
+        server.process.wait()
+        answer = client.post(
+            "/v1/files?purpose=dataset", content=digits_npz(), headers={"X-Filename": "d.npz"}
+        )
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in answer.headers and "store" in answer.json()["detail"]
+    assert "going-down" not in answer.text  # the bucket is the operator's business
+    assert client.get("/v1/files").json()["data"] == []
+
+
+def test_a_server_on_a_missing_bucket_refuses_to_start_and_says_why(tmp_path, s3_endpoint):
+    env = os.environ | {
+        "OTRT_DATA_DIR": str(tmp_path),
+        "OTRT_STORAGE_URL": "s3://no-such-bucket/otrt",
+        "OTRT_S3_ENDPOINT_URL": s3_endpoint,
+    }
+    command = [sys.executable, "-m", "otrt", "serve", "--port", str(free_port())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "bucket 'no-such-bucket' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
