@@ -177,12 +177,33 @@ def _convert(model: onnx.ModelProto) -> fx.GraphModule:
     """onnx2torch's conversion; ``NotImplementedError`` for an unknown operator."""
     from onnx2torch import convert
 
+    _opset_during_export_readable()
     try:
         return convert(model, attach_onnx_mapping=True)
     except NotImplementedError:
         raise
     except Exception as error:
         raise UserError(f"the graph cannot be converted to torch: {_first_line(error)}") from None
+
+
+def _opset_during_export_readable() -> None:
+    """Lets a converted graph be exported to ONNX again (the student's ``student.onnx``).
+
+    onnx2torch's ``Shape``-like modules read the export's opset from
+    ``symbolic_helper.GLOBALS`` as bound when onnx2torch was imported. Since torch
+    2.9, ``torch.onnx.symbolic_helper`` is a compatibility module without
+    ``GLOBALS`` once it has been imported (which the exporter does), and the
+    export fails on ``_export_onnx_opset_version``; the exporter's own module has it.
+    """
+    from onnx2torch.utils import common
+
+    if hasattr(common.symbolic_helper, "GLOBALS"):
+        return
+    try:
+        from torch.onnx._internal.torchscript_exporter import symbolic_helper
+    except ImportError:  # a torch whose public module still is the exporter's
+        return
+    common.symbolic_helper = symbolic_helper
 
 
 class GraphModel(StagedModel):

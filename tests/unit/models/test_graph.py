@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -14,6 +16,7 @@ from otrt_core.errors import UserError
 from otrt_core.models import build_model
 from otrt_core.models.graph import GraphModel, conversion_error, read_graph
 from tests.utils.graphs import digits, sklearn_graph, torch_graph, unknown_operator_graph
+from tests.utils.processes import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,30 @@ def test_a_graph_without_a_fixed_channel_count_is_refused(tmp_path):
     onnx.save(onnx.helper.make_model(graph), str(path))
     with pytest.raises(UserError, match="no fixed channel count"):
         GraphModel.from_file(path)
+
+
+def test_a_graph_with_shape_operators_exports_again_once_torch_onnx_is_loaded(tmp_path):
+    """A student converted from a graph that reads shapes (a flatten before a mean, say)
+    is exported to student.onnx at the end of a job. In a process that has imported
+    ``torch.onnx.symbolic_helper`` before onnx2torch (as a trainer may), that export
+    failed on an attribute torch no longer has; run in a fresh interpreter for that order."""
+    script = f"""
+import torch.onnx.symbolic_helper  # the compatibility module, first
+import torch
+from pathlib import Path
+from otrt_core.models import small
+from otrt_core.models.graph import GraphModel
+from otrt_core.train.export import export_onnx
+
+model = small.ConvNet(small.ConvNetConfig((4, 8), (1, 12, 12))).eval()  # global mean
+torch.onnx.export(model, (torch.zeros(1, 1, 12, 12),), {str(tmp_path / "g.onnx")!r},
+    input_names=["x"], output_names=["y"], dynamic_axes={{"x": {{0: "b"}}}}, dynamo=False)
+student = GraphModel.from_file({str(tmp_path / "g.onnx")!r})
+assert any(type(m).__name__ == "OnnxShape" for m in student.modules())
+print(export_onnx(student, torch.randn(3, 1, 12, 12), Path({str(tmp_path / "out.onnx")!r})).ok)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("True")
