@@ -19,7 +19,7 @@ from typing import Any
 from otrt_core import protocol
 from otrt_core.jobs import states
 from otrt_core.jobs.files import FileNotFound, FileRecords
-from otrt_core.jobs.storage import Storage
+from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import Artifact, Job
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
@@ -119,11 +119,18 @@ class Executor:
             self._push_checkpoint(job_id, out_dir)
 
     def _push_checkpoint(self, job_id: str, out_dir: Path) -> None:
+        """Copies the trainer's latest checkpoint to the shared store. A store that fails
+        does not stop the job: this host still resumes from its own copy."""
         checkpoint = out_dir / protocol.CHECKPOINT
-        if checkpoint.exists():
-            started = time.monotonic()
+        if not checkpoint.exists():
+            return
+        started = time.monotonic()
+        try:
             self.storage.put(checkpoint_key(job_id), checkpoint)
-            log.info("job %s: checkpoint pushed in %.2f s", job_id, time.monotonic() - started)
+        except StorageUnavailable as error:
+            log.warning("job %s: checkpoint not pushed: %s", job_id, error)
+            return
+        log.info("job %s: checkpoint pushed in %.2f s", job_id, time.monotonic() - started)
 
     def _trainer_inputs(self, job: Job, out_dir: Path) -> TrainerInputs:
         """The job's spec as submitted (ids, never paths) and the local files of its ids."""

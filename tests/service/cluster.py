@@ -19,18 +19,24 @@ from tests.utils.processes import free_port, wait_until_healthy
 
 
 class Cluster:
-    def __init__(self, root: Path, database_url: str, broker_url: str) -> None:
+    def __init__(
+        self, root: Path, database_url: str, broker_url: str, env: dict[str, str] | None = None
+    ) -> None:
         self.root = root
-        self.env = os.environ | {
-            "OTRT_DATABASE_URL": database_url,
-            "OTRT_BROKER_URL": broker_url,
-            "OTRT_DATA_DIR": str(root / "data"),
-            "OTRT_AUTH": "off",
-            "OTRT_TORCH_THREADS": "1",
-            "OTRT_HEARTBEAT_SECONDS": "0.5",
-            "OTRT_LEASE_SECONDS": "3",
-            "OTRT_REQUEUE_AFTER_SECONDS": "5",
-        }
+        self.env = (
+            os.environ
+            | (env or {})
+            | {
+                "OTRT_DATABASE_URL": database_url,
+                "OTRT_BROKER_URL": broker_url,
+                "OTRT_DATA_DIR": str(root / "data"),
+                "OTRT_AUTH": "off",
+                "OTRT_TORCH_THREADS": "1",
+                "OTRT_HEARTBEAT_SECONDS": "0.5",
+                "OTRT_LEASE_SECONDS": "3",
+                "OTRT_REQUEUE_AFTER_SECONDS": "5",
+            }
+        )
         self.processes: list[subprocess.Popen] = []
         self.workers: dict[str, subprocess.Popen] = {}
         self.api_process: subprocess.Popen | None = None
@@ -40,15 +46,20 @@ class Cluster:
     def _otrt(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "otrt", *args]
 
-    def _start(self, command: list[str], log_name: str) -> subprocess.Popen:
+    def _start(
+        self, command: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.root / log_name, "ab")  # noqa: SIM115  closed with the process
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=self.env | (env or {}), stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A worker; ``env`` adds to the cluster's (its own data directory: another host)."""
         self.workers[name] = self._start(
-            self._otrt("worker", "--hostname", f"{name}@test"), f"{name}.log"
+            self._otrt("worker", "--hostname", f"{name}@test"), f"{name}.log", env
         )
         return self.workers[name]
 

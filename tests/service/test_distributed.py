@@ -16,6 +16,7 @@ import redis
 
 from tests.service.cluster import Cluster
 from tests.utils.processes import free_port, pid_gone
+from tests.utils.s3 import keys_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -233,3 +234,37 @@ def test_jobs_queued_when_redis_loses_its_data_still_run_once(cluster, broker_ur
         assert job["status"] == "succeeded" and job["attempt"] == 1, job
         types = [e["type"] for e in cluster.events(job_id)]
         assert types.count("running") == 1 and types.count("succeeded") == 1
+
+
+def test_a_worker_on_another_host_resumes_from_the_checkpoint_in_the_shared_store(
+    tmp_path, postgres_schema_url, broker_url, s3_endpoint, s3_bucket
+):
+    """Two "hosts" (separate data directories) share only the database, the broker and an
+    S3 bucket: the second resumes the job of the first, SIGKILLed, from the checkpoint
+    pushed to the bucket after each epoch."""
+    store = {"OTRT_STORAGE_URL": f"s3://{s3_bucket}/otrt", "OTRT_S3_ENDPOINT_URL": s3_endpoint}
+    cluster = Cluster(tmp_path, postgres_schema_url, broker_url, env=store)
+    try:
+        cluster.start_worker("w1", env={"OTRT_DATA_DIR": str(tmp_path / "host1")})
+        cluster.start_api()
+        job_id = cluster.submit(MEDIUM)
+        running = cluster.wait_event(job_id, "running")
+        cluster.wait_event(job_id, "epoch", count=2)
+        checkpoint = f"otrt/checkpoints/{job_id}/checkpoint.pt"
+        assert checkpoint in keys_in(s3_endpoint, s3_bucket)
+        os.kill(worker_pid(running), signal.SIGKILL)
+        cluster.start_worker("w2", env={"OTRT_DATA_DIR": str(tmp_path / "host2")})
+
+        job = cluster.wait(job_id, {"succeeded", "failed"})
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        second = cluster.wait_event(job_id, "started", count=2)["data"]
+        assert second["resumed"] and second["epoch"] >= 2
+        epochs = [m["epoch"] for m in cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()]
+        assert epochs == list(range(1, 9))  # continuous, each epoch once
+        assert [e["type"] for e in cluster.events(job_id)].count("succeeded") == 1
+        assert (tmp_path / "host1" / "work" / job_id / "checkpoint.pt").exists()  # host 1's own
+        assert checkpoint not in keys_in(s3_endpoint, s3_bucket)  # the job's end removed it
+        student = cluster.client.get(f"/v1/jobs/{job_id}/artifacts/student.safetensors")
+        assert student.status_code == 200 and len(student.content) > 0
+    finally:
+        cluster.close()

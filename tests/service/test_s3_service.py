@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from otrt.wiring import build_embedded
 from otrt_core.settings import Settings
 from tests.utils.processes import free_port
-from tests.utils.s3 import s3_server
+from tests.utils.s3 import keys_in, s3_server
 
 pytestmark = pytest.mark.services
 
@@ -55,11 +55,6 @@ def wait_done(client: TestClient, job_id: str, timeout: float = 180) -> dict:
         assert time.monotonic() < deadline, job
         time.sleep(0.3)
     return job
-
-
-def keys_in(endpoint: str, bucket: str) -> list[str]:
-    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)
-    return [item["Key"] for item in listing.get("Contents", [])]
 
 
 def test_a_job_runs_from_and_publishes_to_the_bucket(tmp_path, s3_endpoint, s3_bucket):

@@ -74,3 +74,9 @@ def new_bucket(endpoint: str) -> str:
     name = f"otrt-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
     return name
+
+
+def keys_in(endpoint: str, bucket: str) -> list[str]:
+    """Every object key in ``bucket``."""
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
