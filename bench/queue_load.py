@@ -10,6 +10,12 @@ Prints JSON (and writes it with --out):
 - recovery after a SIGKILL: seconds from killing the worker that runs a job to
   that job running again on the other worker (bounded by the lease, 3 s here).
 
+``--storage s3`` runs the same on an S3 store (moto's server, started here unless
+``--s3-endpoint`` names one): each worker has a data directory of its own, as
+on separate hosts, so the recovered job resumes from the checkpoint in the
+store; the report adds what pushing each epoch's checkpoint costs against the
+epoch it follows (the executor pushes while the trainer goes on).
+
 Uses the fault tests' harness (tests/service/cluster.py) against the PostgreSQL
 and Redis given on the command line (a fresh schema, an emptied Redis database).
 """
@@ -17,7 +23,10 @@ and Redis given on the command line (a fresh schema, an emptied Redis database).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -35,6 +44,7 @@ from sqlalchemy import text
 from bench.report import publish
 from otrt_core.jobs.db import make_engine
 from tests.service.cluster import Cluster
+from tests.utils.s3 import CREDENTIALS, new_bucket, s3_server
 
 TINY = {
     "mode": "supervised",
@@ -81,7 +91,8 @@ def idle_dispatch(cluster: Cluster, jobs: int = 5) -> dict:
     return spread(latencies)
 
 
-def recovery(cluster: Cluster) -> float:
+def recovery(cluster: Cluster) -> tuple[float, str]:
+    """Seconds from the SIGKILL to the job running again; and the job's id."""
     job_id = cluster.submit(MEDIUM)
     running = cluster.wait_event(job_id, "running")
     cluster.wait_event(job_id, "epoch")
@@ -89,7 +100,40 @@ def recovery(cluster: Cluster) -> float:
     os.kill(int(running["data"]["worker"].rsplit("-", 1)[1]), signal.SIGKILL)
     again = cluster.wait_event(job_id, "running", count=2, timeout=120)
     cluster.wait(job_id, {"succeeded", "failed"}, timeout=300)
-    return datetime.fromisoformat(again["at"]).timestamp() - killed
+    return datetime.fromisoformat(again["at"]).timestamp() - killed, job_id
+
+
+def checkpoint_push(cluster: Cluster, job_id: str, workers: int) -> dict:
+    """The workers' logged checkpoint pushes against the job's epoch times."""
+    pushes = [
+        float(seconds)
+        for index in range(workers)
+        for seconds in re.findall(
+            r"checkpoint pushed in ([0-9.]+) s", (cluster.root / f"w{index}.log").read_text()
+        )
+    ]
+    records = cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()
+    epochs = [b["seconds"] - a["seconds"] for a, b in itertools.pairwise(records)]
+    return {
+        "pushes": len(pushes),
+        "push_seconds": spread(pushes),
+        "epoch_seconds": spread(epochs),
+        "share_of_an_epoch": statistics.median(pushes) / statistics.median(epochs),
+    }
+
+
+@contextlib.contextmanager
+def storage_env(args: argparse.Namespace, root: Path):
+    """The cluster's settings for ``--storage``: nothing for the local disk, else a
+    fresh bucket on the S3 endpoint (moto's server, started here, if none is given)."""
+    if args.storage == "local":
+        yield {}
+        return
+    os.environ.update({k: v for k, v in CREDENTIALS.items() if k not in os.environ})
+    with contextlib.ExitStack() as stack:
+        endpoint = args.s3_endpoint or stack.enter_context(s3_server(root / "moto.log")).url
+        bucket = new_bucket(endpoint)
+        yield {"OTRT_STORAGE_URL": f"s3://{bucket}/otrt", "OTRT_S3_ENDPOINT_URL": endpoint}
 
 
 def main() -> None:
@@ -99,29 +143,42 @@ def main() -> None:
         "--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--storage", choices=["local", "s3"], default="local")
+    parser.add_argument("--s3-endpoint", help="an S3 API's URL (default: moto's server, here)")
     parser.add_argument("--out")
     args = parser.parse_args()
     schema = f"otrt_bench_{secrets.token_hex(4)}"
     admin = make_engine(args.database_url)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    report: dict = {"benchmark": "queue_load", "load_average_start": os.getloadavg()}
+    report: dict = {
+        "benchmark": "queue_load",
+        "storage": args.storage,
+        "load_average_start": os.getloadavg(),
+    }
     try:
         for workers in (1, 2):
             redis.Redis.from_url(args.redis_url).flushdb()
-            with tempfile.TemporaryDirectory() as root:
+            with (
+                tempfile.TemporaryDirectory() as root,
+                storage_env(args, Path(root)) as env,
+            ):
                 url = f"{args.database_url}?options=-csearch_path%3D{schema}"
-                cluster = Cluster(Path(root), url, args.redis_url)
+                cluster = Cluster(Path(root), url, args.redis_url, env=env)
                 try:
                     for index in range(workers):
-                        cluster.start_worker(f"w{index}")
+                        host = {"OTRT_DATA_DIR": f"{root}/host{index}"} if env else None
+                        cluster.start_worker(f"w{index}", env=host)
                     cluster.start_api()
                     time.sleep(3)  # workers connected
                     report[f"workers_{workers}"] = throughput(cluster, args.jobs)
                     if workers == 1:
                         report["idle_dispatch_seconds"] = idle_dispatch(cluster)
                     if workers == 2:
-                        report["recovery_after_sigkill_seconds"] = recovery(cluster)
+                        seconds, job_id = recovery(cluster)
+                        report["recovery_after_sigkill_seconds"] = seconds
+                        if env:
+                            report["checkpoint_push"] = checkpoint_push(cluster, job_id, workers)
                 finally:
                     cluster.close()
     finally:

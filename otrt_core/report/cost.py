@@ -118,7 +118,12 @@ def quantize_int8(float_path: Path, int8_path: Path, calibration: np.ndarray) ->
 
     with tempfile.TemporaryDirectory() as scratch, atomic_path(int8_path) as temp:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(float_path, prepared)
+        try:
+            quant_pre_process(float_path, prepared)
+        except Exception:
+            # (a Reshape to a computed shape, as in a converted graph's flatten): ONNX's
+            # own shape inference then does without it.
+            quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(temp),

@@ -19,7 +19,9 @@ SERVICES = COMPOSE["services"]
 
 
 def test_the_services_of_the_distributed_shape_are_there():
-    assert {"postgres", "redis", "migrate", "api", "worker-gpu0"} <= set(SERVICES)
+    assert {"postgres", "redis", "minio", "bucket", "migrate", "api", "worker-gpu0"} <= set(
+        SERVICES
+    )
 
 
 def test_start_order_waits_for_health_and_for_the_migration():
@@ -28,7 +30,9 @@ def test_start_order_waits_for_health_and_for_the_migration():
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == "service_healthy"
-    for name in ("postgres", "redis", "api"):
+        assert depends["bucket"]["condition"] == "service_completed_successfully"
+    assert SERVICES["bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    for name in ("postgres", "redis", "minio", "api"):
         assert SERVICES[name]["healthcheck"]["test"], name
 
 
@@ -47,11 +51,20 @@ def test_workers_reserve_a_gpu_and_have_time_to_checkpoint():
     assert worker["build"]["dockerfile"] == "docker/worker.Dockerfile"
 
 
-def test_api_replicas_and_workers_share_the_artifacts_volume():
+def test_api_replicas_and_workers_share_files_through_minio():
+    """What hosts share is in the S3 store; the bucket job creates the bucket .env names."""
     assert SERVICES["api"]["deploy"]["replicas"] >= 2
-    assert "artifacts:/data" in SERVICES["api"]["volumes"]
-    assert "artifacts:/data" in SERVICES["worker-gpu0"]["volumes"]
-    assert "artifacts" in COMPOSE["volumes"]
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert env["OTRT_STORAGE_URL"].startswith("s3://")
+    assert env["OTRT_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "mc mb" in SERVICES["bucket"]["command"][0]
+    assert "OTRT_STORAGE_URL" in SERVICES["bucket"]["command"][0]
+    assert SERVICES["minio"]["environment"]["MINIO_ROOT_USER"].startswith("${AWS_ACCESS_KEY_ID")
+    assert {"minio", "local"} <= set(COMPOSE["volumes"])
 
 
 def test_env_example_names_only_real_settings():
