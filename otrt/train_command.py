@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from otrt_core import protocol
+from otrt_core.train.distributed import Group, join, leave
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,45 @@ def run_train(
     ``stop_on_stdin_eof``: stop as on SIGTERM when stdin closes. A parent that
     holds the pipe open without writing thus stops its trainer even when it
     dies without a chance to signal (the service runs trainers this way).
+
+    Under torchrun (``WORLD_SIZE`` > 1) this is one rank of several: rank 0 alone
+    prints and writes its exit code to ``out_dir/exit_code``, and every rank that
+    ends as planned (stopped, failed on the input) exits 0, since torchrun turns any
+    other code into 1.
     """
+    group, device = join(device)
+    try:
+        code = _run(
+            spec_path,
+            out_dir,
+            resume,
+            device,
+            datasets_root,
+            torch_threads,
+            stop_on_stdin_eof,
+            inputs,
+            group,
+        )
+    finally:
+        leave(group)
+    if group.world == 1:
+        return code
+    if group.leader:
+        (out_dir / protocol.EXIT_CODE).write_text(f"{code}\n")
+    return protocol.EXIT_OK
+
+
+def _run(
+    spec_path: Path,
+    out_dir: Path,
+    resume: bool,
+    device: str,
+    datasets_root: Path | None,
+    torch_threads: int | None,
+    stop_on_stdin_eof: bool,
+    inputs: InputFiles | None,
+    group: Group,
+) -> int:
     import torch
 
     from otrt_core import train as engine
@@ -88,8 +127,9 @@ def run_train(
         device=device,
         resume=resume,
         should_stop=stop.is_set,
+        group=group,
     )
-    with Reporter(sys.stdout.isatty()) as emit:
+    with Reporter(sys.stdout.isatty(), quiet=not group.leader) as emit:
         try:
             engine.train(spec, options, emit)
         except engine.TrainingStopped as stopped:
@@ -125,10 +165,12 @@ def _beside_spec(name: str, spec_path: Path) -> Path:
 class Reporter:
     """JSON lines on stdout, or a rich progress bar on a terminal."""
 
-    def __init__(self, interactive: bool) -> None:
-        self.interactive = interactive
+    def __init__(self, interactive: bool, quiet: bool = False) -> None:
+        self.interactive, self.quiet = interactive, quiet
 
     def __enter__(self):
+        if self.quiet:  # a rank other than 0: rank 0 speaks for all
+            return lambda event: None
         if not self.interactive:
             return lambda event: print(json.dumps(protocol.event_line(event)), flush=True)
         from rich.progress import Progress
@@ -150,5 +192,5 @@ class Reporter:
             self.bar.console.print(json.dumps(protocol.event_line(event)))
 
     def __exit__(self, *exc_info) -> None:
-        if self.interactive:
+        if self.interactive and not self.quiet:
             self.bar.stop()

@@ -21,6 +21,8 @@ EXIT_MAX_RUNTIME = 124  # training.max_runtime_s ran out (a checkpoint is saved)
 
 # --- what the trainer writes in its output directory ------------------------------------
 CHECKPOINT = "checkpoint.pt"
+# Rank 0's exit code, where torchrun runs the trainer (torchrun reports only 0 or 1).
+EXIT_CODE = "exit_code"
 STUDENT_WEIGHTS = "student.safetensors"  # the selected student; a teacher job lends it
 STUDENT_ONNX = "student.onnx"
 METRICS = "metrics.json"
@@ -83,6 +85,7 @@ class Start:
     teacher_cache: str  # "off", "memory" or "disk"
     resumed: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1  # processes training together (training.gpus)
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,13 @@ class TrainingSpec(_Strict):
         le=1000.0,
         description="Linear warm-up of the learning rate from 0 over this many epochs.",
     )
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Devices the job trains on at once: one process each under torchrun "
+        "(DDP), each on its share of every batch; on the CPU, that many gloo processes.",
+    )
 
 
 class JobSpec(_Strict):

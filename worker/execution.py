@@ -67,7 +67,12 @@ class Executor:
             return self._fail(lease, protocol.INPUT_MISSING, message)
         resume = self._checkpoint_here(job_id, out_dir)
         trainer = TrainerProcess(
-            inputs, out_dir, resume=resume, device=self.device, env=self.trainer_env or {}
+            inputs,
+            out_dir,
+            resume=resume,
+            device=self.device,
+            env=self.trainer_env or {},
+            processes=job.spec["training"].get("gpus", 1),
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
         self.tracker.start(job_id, job.spec)
@@ -91,7 +96,7 @@ class Executor:
                 self._push_checkpoint(job_id, out_dir)
             self._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
             raise
-        code = trainer.process.wait()
+        code = trainer.wait()
         status = self._finish(lease, code, reason, follower, trainer, out_dir)
         if status in states.TERMINAL:
             self.tracker.finish(job_id, status, out_dir)

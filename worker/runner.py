@@ -2,9 +2,12 @@
 
 The same code serves the embedded executor and the Celery worker. Stopping
 sends SIGTERM to the whole group (the trainer checkpoints and exits 75), then
-SIGKILL after a grace period, so no grandchild (a data-loader worker, say)
-outlives the job. Its stdin is a pipe this process holds open: should this
-process die unannounced, the trainer reads EOF and checkpoints and stops too.
+SIGKILL after a grace period, so no grandchild (a data-loader worker, say, or
+a rank of a multi-process run) outlives the job. A job with ``training.gpus``
+above 1 runs under torchrun, one rank per device; rank 0's exit code is read
+from the file it writes, since torchrun's own is 0 or 1. Its stdin is a pipe
+this process holds open: should this process die unannounced, the trainer
+reads EOF and checkpoints and stops too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from otrt_core import protocol
 
 STOP_GRACE_SECONDS = 30.0
 STDERR_TAIL_BYTES = 4000
@@ -45,7 +50,8 @@ class TrainerInputs:
 
 
 class TrainerProcess:
-    """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue."""
+    """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue;
+    under ``torchrun --nproc-per-node N`` when ``processes`` is N > 1."""
 
     def __init__(
         self,
@@ -55,19 +61,18 @@ class TrainerProcess:
         resume: bool,
         device: str,
         env: dict[str, str],
+        processes: int = 1,
     ) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "otrt",
-            "train",
-            *inputs.arguments(),
-            "--out",
-            str(out_dir),
-        ]
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone"]
+            launcher += [f"--nproc-per-node={processes}", "--no-python", sys.executable]
+        command = [*launcher, "-m", "otrt", "train", *inputs.arguments(), "--out", str(out_dir)]
         command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
         self.stderr_path = out_dir / "trainer.log"
+        self.exit_code_path = out_dir / protocol.EXIT_CODE if processes > 1 else None
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / protocol.EXIT_CODE).unlink(missing_ok=True)  # an earlier attempt's
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(
                 command,
@@ -102,6 +107,15 @@ class TrainerProcess:
             return self.events.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def wait(self) -> int:
+        """The trainer's exit code once it has ended: under torchrun, the one rank 0
+        wrote (torchrun itself answers 1 when it was signalled too), else torchrun's."""
+        code = self.process.wait()
+        if self.exit_code_path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self.exit_code_path.read_text())
+        return code
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """SIGTERM to the group, SIGKILL after ``grace`` seconds; returns the exit code."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from otrt_core.spec import JobSpec, ModelInput, TrainingSpec, takes_flattened
 from otrt_core.train.augment import Augmenter, Op, standard
 from otrt_core.train.batches import BatchGatherer, seeded
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
+from otrt_core.train.distributed import Group
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import KDTerm, Term, build_term
 
@@ -338,6 +339,9 @@ class Run:
     augmenter: Augmenter | None  # random views of the training inputs (dataset.augment)
     autocast: Callable[[], contextlib.AbstractContextManager]
     steps_per_epoch: int
+    group: Group = field(default_factory=Group)  # this rank among the run's (training.gpus)
+    # The student's stages through DDP when there are several ranks; else forward_stages.
+    forward_student: Callable[[Tensor], dict[str, Tensor]] | None = None
 
     @property
     def total_steps(self) -> int:

@@ -38,6 +38,15 @@ from otrt_core.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from otrt_core.train.distributed import (
+    STOP_EVERY,
+    Group,
+    agreed_stop,
+    data_parallel,
+    from_leader,
+    share,
+    summed,
+)
 from otrt_core.train.export import export_onnx
 from otrt_core.train.job_report import write_report
 from otrt_core.train.predict import predict
@@ -78,6 +87,7 @@ class RunOptions:
     resume: bool = False
     should_stop: Callable[[], bool] = lambda: False
     limits: Limits = field(default_factory=Limits)
+    group: Group = field(default_factory=Group)  # ranks under torchrun (train.distributed)
 
 
 @dataclass
@@ -113,7 +123,10 @@ class Checkpoints:
         self.best_state: dict[str, Tensor] | None = None  # weights of the best validation epoch
 
     def save(self, progress: Progress) -> None:
+        """Rank 0 writes; the other ranks' state is the same (DDP keeps them equal)."""
         run = self.run
+        if not run.group.leader:
+            return
         progress.elapsed = self.clock()
         state = {
             "model": run.student.state_dict(),
@@ -150,9 +163,12 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         dataset_path=options.dataset_path,
         teacher_path=options.teacher_path,
         student_init_path=options.student_init_path,
-        cache_dir=options.out_dir / "teacher_cache",
+        cache_dir=options.out_dir / "teacher_cache" / f"rank{options.group.rank}",
         limits=options.limits,
     )
+    run.group = options.group
+    if run.group.world > 1:
+        run.forward_student = data_parallel(run.student, run.term, run.device)
     spec = run.spec  # with the training values sized for the data
     checkpoints = Checkpoints(options.out_dir / CHECKPOINT, run, clock)
     resumed = options.resume and checkpoints.path.exists()
@@ -169,11 +185,14 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             else ("disk" if run.cache.on_disk else "memory"),
             resumed=resumed,
             history=progress.history,
+            world_size=run.group.world,
         )
     )
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
         sums = train_epoch(run, progress, checkpoints, options.should_stop, clock, emit)
-        record = epoch_record(run, progress.epoch, sums, clock)
+        record = from_leader(
+            epoch_record(run, progress.epoch, summed(sums, run.group), clock), run.group
+        )
         progress.history.append(record)
         if record["val_accuracy"] > progress.best_val_accuracy:
             progress.best_val_accuracy, progress.best_epoch = (
@@ -185,7 +204,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             }
         progress.epoch, progress.batch, progress.sums = progress.epoch + 1, 0, []
         checkpoints.save(progress)
-        if spec.regularizer.kind == "ot" and run.teacher is not None:
+        if spec.regularizer.kind == "ot" and run.teacher is not None and run.group.leader:
             save_plan(options.out_dir / PLAN, sample_plan(run))
             emit(protocol.Plan(epoch=progress.epoch))
         emit(protocol.Epoch(**record))
@@ -197,6 +216,8 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
                 f"(best {progress.best_val_accuracy:.1%} at epoch {progress.best_epoch})"
             )
         )
+    if not run.group.leader:
+        return {}  # rank 0 writes the outputs
     return write_outputs(run, progress, checkpoints.best_state, options.out_dir, clock, emit)
 
 
@@ -217,27 +238,29 @@ def train_epoch(
     """Trains the rest of epoch ``progress.epoch``; returns its sums (loss*n, correct, ot*n, n).
 
     Saves a checkpoint and raises ``TrainingStopped`` when asked to stop or out of time.
+    With several ranks, the sums are this rank's (rank 0's carry a resumed epoch's).
     """
-    training, epoch = run.spec.training, progress.epoch
+    training, epoch, group = run.spec.training, progress.epoch, run.group
     run.student.train()
     order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
     order = order.to(run.inputs.device)  # one copy per epoch, not per step
     # Sums stay on the device: reading them every step would sync the GPU.
-    sums = torch.tensor(progress.sums or [0.0] * 4, dtype=torch.float32, device=run.device)
+    carried = progress.sums if group.leader and progress.sums else [0.0] * 4
+    sums = torch.tensor(carried, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
     for batch in range(progress.batch, run.steps_per_epoch):
-        stop_requested = should_stop()
-        if stop_requested or clock() > training.max_runtime_s:
-            reason = "signal" if stop_requested else "max_runtime"
-            progress.batch, progress.sums = batch, sums.tolist()
+        reason = stop_reason(run, batch, should_stop, clock)
+        if reason is not None:
+            progress.batch, progress.sums = batch, summed(sums, group).tolist()
             checkpoints.save(progress)
             emit(protocol.Stopped(reason=reason, epoch=epoch, batch=batch))
             raise TrainingStopped(reason)
-        labeled = order[batch * training.batch_size : (batch + 1) * training.batch_size]
+        batch_indices = order[batch * training.batch_size : (batch + 1) * training.batch_size]
+        labeled = share(batch_indices, group)
         sums += train_step(run, labeled, epoch, batch)
         progress.batch = batch + 1
         if progress.batch % step_line_every == 0 and progress.batch < run.steps_per_epoch:
-            loss_sum, _, ot_sum, count = sums.tolist()  # a few syncs per epoch
+            loss_sum, _, ot_sum, count = summed(sums, group).tolist()  # a few syncs per epoch
             check_finite(loss_sum, epoch, progress.batch, run)
             emit(
                 protocol.Step(
@@ -251,6 +274,20 @@ def train_epoch(
                 )
             )
     return sums
+
+
+def stop_reason(run: Run, batch: int, should_stop: Callable[[], bool], clock: Clock) -> str | None:
+    """Why the run must stop before ``batch``, if it must: a signal, or ``max_runtime_s``.
+
+    Several ranks agree on it every :data:`STOP_EVERY` batches (an all-reduce), so
+    that they stop together.
+    """
+    reason = "signal" if should_stop() else None
+    if reason is None and clock() > run.spec.training.max_runtime_s:
+        reason = "max_runtime"
+    if run.group.world == 1:
+        return reason
+    return agreed_stop(reason, run.group, run.device) if batch % STOP_EVERY == 0 else None
 
 
 def check_finite(loss_sum: float, epoch: int, batch: int, run: Run) -> None:
@@ -272,6 +309,7 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
             (spec.regularizer.unlabeled_batch_size,),
             generator=seeded(spec.training.seed, epoch, batch),
         )
+        pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
         indices = torch.cat([labeled, pool.to(run.inputs.device) + len(run.data.x_train)])
     x = run.gather_inputs(indices)
     views = None
@@ -283,7 +321,7 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
     n = len(labeled)
 
     with run.autocast():
-        student_features = run.student.forward_stages(x)
+        student_features = (run.forward_student or run.student.forward_stages)(x)
         logits = student_features["logits"][:n]  # the unlabeled rows have no label
         loss = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
         teacher_features = teacher_outputs(run, x, indices, views) if run.needs_teacher else {}

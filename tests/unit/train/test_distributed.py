@@ -1,0 +1,102 @@
+"""training.gpus: the trainer under torchrun, 2 ranks on the CPU with gloo (no GPU here).
+
+The runner the service uses (worker/runner.py) starts every run; what is checked:
+the ranks' run equals one process's on the same global batches, rank 0 alone
+speaks and writes, a stop reaches every rank and leaves no process, and a run
+resumes from the checkpoint rank 0 wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from otrt_core import protocol
+from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "mode": "supervised",
+    "student": {"architecture": "mlp_small"},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+}
+ONE_THREAD = {"OTRT_TORCH_THREADS": "1"}
+
+
+def start(tmp_path: Path, name: str, gpus: int, epochs: int = 3, resume=False) -> TrainerProcess:
+    spec = SPEC | {"training": SPEC["training"] | {"gpus": gpus, "epochs": epochs}}
+    spec_path = tmp_path / f"{name}.json"
+    spec_path.write_text(json.dumps(spec))
+    return TrainerProcess(
+        TrainerInputs(spec_path),
+        tmp_path / name,
+        resume=resume,
+        device="cpu",
+        env=ONE_THREAD,
+        processes=gpus,
+    )
+
+
+def events_of(trainer: TrainerProcess) -> list[dict]:
+    events = []
+    while (event := trainer.next_event(timeout=300)) is not END_OF_OUTPUT:
+        assert event is not None, "the trainer said nothing for 5 minutes"
+        events.append(event)
+    return events
+
+
+def losses(events: list[dict]) -> list[float]:
+    return [e["train_loss"] for e in events if e["event"] == "epoch"]
+
+
+def test_two_ranks_train_as_one_process_on_the_same_global_batches(tmp_path):
+    one = start(tmp_path, "one", gpus=1)
+    one_events = events_of(one)
+    assert one.wait() == protocol.EXIT_OK
+    two = start(tmp_path, "two", gpus=2)
+    two_events = events_of(two)
+    assert two.wait() == protocol.EXIT_OK
+
+    (started,) = [e for e in two_events if e["event"] == "start"]
+    assert started["world_size"] == 2
+    # Rank 0 alone speaks: one line per event, as from one process.
+    assert [e["event"] for e in two_events] == [e["event"] for e in one_events]
+    # Each rank trains on half of every batch and DDP averages the gradients: the same
+    # steps as one process on the whole batch, up to the order of float sums. A single
+    # rank (or unsynchronized ones) would see half the data and drift at once.
+    assert losses(two_events) == pytest.approx(losses(one_events), rel=1e-4)
+    metrics = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two")]
+    assert metrics[1]["test_accuracy"] == pytest.approx(metrics[0]["test_accuracy"], abs=0.003)
+    assert (tmp_path / "two" / "student.onnx").exists()
+
+
+def test_a_stop_reaches_every_rank_leaves_no_process_and_the_run_resumes(tmp_path):
+    uninterrupted = start(tmp_path, "straight", gpus=2, epochs=30)
+    straight = losses(events_of(uninterrupted))
+    assert uninterrupted.wait() == protocol.EXIT_OK
+
+    trainer = start(tmp_path, "stopped", gpus=2, epochs=30)
+    while (event := trainer.next_event(timeout=300))["event"] != "epoch":
+        assert event is not END_OF_OUTPUT
+    group = trainer.pid  # torchrun leads the process group its ranks are in
+    trainer.stop()
+    assert trainer.wait() == protocol.EXIT_STOPPED
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)  # no rank, no torchrun left
+    assert (tmp_path / "stopped" / protocol.CHECKPOINT).exists()
+
+    resumed = start(tmp_path, "stopped", gpus=2, epochs=30, resume=True)
+    events = events_of(resumed)
+    assert resumed.wait() == protocol.EXIT_OK
+    (started,) = [e for e in events if e["event"] == "start"]
+    assert started["resumed"] and started["epoch"] >= 1
+    history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert [h["train_loss"] for h in history] == pytest.approx(straight, rel=1e-4)
