@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from otrt_core.jobs.s3 import S3Storage
 from otrt_core.jobs.service import Service
 from otrt_core.jobs.storage import LocalStorage, Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore
+from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.settings import Settings
 from worker.embedded import EmbeddedExecutor
 from worker.execution import Executor
@@ -76,6 +78,7 @@ class Components:
     keys: KeyStore
     storage: Storage
     data_dir: Path
+    workers: WorkerRegistry
 
 
 def build_components(settings: Settings) -> Components:
@@ -89,6 +92,7 @@ def build_components(settings: Settings) -> Components:
         keys=KeyStore(sessions),
         storage=build_storage(settings, data_dir),
         data_dir=data_dir,
+        workers=WorkerRegistry(sessions),
     )
 
 
@@ -123,7 +127,24 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
         device=settings.trainer_device,
         default_max_running=settings.max_running,
         tracker=build_tracker(settings),
+        devices=settings.worker_devices or cuda_devices(),
+        registry=parts.workers,
     )
+
+
+def cuda_devices() -> int:
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES``), at least 1, read
+    without loading torch (the API process never does): from ``nvidia-smi -L``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return max(1, len([d for d in visible.split(",") if d.strip()]))
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 1
+    return max(1, sum(line.startswith("GPU ") for line in listing.stdout.splitlines()))
 
 
 def build_tracker(settings: Settings) -> Tracker:
@@ -202,6 +223,7 @@ def _app(
         dispatcher,
         settings.max_upload_bytes,
         InspectionLimits(max_decoded_bytes=settings.max_decoded_bytes),
+        workers=parts.workers,
     )
     service.remove_orphans(settings.orphan_grace_seconds)
     return create_app(

@@ -141,6 +141,15 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A queued job untouched this long is dispatched again."
     )
     trainer_device: str = Field(default="auto", description="--device of the trainer process.")
+    worker_devices: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Devices an executor offers a job (jobs with training.gpus up to it). Unset: the "
+            "CUDA devices it sees, or 1 without CUDA (set 2 or more to run multi-process "
+            "jobs on the CPU)."
+        ),
+    )
     visibility_timeout_seconds: int = Field(
         default=8 * 86_400,
         ge=60,

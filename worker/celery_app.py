@@ -92,6 +92,7 @@ def make_worker_app(runtime: WorkerRuntime) -> Celery:
                 "interval_seconds": settings.heartbeat_seconds,
                 "max_attempts": settings.max_attempts,
                 "requeue_after_seconds": settings.requeue_after_seconds,
+                "announce": runtime.executor.announce,
             },
             daemon=True,
             name="otrt-reaper",

@@ -77,6 +77,7 @@ class EmbeddedExecutor:
             interval_seconds=self.executor.heartbeat_seconds,
             max_attempts=self.max_attempts,
             requeue_after_seconds=self.requeue_after_seconds,
+            announce=self.executor.announce,
         )
 
     def shutdown(self, timeout: float = 60.0) -> None:

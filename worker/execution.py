@@ -22,6 +22,7 @@ from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
 from otrt_core.jobs.tables import Artifact, Job
+from otrt_core.jobs.workers import WorkerRegistry
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
 from worker.tracking import NoTracking, Tracker
 
@@ -47,6 +48,13 @@ class Executor:
     # trainer enforces itself, with a checkpoint): a hung trainer is killed.
     time_limit_grace_seconds: float = 600.0
     tracker: Tracker = field(default_factory=NoTracking)  # MLflow, when configured
+    devices: int = 1  # what it offers a job: training.gpus up to this
+    registry: WorkerRegistry | None = None  # where it says so (otrt_core.jobs.workers)
+
+    def announce(self) -> None:
+        """Tells the registry this executor is up and what it offers."""
+        if self.registry is not None:
+            self.registry.announce(self.name, self.devices)
 
     def run_next(self, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
         """Claims the job fair order starts next and runs it to an end; returns how it ended.
@@ -54,7 +62,9 @@ class Executor:
         ``None``: no job may start now. Else the job's status afterwards, or
         ``"lease_lost"`` when it was fenced off.
         """
-        lease = self.store.claim_next(self.name, self.lease_seconds, self.default_max_running)
+        lease = self.store.claim_next(
+            self.name, self.lease_seconds, self.default_max_running, self.devices
+        )
         if lease is None:
             return None
         job_id = lease.job_id

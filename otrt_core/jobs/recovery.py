@@ -7,6 +7,7 @@ act on one job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -114,12 +115,17 @@ def reap_until(
     interval_seconds: float,
     max_attempts: int,
     requeue_after_seconds: float,
+    announce: Callable[[], None] = lambda: None,
 ) -> None:
     """The reaper loop of every executor (embedded or Celery): reaps every
-    ``interval_seconds`` and dispatches what it requeued, until ``stopping`` is set.
-    A failed round is logged and tried again at the next interval."""
+    ``interval_seconds`` and dispatches what it requeued, until ``stopping`` is set;
+    each round first ``announce``s the executor (otrt_core.jobs.workers), the first
+    one at once. A failed round is logged and tried again at the next interval."""
+    with contextlib.suppress(Exception):  # the first round's announce, retried below
+        announce()
     while not stopping.wait(interval_seconds):
         try:
+            announce()
             reaped = reap(store, max_attempts, requeue_after_seconds)
             for job_id in reaped.requeued + reaped.redispatch:
                 dispatch(job_id)

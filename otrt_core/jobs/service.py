@@ -34,6 +34,7 @@ from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
@@ -108,6 +109,7 @@ class Service:
     dispatcher: Dispatcher
     max_upload_bytes: int
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
+    workers: WorkerRegistry | None = None  # the executors' offers of devices
     # (weights sha256, architecture, input shape) -> why they do not fit, or None.
     _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
     # (architecture, input shape) -> its layer names (timm and torchvision models).
@@ -233,6 +235,7 @@ class Service:
             raise Invalid(f"{len(problems)} problem(s) in the job", problems) from None
         problems: list[dict[str, Any]] = []
         inputs = self._inputs(owner, spec, problems)
+        problems += self._device_problems(spec.training.gpus)
         if problems:
             raise Invalid(f"{len(problems)} problem(s) in the job", problems)
         sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
@@ -366,6 +369,15 @@ class Service:
             return [{"loc": ["body", name, "input"], "msg": error.message}]
         problem = self._misfit(model.stored, side.architecture, shape)
         return [{"loc": loc, "msg": problem}] if problem else []
+
+    def _device_problems(self, gpus: int) -> list[dict[str, Any]]:
+        """A job needing more devices than any live executor offers could never start;
+        with no executor seen yet, it is accepted and waits."""
+        largest = self.workers.largest() if self.workers is not None and gpus > 1 else None
+        if largest is None or gpus <= largest:
+            return []
+        message = f"no worker offers {gpus} devices; the largest offers {largest}"
+        return [{"loc": ["body", "training", "gpus"], "msg": message}]
 
     def _misfit(
         self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]

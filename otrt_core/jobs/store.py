@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,6 +116,7 @@ class JobStore:
             request_hash=request_hash,
             key_id=key_id,
             priority=priority,
+            gpus=spec.get("training", {}).get("gpus", 1),
             **(inputs or {}),
         )
         try:
@@ -276,7 +277,11 @@ class JobStore:
         return Lease(job_id, owner, attempt)
 
     def claim_next(
-        self, owner: str, lease_seconds: float, default_max_running: int | None = None
+        self,
+        owner: str,
+        lease_seconds: float,
+        default_max_running: int | None = None,
+        devices: int | None = None,
     ) -> Lease | None:
         """Claims the job that fair order says starts next; ``None`` if none may start.
 
@@ -285,10 +290,11 @@ class JobStore:
         owner's highest ``priority``, then the oldest job. Jobs of a key already
         running its ``max_running`` (its own, else ``default_max_running``)
         wait. Two executors racing for one job: the claim's compare-and-set
-        picks one, and the other takes the next in order.
+        picks one, and the other takes the next in order. An executor with
+        ``devices`` takes only jobs that need at most that many (``training.gpus``).
         """
         for _ in range(CLAIM_RETRIES):
-            job_id = self._next_in_fair_order(default_max_running)
+            job_id = self._next_in_fair_order(default_max_running, devices)
             if job_id is None:
                 return None
             lease = self.claim(job_id, owner, lease_seconds)
@@ -296,7 +302,9 @@ class JobStore:
                 return lease
         return None
 
-    def _next_in_fair_order(self, default_max_running: int | None) -> str | None:
+    def _next_in_fair_order(
+        self, default_max_running: int | None, devices: int | None
+    ) -> str | None:
         running = Job.status.in_((states.RUNNING, states.CANCELLING))
         saturated = (
             select(Job.key_id)
@@ -308,6 +316,7 @@ class JobStore:
         eligible = and_(
             Job.status == states.QUEUED,
             or_(Job.key_id.is_(None), Job.key_id.not_in(saturated)),
+            Job.gpus <= devices if devices is not None else true(),
         )
         with self.sessions() as session:
             waiting = dict(

@@ -106,6 +106,7 @@ class Job(Base):
     key_id: Mapped[str | None] = mapped_column(String(40), default=None)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    gpus: Mapped[int] = mapped_column(Integer, default=1)  # training.gpus: devices it needs
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -114,6 +115,16 @@ class Job(Base):
         Index("ix_jobs_owner_claimed", "owner", "claimed_at"),
         Index("ux_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )
+
+
+class Worker(Base):
+    """An executor, embedded or Celery, and the devices it offers a job; ``seen_at`` is
+    renewed by its reaper loop, so the live ones are those seen lately."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    devices: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobEvent(Base):
