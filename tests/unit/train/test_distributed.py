@@ -77,11 +77,11 @@ def test_two_ranks_train_as_one_process_on_the_same_global_batches(tmp_path):
 
 
 def test_a_stop_reaches_every_rank_leaves_no_process_and_the_run_resumes(tmp_path):
-    uninterrupted = start(tmp_path, "straight", gpus=2, epochs=30)
+    uninterrupted = start(tmp_path, "straight", gpus=2, epochs=10)
     straight = losses(events_of(uninterrupted))
     assert uninterrupted.wait() == protocol.EXIT_OK
 
-    trainer = start(tmp_path, "stopped", gpus=2, epochs=30)
+    trainer = start(tmp_path, "stopped", gpus=2, epochs=10)
     while (event := trainer.next_event(timeout=300))["event"] != "epoch":
         assert event is not END_OF_OUTPUT
     group = trainer.pid  # torchrun leads the process group its ranks are in
@@ -92,11 +92,11 @@ def test_a_stop_reaches_every_rank_leaves_no_process_and_the_run_resumes(tmp_pat
         os.killpg(group, 0)  # no rank, no torchrun left
     assert (tmp_path / "stopped" / protocol.CHECKPOINT).exists()
 
-    resumed = start(tmp_path, "stopped", gpus=2, epochs=30, resume=True)
+    resumed = start(tmp_path, "stopped", gpus=2, epochs=10, resume=True)
     events = events_of(resumed)
     assert resumed.wait() == protocol.EXIT_OK
     (started,) = [e for e in events if e["event"] == "start"]
     assert started["resumed"] and started["epoch"] >= 1
     history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert [h["epoch"] for h in history] == list(range(1, 11))
     assert [h["train_loss"] for h in history] == pytest.approx(straight, rel=1e-4)
