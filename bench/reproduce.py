@@ -239,33 +239,26 @@ def experiments(quick: bool, tuned: bool = True) -> tuple[dict[str, dict], list[
         tuned_ot("ot", ["penultimate", mid]),
         replace(tuned_ot("ot + kd", ["penultimate", mid]), kd={"weight": 1.0}),
     ]
+    fashion_distill = Experiment(
+        "distill, Fashion-MNIST (500/class)",
+        "distill",
+        "fashion_all",
+        "cnn_small",
+        {
+            "name": "fashion_mnist",
+            "train_subset": 100 if quick else 500,
+            "val_fraction": val_10_classes,
+        },
+        {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+        distill_methods("stage2"),
+    )
     distill = [
-        Experiment(
-            "distill, Fashion-MNIST (500/class)",
-            "distill",
-            "fashion_all",
-            "cnn_small",
-            {
-                "name": "fashion_mnist",
-                "train_subset": 100 if quick else 500,
-                "val_fraction": val_10_classes,
-            },
-            {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
-            distill_methods("stage2"),
-        ),
-        Experiment(
-            "distill, Fashion-MNIST (500/class), augmented",
-            "distill",
-            "fashion_all",
-            "cnn_small",
-            {
-                "name": "fashion_mnist",
-                "train_subset": 100 if quick else 500,
-                "val_fraction": val_10_classes,
-                "augment": "standard",
-            },
-            {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
-            [m for m in distill_methods("stage2") if m.name in AUGMENTED_ROWS],
+        fashion_distill,
+        replace(
+            fashion_distill,
+            name=f"{fashion_distill.name}, augmented",
+            dataset=fashion_distill.dataset | {"augment": "standard"},
+            methods=[m for m in distill_methods("stage2") if m.name in AUGMENTED_ROWS],
         ),
         Experiment(
             "distill, MNIST-1D",

@@ -78,21 +78,27 @@ def train(
     ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
-    from otrt.train_command import InputFiles, run_train
+    from otrt.train_command import InputFiles, rank_exit_code, run_train
     from otrt_core.settings import Settings
+    from otrt_core.train.distributed import join, leave
 
     settings = Settings()
-    code = run_train(
-        spec,
-        out,
-        resume,
-        device,
-        datasets_root or settings.datasets_root,
-        settings.torch_threads,
-        stop_on_stdin_eof,
-        InputFiles(teacher=teacher_file, dataset=dataset_file, student_init=student_init_file),
-    )
-    raise typer.Exit(code)
+    group, device = join(device)  # one rank of several under torchrun (training.gpus)
+    try:
+        code = run_train(
+            spec,
+            out,
+            resume,
+            device,
+            datasets_root or settings.datasets_root,
+            settings.torch_threads,
+            stop_on_stdin_eof,
+            InputFiles(teacher=teacher_file, dataset=dataset_file, student_init=student_init_file),
+            group,
+        )
+    finally:
+        leave(group)
+    raise typer.Exit(rank_exit_code(group, code, out))
 
 
 @contextmanager

@@ -14,11 +14,14 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from otrt_core import protocol
-from otrt_core.train.distributed import Group, join, leave
+
+if TYPE_CHECKING:
+    from otrt_core.train.distributed import Group
 
 
 @dataclass(frozen=True)
@@ -43,56 +46,23 @@ def run_train(
     torch_threads: int | None,
     stop_on_stdin_eof: bool = False,
     inputs: InputFiles | None = None,
+    group: Group | None = None,
 ) -> int:
     """Runs the spec; returns the process exit code.
 
     ``stop_on_stdin_eof``: stop as on SIGTERM when stdin closes. A parent that
     holds the pipe open without writing thus stops its trainer even when it
     dies without a chance to signal (the service runs trainers this way).
-
-    Under torchrun (``WORLD_SIZE`` > 1) this is one rank of several: rank 0 alone
-    prints and writes its exit code to ``out_dir/exit_code``, and every rank that
-    ends as planned (stopped, failed on the input) exits 0, since torchrun turns any
-    other code into 1.
+    ``group``: this rank's place when torchrun runs several (rank 0 alone prints).
     """
-    group, device = join(device)
-    try:
-        code = _run(
-            spec_path,
-            out_dir,
-            resume,
-            device,
-            datasets_root,
-            torch_threads,
-            stop_on_stdin_eof,
-            inputs,
-            group,
-        )
-    finally:
-        leave(group)
-    if group.world == 1:
-        return code
-    if group.leader:
-        (out_dir / protocol.EXIT_CODE).write_text(f"{code}\n")
-    return protocol.EXIT_OK
-
-
-def _run(
-    spec_path: Path,
-    out_dir: Path,
-    resume: bool,
-    device: str,
-    datasets_root: Path | None,
-    torch_threads: int | None,
-    stop_on_stdin_eof: bool,
-    inputs: InputFiles | None,
-    group: Group,
-) -> int:
     import torch
 
     from otrt_core import train as engine
     from otrt_core.errors import UserError
     from otrt_core.spec import SpecError, resolve_spec
+    from otrt_core.train.distributed import Group
+
+    group = group or Group()
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -144,6 +114,17 @@ def _run(
             emit(protocol.Error(code=protocol.INVALID_INPUT, message=str(error)))
             typer.echo(f"error: {error}", err=True)
             return protocol.EXIT_INVALID
+    return protocol.EXIT_OK
+
+
+def rank_exit_code(group: Group, code: int, out_dir: Path) -> int:
+    """What this process exits with. One rank of several: rank 0 writes ``code`` to
+    ``out_dir/exit_code`` and every rank that ended as planned (stopped, failed on
+    the input) exits 0, since torchrun turns any other code into 1."""
+    if group.world == 1:
+        return code
+    if group.leader:
+        (out_dir / protocol.EXIT_CODE).write_text(f"{code}\n")
     return protocol.EXIT_OK
 
 

@@ -1,30 +1,16 @@
 """bench/reproduce.py --quick runs every setting end to end on real data (no accuracy asserted)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from otrt_core.data import DatasetUnavailable, load_arrays
-from tests.utils.guards import missing
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import needs_dataset, run_bench
 
 
 @pytest.mark.slow
 def test_quick_run_writes_a_table_for_each_setting(tmp_path):
-    try:
-        load_arrays("fashion_mnist")
-    except DatasetUnavailable as error:  # .ci/run installs it; CI never skips this
-        missing(str(error))
-    subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--quick", f"--out={tmp_path}"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    needs_dataset("fashion_mnist")
+    run_bench("reproduce.py", "--quick", f"--out={tmp_path}")
     report = json.loads((tmp_path / "reproduce.json").read_text())
     names = [experiment["name"] for experiment in report["experiments"]]
     assert [name.split(",")[0] for name in names] == ["transfer", "distill", "transfer_distill"]

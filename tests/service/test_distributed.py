@@ -56,6 +56,18 @@ def worker_pid(event: dict) -> int:
     return int(event["data"]["worker"].rsplit("-", 1)[1])
 
 
+def assert_resumed_once(cluster: Cluster, job_id: str) -> None:
+    """The MEDIUM job, whose first worker was killed after 2 epochs, succeeded on its
+    second attempt, resumed there, with each of its 8 epochs recorded once."""
+    job = cluster.wait(job_id, {"succeeded", "failed"})
+    assert job["status"] == "succeeded" and job["attempt"] == 2, job
+    second = cluster.wait_event(job_id, "started", count=2)["data"]
+    assert second["resumed"] and second["epoch"] >= 2
+    epochs = [m["epoch"] for m in cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()]
+    assert epochs == list(range(1, 9))  # continuous, each epoch once
+    assert [e["type"] for e in cluster.events(job_id)].count("succeeded") == 1
+
+
 def test_a_sigkilled_worker_s_job_resumes_on_another_and_succeeds_once(cluster):
     cluster.start_worker("w1")
     cluster.start_worker("w2")
@@ -67,15 +79,9 @@ def test_a_sigkilled_worker_s_job_resumes_on_another_and_succeeds_once(cluster):
     os.kill(worker_pid(running), signal.SIGKILL)
     assert pid_gone(trainer, within=60), "the orphaned trainer kept running"
 
-    job = cluster.wait(job_id, {"succeeded", "failed"})
-    assert job["status"] == "succeeded" and job["attempt"] == 2, job
-    second = cluster.wait_event(job_id, "started", count=2)["data"]
-    assert second["resumed"] and second["epoch"] >= 2
-    epochs = [m["epoch"] for m in cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()]
-    assert epochs == list(range(1, 9))  # continuous, each epoch once
+    assert_resumed_once(cluster, job_id)
     names = [a["name"] for a in cluster.client.get(f"/v1/jobs/{job_id}/artifacts").json()]
     assert sorted(names) == sorted(set(names)) and "student.safetensors" in names
-    assert [e["type"] for e in cluster.events(job_id)].count("succeeded") == 1
 
 
 def test_two_workers_run_each_of_many_jobs_exactly_once(cluster):
@@ -255,13 +261,7 @@ def test_a_worker_on_another_host_resumes_from_the_checkpoint_in_the_shared_stor
         os.kill(worker_pid(running), signal.SIGKILL)
         cluster.start_worker("w2", env={"OTRT_DATA_DIR": str(tmp_path / "host2")})
 
-        job = cluster.wait(job_id, {"succeeded", "failed"})
-        assert job["status"] == "succeeded" and job["attempt"] == 2, job
-        second = cluster.wait_event(job_id, "started", count=2)["data"]
-        assert second["resumed"] and second["epoch"] >= 2
-        epochs = [m["epoch"] for m in cluster.client.get(f"/v1/jobs/{job_id}/metrics").json()]
-        assert epochs == list(range(1, 9))  # continuous, each epoch once
-        assert [e["type"] for e in cluster.events(job_id)].count("succeeded") == 1
+        assert_resumed_once(cluster, job_id)
         assert (tmp_path / "host1" / "work" / job_id / "checkpoint.pt").exists()  # host 1's own
         assert checkpoint not in keys_in(s3_endpoint, s3_bucket)  # the job's end removed it
         student = cluster.client.get(f"/v1/jobs/{job_id}/artifacts/student.safetensors")
