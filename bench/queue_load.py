@@ -44,7 +44,7 @@ from sqlalchemy import text
 from bench.report import publish
 from otrt_core.jobs.db import make_engine
 from tests.service.cluster import Cluster
-from tests.utils.s3 import CREDENTIALS, new_bucket, s3_server
+from tests.utils.s3 import new_bucket, s3_server
 
 TINY = {
     "mode": "supervised",
@@ -129,7 +129,6 @@ def storage_env(args: argparse.Namespace, root: Path):
     if args.storage == "local":
         yield {}
         return
-    os.environ.update({k: v for k, v in CREDENTIALS.items() if k not in os.environ})
     with contextlib.ExitStack() as stack:
         endpoint = args.s3_endpoint or stack.enter_context(s3_server(root / "moto.log")).url
         bucket = new_bucket(endpoint)

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -104,7 +105,8 @@ class S3Storage:
             else:
                 reason = f"{code or 'error'}: {error.response.get('Error', {}).get('Message')}"
             raise StorageUnavailable(f"object store: {doing}: {reason}") from None
-        except BotoCoreError as error:  # no credentials, endpoint unreachable, timeouts
+        except (BotoCoreError, Boto3Error) as error:  # no credentials, endpoint down, timeouts
+            # (boto3's managed transfers wrap those in S3UploadFailedError and the like)
             raise StorageUnavailable(f"object store: {doing}: {error}") from None
 
     def check(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.utils.guards import missing
-from tests.utils.s3 import CREDENTIALS, new_bucket, s3_server
+from tests.utils.s3 import new_bucket, s3_server
 
 DATABASE_URL = os.environ.get(
     "OTRT_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -130,7 +130,6 @@ def bob(parts) -> dict[str, str]:
 def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     """A real S3 API (moto's server) for the session, with test credentials in the
     environment (child processes inherit them)."""
-    os.environ.update(CREDENTIALS)
     with s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
         yield server.url
 

@@ -135,3 +135,44 @@ def test_a_server_on_a_missing_bucket_refuses_to_start_and_says_why(tmp_path, s3
     assert done.returncode == 2
     assert "bucket 'no-such-bucket' does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_store_down_mid_job_loses_no_job(tmp_path):
+    """The store goes away while a job trains (its checkpoint pushes fail, logged) and
+    comes back (empty: moto keeps nothing) before the end: the job goes on and
+    publishes its artifacts."""
+    with s3_server(tmp_path / "moto.log") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket="flaky")
+        embedded = build_embedded(settings_for(tmp_path, server.url, "flaky"))
+        embedded.executor.start()
+        client = TestClient(embedded.app)
+        spec = {
+            "mode": "supervised",
+            "student": {"architecture": "mlp_small"},
+            "dataset": {"name": "digits"},
+            "training": {"epochs": 40, "batch_size": 32},
+        }
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        wait_for_epochs(client, job_id, 2)
+        server.process.kill()
+        server.process.wait()
+    try:
+        wait_for_epochs(client, job_id, 6)  # trains on with the store down
+        with s3_server(tmp_path / "moto-again.log", port=port) as again:
+            boto3.client("s3", endpoint_url=again.url).create_bucket(Bucket="flaky")
+            job = wait_done(client, job_id)
+            assert job["status"] == "succeeded" and job["attempt"] == 1, job
+            assert f"otrt/artifacts/{job_id}/student.onnx" in keys_in(again.url, "flaky")
+    finally:
+        embedded.executor.shutdown()
+
+
+def wait_for_epochs(client: TestClient, job_id: str, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (
+        len([e for e in client.get(f"/v1/jobs/{job_id}/events").json() if e["type"] == "epoch"])
+        < count
+    ):
+        assert time.monotonic() < deadline, client.get(f"/v1/jobs/{job_id}").json()
+        time.sleep(0.2)

@@ -37,16 +37,20 @@ class S3Server:
 
 
 @contextmanager
-def s3_server(log: Path, *, check_credentials: bool = False) -> Iterator[S3Server]:
-    """A moto S3 server on a free port; yields it and kills it at the end.
+def s3_server(
+    log: Path, *, check_credentials: bool = False, port: int | None = None
+) -> Iterator[S3Server]:
+    """A moto S3 server on ``port`` (default: a free one); yields it and kills it at the end.
 
     ``check_credentials``: every request must be signed by an IAM user of the
     server's (there are none, so every key is refused), as a real store does.
     """
+    for name, value in CREDENTIALS.items():  # for this process's clients and its children's
+        os.environ.setdefault(name, value)
     command = shutil.which("moto_server")
     if command is None:
         missing("moto's server is not installed (pip install 'moto[server]')")
-    port = free_port()
+    port = port or free_port()
     env = os.environ | ({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else {})
     with open(log, "ab") as output:
         process = subprocess.Popen(
