@@ -45,11 +45,12 @@ def download_response(
             )
     if isinstance(storage, S3Storage):
         return _streamed(storage, stored, name, etag, ranges)
+    try:
+        path = storage.fetch(stored.key, stored.sha256)
+    except LookupError:  # recorded, but its file was removed from the store by hand
+        return problem(404, f"the stored file of {name!r} is gone")
     return FileResponse(
-        storage.fetch(stored.key, stored.sha256),
-        filename=name,
-        media_type="application/octet-stream",
-        headers={"ETag": etag},
+        path, filename=name, media_type="application/octet-stream", headers={"ETag": etag}
     )
 
 

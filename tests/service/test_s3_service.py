@@ -1,4 +1,5 @@
-"""The whole service on an S3 store (moto's server): upload, train, download, failures."""
+"""The whole service on an S3 store (moto's server): upload, train, download, failures;
+and a download whose local file is gone."""
 
 from __future__ import annotations
 
@@ -176,3 +177,23 @@ def wait_for_epochs(client: TestClient, job_id: str, count: int, timeout: float 
     ):
         assert time.monotonic() < deadline, client.get(f"/v1/jobs/{job_id}").json()
         time.sleep(0.2)
+
+
+def test_an_artifact_whose_local_file_was_removed_is_404_not_500(tmp_path):
+    embedded = build_embedded(Settings(data_dir=tmp_path, heartbeat_seconds=0.5, torch_threads=1))
+    embedded.executor.start()
+    try:
+        client = TestClient(embedded.app)
+        spec = {
+            "mode": "supervised",
+            "student": {"architecture": "mlp_small"},
+            "dataset": {"name": "digits"},
+            "training": {"epochs": 1},
+        }
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        assert wait_done(client, job_id)["status"] == "succeeded"
+    finally:
+        embedded.executor.shutdown()
+    (tmp_path / "store" / "artifacts" / job_id / "student.onnx").unlink()
+    answer = client.get(f"/v1/jobs/{job_id}/artifacts/student.onnx")
+    assert answer.status_code == 404 and "is gone" in answer.json()["detail"]
