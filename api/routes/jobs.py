@@ -35,8 +35,14 @@ JOB_LINKS = created_with_links(
 )
 
 
+REPLAY = {200: {"model": JobOut, "description": "A replay: the job this Idempotency-Key made."}}
+
+
 @router.post(
-    "", status_code=201, response_model=JobOut, responses=problems(409, 413, 429) | JOB_LINKS
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses=problems(409, 413, 429) | JOB_LINKS | REPLAY,
 )
 def create_job(
     request: Request,
