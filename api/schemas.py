@@ -84,6 +84,7 @@ class JobOut(BaseModel):
     metrics: Metrics
     error: JobError | None
     metadata: dict[str, str]
+    sweep_id: str | None = Field(default=None, description="The sweep the job is a trial of.")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -100,6 +101,7 @@ class JobOut(BaseModel):
             metrics=Metrics.model_validate(job.metrics),
             error=JobError.model_validate(job.error) if job.error else None,
             metadata=job.job_metadata,
+            sweep_id=job.sweep_id,
         )
 
 
@@ -200,3 +202,55 @@ class ReportOut(BaseModel):
         default=None, description="Student over teacher: `params`, `macs`, `latency_b1`."
     )
     int8: Int8Out
+
+
+class SweepTrialOut(BaseModel):
+    """One planned job of a sweep: a point of the space at one seed, or a baseline."""
+
+    job_id: str | None = Field(description="None while it waits for a free slot.")
+    role: Literal["point", "scratch", "kd"]
+    point: int | None = Field(description="The point's number, in the order it was proposed.")
+    seed: int = Field(description="Added to the base job's training.seed.")
+    params: dict[str, Any]
+    status: str = Field(description="The job's status; `planned` or `pruned` without one.")
+    metric: float | None
+    test_accuracy: float | None
+
+
+class SweepBest(BaseModel):
+    point: int
+    job_id: str = Field(description="The best point's best seed, whose artifacts the sweep has.")
+    metric: float = Field(description="The point's metric, the mean over its seeds.")
+    params: dict[str, Any]
+    spec: dict[str, Any]
+
+
+class SweepGain(BaseModel):
+    gain: float | None = Field(description="Best point minus baseline, test accuracy, mean.")
+    ci95: list[float] | None = Field(description="Paired 95% interval over the seeds (t).")
+    seeds: int
+
+
+class SweepPoints(BaseModel):
+    planned: int
+    total: int
+
+
+class SweepOut(BaseModel):
+    id: str
+    status: Literal["running", "cancelling", "succeeded", "failed", "cancelled"]
+    created_at: datetime
+    finished_at: datetime | None
+    search: str
+    metric: str
+    points: SweepPoints
+    parallel: int
+    trials: list[SweepTrialOut]
+    best: SweepBest | None = Field(description="So far while it runs; final once it ended.")
+    compare: dict[str, SweepGain] = Field(description="Filled in when the sweep ends.")
+
+
+class SweepPage(BaseModel):
+    data: list[SweepOut]
+    has_more: bool
+    next_after: str | None

@@ -32,6 +32,8 @@ from otrt_core.jobs.s3 import S3Storage
 from otrt_core.jobs.service import Service
 from otrt_core.jobs.storage import LocalStorage, Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore
+from otrt_core.jobs.sweep_store import SweepStore
+from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.settings import Settings
 from worker.embedded import EmbeddedExecutor
@@ -177,6 +179,9 @@ def build_embedded(settings: Settings, *, concurrency: int = 1, auth: bool = Fal
         max_attempts=settings.max_attempts,
         requeue_after_seconds=settings.requeue_after_seconds,
     )
+    executor.executor.sweeps = SweepRunner(
+        parts.store, SweepStore(parts.store.sessions), executor.dispatch
+    )
     return Embedded(app=_app(settings, parts, executor, auth), executor=executor, components=parts)
 
 
@@ -224,6 +229,7 @@ def _app(
         settings.max_upload_bytes,
         InspectionLimits(max_decoded_bytes=settings.max_decoded_bytes),
         workers=parts.workers,
+        max_sweep_jobs=settings.max_sweep_jobs,
     )
     service.remove_orphans(settings.orphan_grace_seconds)
     return create_app(

@@ -63,6 +63,8 @@ TIME_LIMIT = "time_limit"  # the attempt outlived max_runtime_s and its grace
 INPUT_MISSING = "input_missing"  # an input vanished between submission and start
 WORKER_LOST = "worker_lost"  # the executor died on every attempt
 INTERNAL_ERROR = "internal_error"  # a fault of otrt's, not of the job: see the server log
+# ... and of a cancelled one: its sweep's early stopping (ASHA) ended it.
+PRUNED = "pruned"
 
 
 # --- the trainer's progress events: one JSON object per line on stdout ------------------

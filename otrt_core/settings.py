@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     max_queued: int = Field(
         default=1000, ge=1, description="Jobs of one key waiting at once; past it, 429."
     )
+    max_sweep_jobs: int = Field(
+        default=256,
+        ge=1,
+        description="Jobs one sweep may run in all ((points + baselines) x seeds); past it, 422.",
+    )
     rate_limit: float = Field(
         default=50.0, gt=0, description="Requests per second one key may make (429 past it)."
     )

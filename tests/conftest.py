@@ -1,9 +1,18 @@
 """Fixtures shared by every test: the devices numeric tests run on, and the CUDA guard."""
 
+import os
+
 import pytest
 import torch
 
 from tests.utils.guards import missing
+
+# pytest-xdist runs two test workers on the two cores: each test process, and each trainer
+# or server it starts (they inherit the environment), takes one thread, so that two torch
+# processes never fight over the same cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OTRT_TORCH_THREADS", "1")
+    torch.set_num_threads(1)
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

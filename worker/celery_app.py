@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from celery import Celery, signals
 
 from otrt_core.jobs.recovery import reap_until
+from otrt_core.jobs.sweep_store import SweepStore
+from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.settings import Settings
 from worker.celery_dispatch import QUEUE, TASK, CeleryDispatcher
 from worker.execution import Executor, run_in_fair_order
@@ -70,6 +72,10 @@ def make_worker_app(runtime: WorkerRuntime) -> Celery:
     app = make_celery(runtime.settings)
     dispatcher = CeleryDispatcher(app)
     settings = runtime.settings
+    executor = runtime.executor
+    executor.sweeps = SweepRunner(
+        executor.store, SweepStore(executor.store.sessions), dispatcher.dispatch
+    )
 
     @app.task(name=TASK)
     def run_job(job_id: str) -> int:
@@ -93,6 +99,7 @@ def make_worker_app(runtime: WorkerRuntime) -> Celery:
                 "max_attempts": settings.max_attempts,
                 "requeue_after_seconds": settings.requeue_after_seconds,
                 "announce": runtime.executor.announce,
+                "advance_sweeps": runtime.executor.advance_sweeps,
             },
             daemon=True,
             name="otrt-reaper",

@@ -78,6 +78,7 @@ class EmbeddedExecutor:
             max_attempts=self.max_attempts,
             requeue_after_seconds=self.requeue_after_seconds,
             announce=self.executor.announce,
+            advance_sweeps=self.executor.advance_sweeps,
         )
 
     def shutdown(self, timeout: float = 60.0) -> None:

@@ -21,6 +21,7 @@ from otrt_core.jobs import states
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
+from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.tables import Artifact, Job
 from otrt_core.jobs.workers import WorkerRegistry
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
@@ -50,11 +51,18 @@ class Executor:
     tracker: Tracker = field(default_factory=NoTracking)  # MLflow, when configured
     devices: int = 1  # what it offers a job: training.gpus up to this
     registry: WorkerRegistry | None = None  # where it says so (otrt_core.jobs.workers)
+    # Advances the sweeps its trials belong to; set by the wiring, which has the dispatcher.
+    sweeps: SweepRunner | None = None
 
     def announce(self) -> None:
         """Tells the registry this executor is up and what it offers."""
         if self.registry is not None:
             self.registry.announce(self.name, self.devices)
+
+    def advance_sweeps(self) -> None:
+        """Advances every unfinished sweep (each reaper round: nothing waits on a lost call)."""
+        if self.sweeps is not None:
+            self.sweeps.advance_unfinished()
 
     def run_next(self, shutting_down: Callable[[], bool] = lambda: False) -> str | None:
         """Claims the job fair order starts next and runs it to an end; returns how it ended.
@@ -93,7 +101,7 @@ class Executor:
             trainer.pid,
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
             clean=self._one_line,
-            on_epoch=lambda record: self._on_epoch(job_id, out_dir, record),
+            on_epoch=lambda record: self._on_epoch(job, out_dir, record),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -116,7 +124,16 @@ class Executor:
             self._push_checkpoint(job_id, out_dir)  # stopped mid-epoch: resume it anywhere
         if status == states.SUCCEEDED:
             shutil.rmtree(out_dir, ignore_errors=True)
+        if job.sweep_id is not None and self.sweeps is not None and status in states.TERMINAL:
+            self._advance(job.sweep_id)
         return status
+
+    def _advance(self, sweep_id: str) -> None:
+        """Moves the trial's sweep on (its next trials); a failure waits for the reaper."""
+        try:
+            self.sweeps.advance(sweep_id)
+        except Exception:
+            log.warning("sweep %s: could not advance it now", sweep_id, exc_info=True)
 
     def _checkpoint_here(self, job_id: str, out_dir: Path) -> bool:
         """Whether the job resumes: from the checkpoint this host kept, or, with a shared
@@ -126,12 +143,21 @@ class Executor:
             return True
         return self.storage.shared and self.storage.download(checkpoint_key(job_id), local)
 
-    def _on_epoch(self, job_id: str, out_dir: Path, record: dict[str, Any]) -> None:
+    def _on_epoch(self, job: Job, out_dir: Path, record: dict[str, Any]) -> str | None:
         """After each epoch: its metrics to the tracker, and with a shared store the
-        checkpoint the trainer has just written, so that any host can resume from it."""
-        self.tracker.epoch(job_id, record)
+        checkpoint the trainer has just written, so that any host can resume from it.
+        Returns ``"pruned"`` when the job is a sweep's trial that early stopping ends."""
+        self.tracker.epoch(job.id, record)
         if self.storage.shared:
-            self._push_checkpoint(job_id, out_dir)
+            self._push_checkpoint(job.id, out_dir)
+        last_epoch = record["step"] >= record["steps"]  # stopping it now would save nothing
+        if job.sweep_id is None or self.sweeps is None or last_epoch:
+            return None
+        try:
+            return "pruned" if self.sweeps.should_stop(job) else None
+        except Exception:  # the trial goes on; the decision comes at its next epoch
+            log.warning("job %s: early stopping could not decide", job.id, exc_info=True)
+            return None
 
     def _push_checkpoint(self, job_id: str, out_dir: Path) -> None:
         """Copies the trainer's latest checkpoint to the shared store. A store that fails
@@ -197,6 +223,10 @@ class Executor:
                 return None
             if event is not None:
                 follower.handle(event)
+            if follower.stop_reason is not None:
+                log.info("job %s: stopping the trainer (%s)", lease.job_id, follower.stop_reason)
+                trainer.stop()
+                return follower.stop_reason
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.heartbeat_seconds
@@ -233,6 +263,17 @@ class Executor:
         job_id = lease.job_id
         if reason == "cancel":
             return self._end(lease, states.CANCELLED, "cancelled; the trainer stopped")
+        if reason == "pruned":
+            epoch = follower.progress.get("epoch")
+            message = f"stopped by its sweep's early stopping (ASHA) after epoch {epoch}"
+            return self._end(
+                lease,
+                states.CANCELLED,
+                message,
+                metrics=follower.metrics,
+                progress=follower.progress,
+                error={"code": protocol.PRUNED, "message": message},
+            )
         if reason == "time_limit":
             message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
             return self._fail(lease, "time_limit", message)
@@ -343,7 +384,7 @@ class Follower:
         pid: int,
         publish_plan: Callable[[], None] | None = None,
         clean: Callable[[str], str] = str,
-        on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
+        on_epoch: Callable[[dict[str, Any]], str | None] = lambda record: None,
     ) -> None:
         self.store, self.lease, self.pid = store, lease, pid
         self.publish_plan, self.clean, self.on_epoch = publish_plan, clean, on_epoch
@@ -351,6 +392,7 @@ class Follower:
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
         self.done: protocol.Done | None = None
+        self.stop_reason: str | None = None  # set by ``on_epoch``: why the trainer must stop
 
     def handle(self, line: dict[str, Any]) -> None:
         event = protocol.parse_event(line)
@@ -370,7 +412,7 @@ class Follower:
                 self._event("started", f"training {verb} at epoch {event.epoch} {where}", data)
             case protocol.Epoch():
                 record = self._record_epoch(event)
-                self.on_epoch(record)
+                self.stop_reason = self.on_epoch(record)
                 message = f"epoch {event.epoch}/{self.progress.get('epochs')}"
                 accuracy = f"val accuracy {event.val_accuracy:.1%}"
                 self._event(

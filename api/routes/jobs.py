@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -14,14 +12,11 @@ from api.downloads import download_response
 from api.examples import JOB_EXAMPLES
 from api.routes import created_with_links, problems, service
 from api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricRecord, ReportOut
+from api.sse import EVENTS_RESPONSES, MAX_EVENT_ID, events_response
 from otrt_core.jobs import states
-from otrt_core.jobs.service import Service
 from otrt_core.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
-MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit integers in the store
 
 
 JOB_LINKS = created_with_links(
@@ -74,8 +69,9 @@ def list_jobs(
     status: Literal[states.STATUSES] | None = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
+    sweep: Annotated[str | None, Query(description="Only the trials of this sweep.")] = None,
 ) -> JobPage:
-    page = service(request).list_jobs(owner, status, limit, after)
+    page = service(request).list_jobs(owner, status, limit, after, sweep)
     return JobPage(
         data=[JobOut.of(j) for j in page.items], has_more=page.has_more, next_after=page.next_after
     )
@@ -98,23 +94,11 @@ def job_metrics(request: Request, owner: Owner, job_id: str) -> list[MetricRecor
     return [MetricRecord.model_validate(r) for r in service(request).metrics(owner, job_id)]
 
 
-EVENTS_RESPONSES = {
-    200: {
-        "content": {
-            "text/event-stream": {
-                "schema": {
-                    "type": "string",
-                    "description": "Live events; `id:` is the event id, `event:` its type.",
-                }
-            }
-        },
-        "description": "The events in order; with `Accept: text/event-stream`, a live stream.",
-    },
-    **problems(404),
-}
-
-
-@router.get("/{job_id}/events", response_model=list[EventOut], responses=EVENTS_RESPONSES)
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventOut],
+    responses=EVENTS_RESPONSES | problems(404),
+)
 async def job_events(
     request: Request,
     owner: Owner,
@@ -124,42 +108,12 @@ async def job_events(
 ) -> list[EventOut] | StreamingResponse:
     """Events after ``after`` (or the SSE ``Last-Event-ID``), in order."""
     svc = service(request)
-    if last_event_id is not None:
-        after = max(after, last_event_id)
-    past = await asyncio.to_thread(svc.events, owner, job_id, after)
-    if "text/event-stream" not in request.headers.get("accept", ""):
-        return [EventOut.of(e) for e in past]
-    stream = _sse(request, svc, owner, job_id, [EventOut.of(e) for e in past])
-    return StreamingResponse(
-        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    return await events_response(
+        request,
+        max(after, last_event_id or 0),
+        lambda since: svc.events(owner, job_id, since),
+        lambda: svc.job(owner, job_id).status in states.TERMINAL,
     )
-
-
-async def _sse(
-    request: Request, svc: Service, owner: str, job_id: str, pending: list[EventOut]
-) -> AsyncIterator[str]:
-    """Events as SSE frames until the job has ended and every event was sent."""
-    last_id, quiet = (pending[-1].id if pending else 0), 0.0
-    while True:
-        for event in pending:
-            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
-            last_id = event.id
-        job = await asyncio.to_thread(svc.job, owner, job_id)
-        pending = [
-            EventOut.of(e) for e in await asyncio.to_thread(svc.events, owner, job_id, last_id)
-        ]
-        if job.status in states.TERMINAL and not pending:
-            return
-        if pending:
-            quiet = 0.0
-            continue
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(SSE_POLL_SECONDS)
-        quiet += SSE_POLL_SECONDS
-        if quiet >= SSE_KEEPALIVE_SECONDS:
-            quiet = 0.0
-            yield ": keep-alive\n\n"
 
 
 @router.get("/{job_id}/report", response_model=ReportOut, responses=problems(404))

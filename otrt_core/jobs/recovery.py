@@ -116,11 +116,14 @@ def reap_until(
     max_attempts: int,
     requeue_after_seconds: float,
     announce: Callable[[], None] = lambda: None,
+    advance_sweeps: Callable[[], None] = lambda: None,
 ) -> None:
     """The reaper loop of every executor (embedded or Celery): reaps every
     ``interval_seconds`` and dispatches what it requeued, until ``stopping`` is set;
     each round first ``announce``s the executor (otrt_core.jobs.workers), the first
-    one at once. A failed round is logged and tried again at the next interval."""
+    one at once, and ends by advancing the unfinished sweeps (a trial whose executor
+    died before it could). A failed round is logged and tried again at the next
+    interval."""
     with contextlib.suppress(Exception):  # the first round's announce, retried below
         announce()
     while not stopping.wait(interval_seconds):
@@ -129,5 +132,6 @@ def reap_until(
             reaped = reap(store, max_attempts, requeue_after_seconds)
             for job_id in reaped.requeued + reaped.redispatch:
                 dispatch(job_id)
+            advance_sweeps()
         except Exception:
             log.warning("the reaper failed; trying again", exc_info=True)

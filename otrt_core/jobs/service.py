@@ -33,7 +33,10 @@ from otrt_core.jobs.inspection import (
 from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
-from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile
+from otrt_core.jobs.sweep_spec import SweepSpec, sweep_problems, trial_count
+from otrt_core.jobs.sweep_store import Note, SweepNotFound, SweepStore
+from otrt_core.jobs.sweeps import SweepRunner, initial_state
+from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile, Sweep, SweepEvent
 from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
@@ -110,10 +113,15 @@ class Service:
     max_upload_bytes: int
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
     workers: WorkerRegistry | None = None  # the executors' offers of devices
+    max_sweep_jobs: int = 256  # jobs one sweep may run in all
     # (weights sha256, architecture, input shape) -> why they do not fit, or None.
     _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
     # (architecture, input shape) -> its layer names (timm and torchvision models).
     _layer_names: dict[tuple, list[str]] = field(default_factory=dict, init=False, repr=False)
+    sweeps: SweepRunner = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sweeps = SweepRunner(self.store, SweepStore(self.store.sessions), self._dispatch)
 
     # --- files ---------------------------------------------------------------------------
 
@@ -228,14 +236,7 @@ class Service:
         returned an earlier job. :class:`TooManyRequests` when ``key_id`` (or
         ``owner``, without a key) already has ``max_queued`` jobs waiting.
         """
-        try:
-            spec = resolve_spec(body)
-        except SpecError as error:
-            problems = [{"loc": ["body", *p.loc], "msg": p.msg} for p in error.problems]
-            raise Invalid(f"{len(problems)} problem(s) in the job", problems) from None
-        problems: list[dict[str, Any]] = []
-        inputs = self._inputs(owner, spec, problems)
-        problems += self._device_problems(spec.training.gpus)
+        spec, inputs, problems = self._checked(owner, body, ["body"])
         if problems:
             raise Invalid(f"{len(problems)} problem(s) in the job", problems)
         sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
@@ -272,6 +273,21 @@ class Service:
         if created:
             self._dispatch(job.id)
         return job, created
+
+    def _checked(self, owner: str, body: JobSpec, where: list[str]) -> tuple[JobSpec, dict, list]:
+        """The resolved spec, its inputs and every problem of the job ``body`` (locations
+        under ``where``); :class:`Invalid` at once when the spec itself is invalid."""
+        try:
+            spec = resolve_spec(body)
+        except SpecError as error:
+            problems = [{"loc": [*where, *p.loc], "msg": p.msg} for p in error.problems]
+            raise Invalid(f"{len(problems)} problem(s) in the job", problems) from None
+        problems: list[dict[str, Any]] = []
+        inputs = self._inputs(owner, spec, problems)
+        problems += self._device_problems(spec.training.gpus)
+        for problem in problems:  # _inputs locates problems in a job body
+            problem["loc"] = [*where, *problem["loc"][1:]]
+        return spec, inputs, problems
 
     def _replay(self, owner: str, idempotency_key: str | None, request_hash: str) -> bool:
         """Whether this request repeats an earlier one (then it adds no job)."""
@@ -453,9 +469,11 @@ class Service:
         except JobNotFound:
             raise NotFound(f"no job {job_id}") from None
 
-    def list_jobs(self, owner: str, status: str | None, limit: int, after: str | None) -> Page:
+    def list_jobs(
+        self, owner: str, status: str | None, limit: int, after: str | None, sweep: str | None
+    ) -> Page:
         try:
-            return self.store.list(owner, status=status, limit=limit, after=after)
+            return self.store.list(owner, status=status, sweep=sweep, limit=limit, after=after)
         except JobNotFound:
             raise Invalid.at(["query", "after"], f"no job {after}") from None
 
@@ -494,3 +512,88 @@ class Service:
         if artifact is None:
             raise NotFound(f"job {job_id} has no artifact {name!r}")
         return StoredObject(artifact.path, artifact.bytes, artifact.sha256)
+
+    # --- sweeps --------------------------------------------------------------------------
+
+    def submit_sweep(
+        self, owner: str, body: SweepSpec, *, key_id: str | None, max_queued: int | None
+    ) -> dict[str, Any]:
+        """Checks a sweep (every problem at once), stores it and queues its first jobs."""
+        _, inputs, problems = self._checked(owner, body.base, ["body", "base"])
+        problems += sweep_problems(body, self.max_sweep_jobs)
+        if max_queued is not None and body.parallel > max_queued:
+            msg = f"parallel is more than this key may queue ({max_queued}, its max_queued)"
+            problems.append({"loc": ["body", "parallel"], "msg": msg})
+        if problems:
+            raise Invalid(f"{len(problems)} problem(s) in the sweep", problems)
+        sweep_id = new_id("sweep")
+        points = trial_count(body)
+        message = (
+            f"sweep created: {points} point(s) by {body.search} search, "
+            f"{body.seeds} seed(s) each, up to {body.parallel} job(s) at once"
+        )
+        self.sweeps.sweeps.create(
+            sweep_id,
+            owner,
+            key_id,
+            body.model_dump(mode="json"),
+            inputs,
+            initial_state(sweep_id, body),
+            Note("created", message, {"points": points, "seeds": body.seeds}),
+        )
+        return self.sweeps.view(self.sweeps.advance(sweep_id))
+
+    def _sweep(self, owner: str, sweep_id: str) -> Sweep:
+        try:
+            return self.sweeps.sweeps.get(sweep_id, owner)
+        except SweepNotFound:
+            raise NotFound(f"no sweep {sweep_id}") from None
+
+    def sweep(self, owner: str, sweep_id: str) -> dict[str, Any]:
+        return self.sweeps.view(self._sweep(owner, sweep_id))
+
+    def sweep_status(self, owner: str, sweep_id: str) -> str:
+        return self._sweep(owner, sweep_id).status
+
+    def list_sweeps(self, owner: str, limit: int, after: str | None) -> tuple[list[dict], Page]:
+        try:
+            page = self.sweeps.sweeps.list(owner, limit=limit, after=after)
+        except SweepNotFound:
+            raise Invalid.at(["query", "after"], f"no sweep {after}") from None
+        return [self.sweeps.view(sweep) for sweep in page.items], page
+
+    def cancel_sweep(self, owner: str, sweep_id: str) -> dict[str, Any]:
+        sweep = self._sweep(owner, sweep_id)
+        if sweep.status in ("succeeded", "failed", "cancelled"):
+            msg = f"sweep {sweep_id} is {sweep.status}; only a running sweep can be cancelled"
+            raise Conflict(msg)
+        return self.sweeps.view(self.sweeps.cancel(sweep))
+
+    def sweep_events(self, owner: str, sweep_id: str, after: int = 0) -> list[SweepEvent]:
+        self._sweep(owner, sweep_id)
+        return self.sweeps.sweeps.events(sweep_id, after)
+
+    def sweep_document(self, owner: str, sweep_id: str) -> bytes:
+        """``sweep.json``: the finished sweep as submitted and as it ended."""
+        sweep = self._finished_sweep(owner, sweep_id)
+        document = {"request": sweep.request} | self.sweeps.view(sweep)
+        return json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+
+    def sweep_artifacts(self, owner: str, sweep_id: str) -> tuple[list[Artifact], bytes]:
+        """The best trial's artifacts and ``sweep.json``'s bytes."""
+        document = self.sweep_document(owner, sweep_id)
+        best = self.sweeps.sweeps.get(sweep_id).summary.get("best")
+        return (self.store.artifacts(best["job_id"]) if best else []), document
+
+    def sweep_artifact(self, owner: str, sweep_id: str, name: str) -> StoredObject:
+        """Where the best trial's artifact ``name`` is stored."""
+        best = self._finished_sweep(owner, sweep_id).summary.get("best")
+        if best is None:
+            raise NotFound(f"sweep {sweep_id} has no best trial")
+        return self.artifact(owner, best["job_id"], name)
+
+    def _finished_sweep(self, owner: str, sweep_id: str) -> Sweep:
+        sweep = self._sweep(owner, sweep_id)
+        if sweep.status not in ("succeeded", "failed", "cancelled"):
+            raise NotFound(f"sweep {sweep_id} is {sweep.status}: its artifacts come when it ends")
+        return sweep

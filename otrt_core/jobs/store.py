@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.jobs import states
-from otrt_core.jobs.tables import ApiKey, Artifact, Job, JobEvent, JobMetric, StoredFile, utcnow
+from otrt_core.jobs.tables import ApiKey, Artifact, Job, JobEvent, JobMetric, utcnow
 
 CLAIM_RETRIES = 8  # fair-order picks lost to another executor before giving up for now
 
@@ -56,12 +56,12 @@ class Page:
         return self.items[-1].id if self.has_more and self.items else None
 
 
-def newest_first(table: type[Job] | type[StoredFile]) -> tuple:
+def newest_first(table: type[Any]) -> tuple:
     """The order of every list: newest first, ids breaking ties (a stable keyset)."""
     return table.created_at.desc(), table.id.desc()
 
 
-def after_in_newest_first(table: type[Job] | type[StoredFile], cursor: Job | StoredFile):
+def after_in_newest_first(table: type[Any], cursor: Any):
     """The rows that come after ``cursor`` in :func:`newest_first` order (keyset pagination)."""
     return or_(
         table.created_at < cursor.created_at,
@@ -93,6 +93,7 @@ class JobStore:
         request_hash: str | None = None,
         key_id: str | None = None,
         priority: int = 0,
+        sweep_id: str | None = None,
     ) -> tuple[Job, bool]:
         """A new queued job and its first event; ``(job, created)``.
 
@@ -117,6 +118,7 @@ class JobStore:
             key_id=key_id,
             priority=priority,
             gpus=spec.get("training", {}).get("gpus", 1),
+            sweep_id=sweep_id,
             **(inputs or {}),
         )
         try:
@@ -150,12 +152,21 @@ class JobStore:
         return job
 
     def list(
-        self, owner: str, *, status: str | None = None, limit: int = 20, after: str | None = None
+        self,
+        owner: str,
+        *,
+        status: str | None = None,
+        sweep: str | None = None,
+        limit: int = 20,
+        after: str | None = None,
     ) -> Page:
-        """The owner's jobs, newest first; ``after`` is the last id of the previous page."""
+        """The owner's jobs (of one sweep, with ``sweep``), newest first; ``after`` is the
+        last id of the previous page."""
         query = select(Job).where(Job.owner == owner)
         if status is not None:
             query = query.where(Job.status == status)
+        if sweep is not None:
+            query = query.where(Job.sweep_id == sweep)
         with self.sessions() as session:
             if after is not None:
                 cursor = session.get(Job, after)
@@ -164,6 +175,15 @@ class JobStore:
                 query = query.where(after_in_newest_first(Job, cursor))
             rows = session.scalars(query.order_by(*newest_first(Job)).limit(limit + 1)).all()
         return Page(list(rows[:limit]), has_more=len(rows) > limit)
+
+    def sweep_jobs(self, sweep_id: str) -> list[Job]:
+        """Every job of the sweep, oldest first."""
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Job).where(Job.sweep_id == sweep_id).order_by(Job.created_at, Job.id)
+                )
+            )
 
     def live_jobs_using_file(self, file_id: str) -> int:
         with self.sessions() as session:
@@ -437,6 +457,19 @@ class JobStore:
                     .limit(limit)
                 )
             )
+
+    def metrics_of(self, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each job's epoch records, in epoch order (one query for them all)."""
+        history: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(JobMetric)
+                .where(JobMetric.job_id.in_(job_ids))
+                .order_by(JobMetric.job_id, JobMetric.epoch)
+            )
+            for row in rows:
+                history[row.job_id].append(row.values)
+        return history
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         with self.sessions() as session:

@@ -107,6 +107,7 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     gpus: Mapped[int] = mapped_column(Integer, default=1)  # training.gpus: devices it needs
+    sweep_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -115,6 +116,48 @@ class Job(Base):
         Index("ix_jobs_owner_claimed", "owner", "claimed_at"),
         Index("ux_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )
+
+
+class Sweep(Base):
+    """A search over job specs (API.md, "Sweeps"); its trials are jobs with its ``sweep_id``.
+
+    ``request`` is the sweep as submitted, ``inputs`` the uploaded files and teacher
+    job its trials read (checked once, at submission), ``state`` what the search has
+    planned so far (otrt_core.jobs.sweeps), ``summary`` the best trial and the
+    comparisons once it has ended. ``state`` changes only by compare-and-set on
+    ``version``, so whoever advances the sweep, only one plan lands.
+    """
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    status: Mapped[str] = mapped_column(String(20))
+    request: Mapped[dict[str, Any]]
+    inputs: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any]]
+    summary: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+
+class SweepEvent(Base):
+    """What happened to a sweep, in order; ``id`` is the SSE event id."""
+
+    __tablename__ = "sweep_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(String(2000))
+    data: Mapped[dict[str, Any]]
 
 
 class Worker(Base):

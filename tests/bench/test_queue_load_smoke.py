@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.service.conftest import redis_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,7 +21,7 @@ def test_a_small_run_reports_throughput_dispatch_and_recovery(tmp_path, database
         str(ROOT / "bench" / "queue_load.py"),
         "--jobs=2",
         f"--database-url={database_url}",
-        f"--redis-url={redis_url.rsplit('/', 1)[0]}/13",
+        f"--redis-url={redis_database(redis_url, 'queue_load')}",
         f"--out={out}",
     ]
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=600)

@@ -48,6 +48,20 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+# Redis databases the tests that flush one may use, per pytest-xdist worker (gw0, gw1, …):
+# each worker gets its own, so two workers never flush each other's broker.
+REDIS_DATABASES = {"distributed": 0, "openapi_over_http": 1, "queue_load": 2, "sweeps": 3}
+
+
+def redis_database(redis_url: str, use: str) -> str:
+    """The URL of the Redis database kept for ``use`` in this test worker (1 to 15)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    number = 1 + int(worker) * len(REDIS_DATABASES) + REDIS_DATABASES[use]
+    if number > 15:
+        pytest.fail(f"Redis has databases 0-15; xdist worker gw{worker} needs {number}")
+    return f"{redis_url.rsplit('/', 1)[0]}/{number}"
+
+
 def libpq_url(sqlalchemy_url: str) -> str:
     """postgresql+psycopg://... -> postgresql://... (what libpq reads)."""
     scheme, rest = sqlalchemy_url.split("://", 1)

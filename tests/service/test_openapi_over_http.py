@@ -18,6 +18,7 @@ import redis
 
 from api.examples import JOB_EXAMPLES
 from otrt_core.spec import resolve_spec
+from tests.service.conftest import redis_database
 from tests.utils.processes import start_server
 
 CHECKS = (
@@ -27,7 +28,6 @@ CHECKS = (
     "response_headers_conformance",
     "response_schema_conformance",
 )
-BROKER_DB = 12  # a Redis database of its own (queue_load uses 13), emptied after
 
 
 @pytest.fixture(scope="module", params=["serve", "api"])
@@ -43,7 +43,7 @@ def api_over_http(request, tmp_path_factory):
     broker = None
     if request.param == "api":
         redis_url = request.getfixturevalue("redis_url")
-        broker = f"{redis_url.rsplit('/', 1)[0]}/{BROKER_DB}"
+        broker = redis_database(redis_url, "openapi_over_http")
         env["OTRT_BROKER_URL"] = broker
     created = subprocess.run(
         [sys.executable, "-m", "otrt", "keys", "create", "--name", "fuzzer"],

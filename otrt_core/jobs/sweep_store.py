@@ -1,0 +1,139 @@
+"""The sweep store: every read and write of sweeps and their events.
+
+A sweep's ``state``, ``status`` and ``summary`` change only in
+:meth:`SweepStore.update`, one compare-and-set ``UPDATE … WHERE version = v``
+that writes the change's events in the same transaction. Whoever advances a
+sweep (an executor that ended a trial, the reaper, the API) reads it, decides,
+and tries to write; the one that loses the race reads again. So a plan or an
+event is never written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from otrt_core.jobs.store import Page, after_in_newest_first, newest_first
+from otrt_core.jobs.tables import Sweep, SweepEvent, utcnow
+
+RUNNING = "running"
+CANCELLING = "cancelling"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATUSES = (RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+class SweepNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Note:
+    """An event to write with a change: its type, message and data."""
+
+    type: str
+    message: str
+    data: dict[str, Any]
+
+
+class SweepStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def create(
+        self,
+        sweep_id: str,
+        owner: str,
+        key_id: str | None,
+        request: dict[str, Any],
+        inputs: dict[str, Any],
+        state: dict[str, Any],
+        note: Note,
+    ) -> Sweep:
+        sweep = Sweep(
+            id=sweep_id,
+            owner=owner,
+            key_id=key_id,
+            status=RUNNING,
+            request=request,
+            inputs=inputs,
+            state=state,
+            summary={},
+            version=0,
+            cancel_requested=False,
+            created_at=utcnow(),
+        )
+        with self.sessions.begin() as session:
+            session.add(sweep)
+            session.flush()
+            session.add(_event(sweep.id, note))
+        return sweep
+
+    def get(self, sweep_id: str, owner: str | None = None) -> Sweep:
+        """The sweep; with ``owner``, only if it is theirs (else :class:`SweepNotFound`)."""
+        with self.sessions() as session:
+            sweep = session.get(Sweep, sweep_id)
+        if sweep is None or (owner is not None and sweep.owner != owner):
+            raise SweepNotFound(sweep_id)
+        return sweep
+
+    def list(self, owner: str, *, limit: int = 20, after: str | None = None) -> Page:
+        """The owner's sweeps, newest first; ``after`` is the last id of the previous page."""
+        query = select(Sweep).where(Sweep.owner == owner)
+        with self.sessions() as session:
+            if after is not None:
+                cursor = session.get(Sweep, after)
+                if cursor is None or cursor.owner != owner:
+                    raise SweepNotFound(after)
+                query = query.where(after_in_newest_first(Sweep, cursor))
+            rows = session.scalars(query.order_by(*newest_first(Sweep)).limit(limit + 1)).all()
+        return Page(list(rows[:limit]), has_more=len(rows) > limit)
+
+    def unfinished(self) -> list[str]:
+        """Ids of the sweeps that have not ended, oldest first."""
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Sweep.id)
+                    .where(Sweep.status.not_in(TERMINAL))
+                    .order_by(Sweep.created_at, Sweep.id)
+                )
+            )
+
+    def update(self, sweep: Sweep, notes: list[Note] = (), **values: Any) -> bool:
+        """Writes ``values`` (state, status, summary, …) and ``notes`` if the sweep is still
+        at the version ``sweep`` was read at; false (nothing written) if another won."""
+        if values.get("status") in TERMINAL:
+            values["finished_at"] = utcnow()
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Sweep)
+                .where(Sweep.id == sweep.id, Sweep.version == sweep.version)
+                .values(version=sweep.version + 1, **values)
+            )
+            if result.rowcount != 1:
+                return False
+            session.add_all(_event(sweep.id, note) for note in notes)
+        return True
+
+    def events(self, sweep_id: str, after: int = 0, limit: int = 1000) -> list[SweepEvent]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(SweepEvent)
+                    .where(SweepEvent.sweep_id == sweep_id, SweepEvent.id > after)
+                    .order_by(SweepEvent.id)
+                    .limit(limit)
+                )
+            )
+
+
+def _event(sweep_id: str, note: Note) -> SweepEvent:
+    return SweepEvent(
+        sweep_id=sweep_id, at=utcnow(), type=note.type, message=note.message[:2000], data=note.data
+    )
