@@ -366,7 +366,9 @@ def keys_set_quota(
     )
 
 
-# The client commands (submit, jobs, status, events, cancel, download, upload).
+# The client commands (submit, jobs, status, events, cancel, download, upload; sweep …).
 from otrt import client_commands  # noqa: E402
+from otrt.sweep_commands import sweep_app  # noqa: E402
 
 client_commands.register(app)
+app.add_typer(sweep_app, name="sweep")

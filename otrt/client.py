@@ -56,10 +56,11 @@ ERRORS = {401: Unauthorized, 404: NotFound, 409: Conflict, 413: TooLarge, 422: I
 
 
 class JobTimeout(TimeoutError):
-    """:meth:`Client.wait` ran out of time; ``job`` is the last state seen."""
+    """:meth:`Client.wait` (or ``client.sweeps.wait``) ran out of time; ``job`` is the last
+    state seen of the job (or sweep)."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        super().__init__(f"job {job['id']} is still {job['status']}")
+        super().__init__(f"{job['id']} is still {job['status']}")
         self.job = job
 
 
@@ -167,12 +168,7 @@ class Client:
         self, job_id: str, *, timeout: float | None = None, poll_seconds: float = 1.0
     ) -> dict[str, Any]:
         """The job once it has ended; :class:`JobTimeout` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (job := self.job(job_id))["status"] not in TERMINAL:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeout(job)
-            time.sleep(poll_seconds)
-        return job
+        return _wait_for(lambda: self.job(job_id), timeout, poll_seconds)
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/v1/jobs/{job_id}/metrics").json()
@@ -183,26 +179,25 @@ class Client:
         Following reconnects after a dropped connection with ``Last-Event-ID``,
         so no event is lost or repeated.
         """
+        return self._events(f"/v1/jobs/{job_id}/events", follow, after)
+
+    def _events(self, path: str, follow: bool, after: int) -> Iterator[dict]:
         if not follow:
-            yield from self._request(
-                "GET", f"/v1/jobs/{job_id}/events", params={"after": after}
-            ).json()
+            yield from self._request("GET", path, params={"after": after}).json()
             return
         last = after
         while True:
             try:
-                for event in self._stream_events(job_id, last):
+                for event in self._stream_events(path, last):
                     last = event["id"]
                     yield event
                 return
             except httpx.TransportError:
                 time.sleep(1.0)  # the server restarted or the network dropped: resume
 
-    def _stream_events(self, job_id: str, last: int) -> Iterator[dict[str, Any]]:
+    def _stream_events(self, path: str, last: int) -> Iterator[dict[str, Any]]:
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
-        with self.http.stream(
-            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
-        ) as response:
+        with self.http.stream("GET", path, headers=headers, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_for_problem(response)
@@ -220,16 +215,19 @@ class Client:
 
         An interrupted download resumes from its ``.part`` file with a Range request.
         """
-        (listed,) = [a for a in self.artifacts(job_id) if a["name"] == name] or [None]
+        return self._download(f"/v1/jobs/{job_id}/artifacts", name, dest)
+
+    def _download(self, artifacts: str, name: str, dest: str | Path) -> Path:
+        listing = self._request("GET", artifacts).json()
+        (listed,) = [a for a in listing if a["name"] == name] or [None]
         if listed is None:
-            raise NotFound(404, {"detail": f"job {job_id} has no artifact {name!r}"})
+            raise NotFound(404, {"detail": f"{artifacts} has no artifact {name!r}"})
         dest = Path(dest)
         target = dest / name if dest.is_dir() else dest
         partial = target.with_name(target.name + ".part")
         have = partial.stat().st_size if partial.exists() else 0
         headers = {"Range": f"bytes={have}-"} if 0 < have < listed["bytes"] else {}
-        url = f"/v1/jobs/{job_id}/artifacts/{name}"
-        with self.http.stream("GET", url, headers=headers) as response:
+        with self.http.stream("GET", f"{artifacts}/{name}", headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_for_problem(response)
@@ -246,6 +244,11 @@ class Client:
             raise ApiError(0, {"detail": f"{name}: sha256 mismatch; the download was discarded"})
         partial.replace(target)
         return target
+
+    @property
+    def sweeps(self) -> Sweeps:
+        """The sweeps of API.md: ``client.sweeps.create({...})``, ``.wait(id)``, …"""
+        return Sweeps(self)
 
     # --- catalog -------------------------------------------------------------------------
 
@@ -264,6 +267,64 @@ class Client:
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/datasets").json()
+
+
+class Sweeps:
+    """Sweeps (API.md, "Sweeps"): a search over a job's fields whose trials are jobs."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(self, sweep: dict[str, Any]) -> dict[str, Any]:
+        """Starts a sweep (``base``, ``space``, ``search``, ``trials``, ``parallel``, …)."""
+        return self.client._request("POST", "/v1/sweeps", json=sweep).json()
+
+    def get(self, sweep_id: str) -> dict[str, Any]:
+        return self.client._request("GET", f"/v1/sweeps/{sweep_id}").json()
+
+    def list(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every sweep, newest first."""
+        return self.client._pages("/v1/sweeps", {"limit": page_size})
+
+    def trials(self, sweep_id: str) -> Iterator[dict[str, Any]]:
+        """The sweep's jobs (its points at each seed, and its baselines), newest first."""
+        return self.client._pages("/v1/jobs", {"sweep": sweep_id, "limit": 100})
+
+    def cancel(self, sweep_id: str) -> dict[str, Any]:
+        return self.client._request("POST", f"/v1/sweeps/{sweep_id}/cancel").json()
+
+    def wait(
+        self, sweep_id: str, *, timeout: float | None = None, poll_seconds: float = 1.0
+    ) -> dict[str, Any]:
+        """The sweep once it has ended; :class:`JobTimeout` after ``timeout`` seconds."""
+        return _wait_for(lambda: self.get(sweep_id), timeout, poll_seconds)
+
+    def best(self, sweep_id: str) -> dict[str, Any] | None:
+        """The best point so far (final once the sweep ended): its job, metric and values."""
+        return self.get(sweep_id)["best"]
+
+    def events(self, sweep_id: str, *, follow: bool = False, after: int = 0) -> Iterator[dict]:
+        """The sweep's events in order; with ``follow``, live until the sweep ends."""
+        return self.client._events(f"/v1/sweeps/{sweep_id}/events", follow, after)
+
+    def artifacts(self, sweep_id: str) -> list[dict[str, Any]]:
+        return self.client._request("GET", f"/v1/sweeps/{sweep_id}/artifacts").json()
+
+    def download(
+        self, sweep_id: str, name: str = "student.safetensors", dest: str | Path = "."
+    ) -> Path:
+        """Downloads the best trial's artifact ``name`` (or ``sweep.json``), sha256 verified."""
+        return self.client._download(f"/v1/sweeps/{sweep_id}/artifacts", name, dest)
+
+
+def _wait_for(read: Callable[[], dict[str, Any]], timeout: float | None, poll: float) -> dict:
+    """``read()`` once its status is terminal; :class:`JobTimeout` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (item := read())["status"] not in TERMINAL:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise JobTimeout(item)
+        time.sleep(poll)
+    return item
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

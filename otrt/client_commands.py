@@ -78,7 +78,7 @@ def submit(
         typer.echo(f"error: cannot read {spec}: {error}", err=True)
         raise typer.Exit(2) from None
     with connect(url, api_key) as client:
-        _upload_local_inputs(client, body, spec.parent, quiet=as_json)
+        upload_local_inputs(client, body, spec.parent, quiet=as_json)
         job = client.create_job(body, idempotency_key=idempotency_key)
         if not wait:
             emit(job) if as_json else typer.echo(job["id"])
@@ -91,7 +91,7 @@ def submit(
         raise typer.Exit(1)
 
 
-def _upload_local_inputs(client: Any, body: dict, base: Path, quiet: bool) -> None:
+def upload_local_inputs(client: Any, body: dict, base: Path, quiet: bool) -> None:
     """Replaces existing local paths in the spec by the ids of their uploads."""
     slots = [
         (body.get("teacher") or {}, "checkpoint", "teacher"),

@@ -536,7 +536,7 @@ class Service:
             sweep_id,
             owner,
             key_id,
-            body.model_dump(mode="json"),
+            body.model_dump(mode="json", exclude_unset=True),  # as sent: defaults stay defaults
             inputs,
             initial_state(sweep_id, body),
             Note("created", message, {"points": points, "seeds": body.seeds}),
