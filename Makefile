@@ -27,9 +27,10 @@ CLIENT_TOOLS := tests/clients/ts/node_modules/.package-lock.json
 $(CLIENT_TOOLS): tests/clients/ts/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/clients/ts --no-audit --no-fund; fi
 
-## Lints, then runs every test (tests/service needs PostgreSQL and Redis on 127.0.0.1).
+## Lints, then runs every test (tests/service needs PostgreSQL and Redis on 127.0.0.1), on
+## two pytest-xdist workers: most tests wait on servers, workers and trainers they start.
 test: $(STAMP) $(CLIENT_TOOLS) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -269,3 +269,32 @@ def test_a_worker_on_another_host_resumes_from_the_checkpoint_in_the_shared_stor
         assert student.status_code == 200 and len(student.content) > 0
     finally:
         cluster.close()
+
+
+def test_a_sweep_outlives_a_sigkilled_worker_and_runs_each_trial_to_success_once(cluster):
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    client = cluster.start_api()
+    body = {"base": MEDIUM, "space": {"training.lr": [0.01, 0.02, 0.03, 0.04]}, "search": "grid"}
+    response = client.post("/v1/sweeps", json=body | {"parallel": 2})
+    assert response.status_code == 201, response.text
+    sweep_id = response.json()["id"]
+    first = response.json()["trials"][0]["job_id"]
+    running = cluster.wait_event(first, "running")
+    cluster.wait_event(first, "epoch", count=2)
+    os.kill(worker_pid(running), signal.SIGKILL)  # mid-trial, mid-sweep
+    cluster.start_worker("w3")
+
+    deadline = time.monotonic() + 300
+    while (sweep := client.get(f"/v1/sweeps/{sweep_id}").json())["status"] == "running":
+        assert time.monotonic() < deadline, sweep
+        time.sleep(1)
+    assert sweep["status"] == "succeeded", sweep
+    jobs = client.get(f"/v1/jobs?sweep={sweep_id}").json()["data"]
+    assert len(jobs) == 4 and {j["status"] for j in jobs} == {"succeeded"}
+    assert sorted(j["spec"]["training"]["lr"] for j in jobs) == [0.01, 0.02, 0.03, 0.04]
+    assert_resumed_once(cluster, first)
+    for job in jobs:
+        assert [e["type"] for e in cluster.events(job["id"])].count("succeeded") == 1
+    events = client.get(f"/v1/sweeps/{sweep_id}/events").json()
+    assert [e["type"] for e in events].count("job") == 4  # each trial's end noted once

@@ -229,3 +229,29 @@ def test_sweeps_and_their_jobs_are_their_owner_s_alone(client, alice, bob):
     listed = client.get("/v1/sweeps", headers=alice).json()["data"]
     assert [s["id"] for s in listed] == [sweep["id"]]
     assert_problem(client.get(f"/v1/sweeps/{sweep['id']}/artifacts", headers=alice), 404)
+
+
+def test_a_trial_of_a_point_early_stopping_ended_stops_at_its_next_epoch(client, alice, tmp_path):
+    """The other seed of a point ASHA stopped: the executor stops its trainer after one
+    epoch, and the job ends cancelled with the reason, its epoch kept."""
+    from tests.service.api_helpers import local_executor
+
+    body = {
+        "base": BASE | {"training": {"epochs": 20, "batch_size": 64}},
+        "space": {"training.lr": [0.05]},
+        "search": "grid",
+        "seeds": 2,
+        "early_stop": "asha",
+    }
+    sweep = client.post("/v1/sweeps", json=body, headers=alice).json()
+    runner = client.app.state.service.sweeps
+    stored = runner.sweeps.get(sweep["id"])
+    points = [stored.state["points"][0] | {"pruned": True}]  # by its other seed's job, say
+    assert runner.sweeps.update(stored, state=stored.state | {"points": points})
+    executor = local_executor(client.store, tmp_path, sweeps=runner)
+    assert executor.run_next() == "cancelled"
+    job_id = sweep["trials"][0]["job_id"]  # the older of the two, which fair order runs first
+    job = client.store.get(job_id)
+    assert job.error == {"code": "pruned", "message": job.error["message"]}
+    assert "early stopping (ASHA) after epoch 1" in job.error["message"]
+    assert len(client.store.metrics(job_id)) == 1
