@@ -76,6 +76,13 @@ def train(
         Path | None,
         typer.Option(help="The model the student starts from, whatever student.init names."),
     ] = None,
+    teacher_cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Teacher caches shared with other runs of the same teacher and data: read "
+            "from it when this run's is there, else written there (a sweep's trials)."
+        ),
+    ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
     from otrt.train_command import InputFiles, rank_exit_code, run_train
@@ -93,7 +100,12 @@ def train(
             datasets_root or settings.datasets_root,
             settings.torch_threads,
             stop_on_stdin_eof,
-            InputFiles(teacher=teacher_file, dataset=dataset_file, student_init=student_init_file),
+            InputFiles(
+                teacher=teacher_file,
+                dataset=dataset_file,
+                student_init=student_init_file,
+                teacher_cache_dir=teacher_cache_dir,
+            ),
             group,
         )
     finally:

@@ -35,6 +35,7 @@ class InputFiles:
     teacher: Path | None = None
     dataset: Path | None = None
     student_init: Path | None = None
+    teacher_cache_dir: Path | None = None  # teacher caches shared between runs
 
 
 def run_train(
@@ -94,6 +95,7 @@ def run_train(
         student_init_path=inputs.student_init
         or (_beside_spec(spec.student.init, spec_path) if spec.student.init else None),
         datasets_root=datasets_root,
+        shared_cache_dir=inputs.teacher_cache_dir,
         device=device,
         resume=resume,
         should_stop=stop.is_set,

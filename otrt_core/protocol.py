@@ -84,7 +84,7 @@ class Start:
     step: int
     steps: int
     device: str
-    teacher_cache: str  # "off", "memory" or "disk"
+    teacher_cache: str  # "off", "memory", "disk" or "shared" (memory, read from a shared file)
     resumed: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1  # processes training together (training.gpus)

@@ -21,6 +21,7 @@ from otrt_core.jobs import states
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
+from otrt_core.jobs.sweep_store import TERMINAL as SWEEP_ENDED
 from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.tables import Artifact, Job
 from otrt_core.jobs.workers import WorkerRegistry
@@ -131,9 +132,12 @@ class Executor:
     def _advance(self, sweep_id: str) -> None:
         """Moves the trial's sweep on (its next trials); a failure waits for the reaper."""
         try:
-            self.sweeps.advance(sweep_id)
+            sweep = self.sweeps.advance(sweep_id)
         except Exception:
             log.warning("sweep %s: could not advance it now", sweep_id, exc_info=True)
+            return
+        if sweep.status in SWEEP_ENDED:  # no trial reads its teacher cache any more
+            shutil.rmtree(self._sweep_cache_dir(sweep_id).parent, ignore_errors=True)
 
     def _checkpoint_here(self, job_id: str, out_dir: Path) -> bool:
         """Whether the job resumes: from the checkpoint this host kept, or, with a shared
@@ -189,7 +193,18 @@ class Executor:
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "job-spec.json"
         spec_path.write_text(json.dumps(job.spec, indent=2))
-        return TrainerInputs(spec=spec_path, teacher=teacher, dataset=dataset, student_init=init)
+        shared = self._sweep_cache_dir(job.sweep_id) if job.sweep_id else None
+        return TrainerInputs(
+            spec=spec_path,
+            teacher=teacher,
+            dataset=dataset,
+            student_init=init,
+            teacher_cache_dir=shared,
+        )
+
+    def _sweep_cache_dir(self, sweep_id: str) -> Path:
+        """Where the trials of a sweep on this host share their teacher's cached outputs."""
+        return self.work_root / "sweeps" / sweep_id / "teacher-cache"
 
     def _local(self, file_id: str, owner: str) -> Path:
         """The local copy of an uploaded file; ``LookupError(file_id)`` if it is gone."""

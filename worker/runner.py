@@ -39,12 +39,14 @@ class TrainerInputs:
     teacher: Path | None = None
     dataset: Path | None = None
     student_init: Path | None = None
+    teacher_cache_dir: Path | None = None  # shared by the trials of one sweep
 
     def arguments(self) -> list[str]:
         files = [
             ("--teacher-file", self.teacher),
             ("--dataset-file", self.dataset),
             ("--student-init-file", self.student_init),
+            ("--teacher-cache-dir", self.teacher_cache_dir),
         ]
         return [str(self.spec)] + [arg for flag, path in files if path for arg in (flag, str(path))]
 

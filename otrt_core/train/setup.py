@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -373,6 +375,7 @@ def build_run(
     cache_dir: Path,
     limits: Limits,
     student_init_path: Path | None = None,
+    shared_cache_dir: Path | None = None,
 ) -> Run:
     torch.manual_seed(spec.training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -426,28 +429,63 @@ def build_run(
         steps_per_epoch=steps_per_epoch,
     )
     if run.needs_teacher and training.teacher_cache == "auto":
-        view_params = None
-        if run.augmenter is not None:  # K views per input, each drawn once from its seed
-            count = len(inputs)
-            view_params = [
-                run.augmenter.draw(count, seeded(training.seed, VIEW_STREAM, view))
-                for view in range(training.teacher_views)
-            ]
-        run.cache = TeacherCache.build(
-            teacher,
-            inputs,
-            {pair.teacher for pair in spec.regularizer.layers},
-            device,
-            training.batch_size,
-            max_memory_bytes=limits.teacher_cache_memory,
-            max_disk_bytes=limits.teacher_cache_disk,
-            disk_dir=cache_dir,
-            # The OT term pools each map to its channel means: that is all it reads.
-            pooled=spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool",
-            augmenter=run.augmenter,
-            view_params=view_params,
-        )
+        run.cache = _teacher_cache(run, cache_dir, limits, shared_cache_dir)
     return run
+
+
+def _teacher_cache(
+    run: Run, cache_dir: Path, limits: Limits, shared_dir: Path | None
+) -> TeacherCache | None:
+    """The run's teacher cache: read from ``shared_dir`` when a run of the same teacher
+    outputs wrote it there, else built (and, when it fits in memory, written there)."""
+    spec, training = run.spec, run.spec.training
+    stages = {pair.teacher for pair in spec.regularizer.layers}
+    # The OT term pools each map to its channel means: that is all it reads.
+    pooled = spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool"
+    shared = None
+    if shared_dir is not None:
+        shared = shared_dir / f"{_cache_key(spec, stages, pooled, len(run.inputs))}.pt"
+        if shared.exists():
+            return TeacherCache.load(shared, run.device)
+    view_params = None
+    if run.augmenter is not None:  # K views per input, each drawn once from its seed
+        view_params = [
+            run.augmenter.draw(len(run.inputs), seeded(training.seed, VIEW_STREAM, view))
+            for view in range(training.teacher_views)
+        ]
+    cache = TeacherCache.build(
+        run.teacher,
+        run.inputs,
+        stages,
+        run.device,
+        training.batch_size,
+        max_memory_bytes=limits.teacher_cache_memory,
+        max_disk_bytes=limits.teacher_cache_disk,
+        disk_dir=cache_dir,
+        pooled=pooled,
+        augmenter=run.augmenter,
+        view_params=view_params,
+    )
+    if shared is not None and cache is not None and not cache.on_disk:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        cache.save(shared)
+    return cache
+
+
+def _cache_key(spec: JobSpec, stages: set[str], pooled: bool, count: int) -> str:
+    """What a teacher cache's contents depend on, hashed: the teacher and its input view,
+    the data (and the seed, which draws subsets and augmented views), the stages kept."""
+    parts = {
+        "teacher": spec.teacher.model_dump(mode="json") if spec.teacher else None,
+        "dataset": spec.dataset.model_dump(mode="json"),
+        "seed": spec.training.seed,
+        "views": spec.training.teacher_views,
+        "unlabeled": spec.regularizer.unlabeled,
+        "stages": sorted(stages),
+        "pooled": pooled,
+        "inputs": count,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def make_augmenter(spec: JobSpec, input_shape: tuple[int, ...]) -> Augmenter | None:

@@ -42,6 +42,31 @@ class TeacherCache:
         self.view_params = view_params  # name -> (K, N, ...), the views' augmentations
         self.views = next(iter(features.values())).shape[0]
         self.on_disk = any(isinstance(values, np.ndarray) for values in features.values())
+        self.shared = False  # read from a file another run wrote (:meth:`load`)
+
+    @property
+    def where(self) -> str:
+        """What the ``start`` event says of it: ``memory``, ``disk`` or ``shared``."""
+        return "shared" if self.shared else ("disk" if self.on_disk else "memory")
+
+    def save(self, path: Path) -> None:
+        """Writes an in-memory cache for other runs (atomically: a reader sees all or none)."""
+        from otrt_core.train.checkpoint import save_checkpoint
+
+        state = {"features": {name: values.cpu() for name, values in self.features.items()}}
+        state["view_params"] = self.view_params
+        save_checkpoint(path, state)
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> TeacherCache:
+        """A cache :meth:`save` wrote, on ``device``."""
+        from otrt_core.train.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+        features = {name: values.to(device) for name, values in state["features"].items()}
+        cache = cls(features, device, state["view_params"])
+        cache.shared = True
+        return cache
 
     @classmethod
     def build(

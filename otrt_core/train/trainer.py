@@ -83,6 +83,8 @@ class RunOptions:
     student_init_path: Path | None = None  # a model the student starts from (student.init)
     dataset_path: Path | None = None  # a user's .npz or .zip instead of a built-in dataset
     datasets_root: Path | None = None
+    # Teacher caches shared with other runs on the same teacher and data (a sweep's trials).
+    shared_cache_dir: Path | None = None
     device: str = "auto"
     resume: bool = False
     should_stop: Callable[[], bool] = lambda: False
@@ -165,6 +167,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         student_init_path=options.student_init_path,
         cache_dir=options.out_dir / "teacher_cache" / f"rank{options.group.rank}",
         limits=options.limits,
+        shared_cache_dir=options.shared_cache_dir,
     )
     run.group = options.group
     if run.group.world > 1:
@@ -180,9 +183,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             step=progress.epoch * run.steps_per_epoch + progress.batch,
             steps=run.total_steps,
             device=str(run.device),
-            teacher_cache="off"
-            if run.cache is None
-            else ("disk" if run.cache.on_disk else "memory"),
+            teacher_cache=run.cache.where if run.cache is not None else "off",
             resumed=resumed,
             history=progress.history,
             world_size=run.group.world,

@@ -231,6 +231,33 @@ def test_a_missing_teacher_file_is_a_setup_error(tmp_path):
         run(digits_spec("distill", teacher_path="t"), tmp_path, teacher_path=tmp_path / "absent.pt")
 
 
+def test_runs_sharing_a_cache_directory_build_the_teacher_cache_once_for_the_same_student(
+    tmp_path, digits_teacher
+):
+    """A sweep's trials: the first run writes its cache, the next reads it (``shared``);
+    a run reading other stages builds its own. Each student is the one a lone run trains."""
+    shared = tmp_path / "shared"
+    spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 1})
+    _, first = run(spec, tmp_path / "first", teacher_path=digits_teacher, shared_cache_dir=shared)
+    _, second = run(spec, tmp_path / "second", teacher_path=digits_teacher, shared_cache_dir=shared)
+    assert [first[0]["teacher_cache"], second[0]["teacher_cache"]] == ["memory", "shared"]
+    assert len(list(shared.glob("*.pt"))) == 1
+    run(spec, tmp_path / "alone", teacher_path=digits_teacher)
+    ours = load_file(tmp_path / "second" / "student.safetensors")
+    reference = load_file(tmp_path / "alone" / "student.safetensors")
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-5)
+    pairs = [{"teacher": "hidden1", "student": "hidden1"}]
+    other = digits_spec(
+        "distill",
+        teacher_path=str(digits_teacher),
+        training={"epochs": 1},
+        regularizer={"layers": pairs},
+    )
+    _, third = run(other, tmp_path / "third", teacher_path=digits_teacher, shared_cache_dir=shared)
+    assert third[0]["teacher_cache"] == "memory" and len(list(shared.glob("*.pt"))) == 2
+
+
 @pytest.mark.parametrize(
     ("memory_bytes", "disk_bytes", "expected"),
     [(1 << 30, 0, "memory"), (0, 1 << 30, "disk"), (0, 0, "off")],
