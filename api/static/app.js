@@ -1,5 +1,6 @@
 // otrt dashboard: a single page over the HTTP API, no build step, no network but the API.
-// Routes: #/ (jobs), #/jobs/ID (one job, live), #/new (submit form).
+// Routes: #/ (jobs), #/jobs/ID (one job, live), #/new (submit form), #/sweeps (sweeps),
+// #/sweeps/ID (one sweep: its trials, the metric against each value, the best trial).
 
 const view = document.getElementById("view");
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -358,6 +359,101 @@ async function newJobPage() {
   });
 }
 
+// --- sweeps ------------------------------------------------------------------------------
+
+const pct = (v) => (v == null ? "" : `${(100 * v).toFixed(1)}%`);
+const points = (g) => (g == null ? "" : `${g >= 0 ? "+" : ""}${(100 * g).toFixed(1)}`);
+
+async function sweepsPage() {
+  const body = el("tbody");
+  view.replaceChildren(el("h2", {}, "Sweeps"),
+    el("table", { id: "sweeps" }, el("thead", {}, el("tr", {}, ...["sweep", "status", "search", "points", "best", "created"].map((h) => el("th", {}, h)))), body));
+  const refresh = async () => {
+    const page = await getJSON("/v1/sweeps?limit=100");
+    body.replaceChildren(...page.data.map((sweep) => el("tr", { "data-sweep": sweep.id },
+      el("td", {}, el("a", { href: `#/sweeps/${sweep.id}` }, sweep.id)), el("td", {}, statusBadge(sweep.status)),
+      el("td", {}, sweep.search), el("td", {}, `${sweep.points.planned}/${sweep.points.total}`),
+      el("td", {}, pct(sweep.best?.metric)), el("td", {}, sweep.created_at.slice(0, 19).replace("T", " ")))));
+  };
+  await refresh();
+  const timer = setInterval(refresh, 2000);
+  return () => clearInterval(timer);
+}
+
+// The metric of each finished trial against one field's value: numbers on a linear or log
+// axis, other values (choices) as evenly spaced labels.
+function scatter(canvas, trials, field) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  const g = canvas.getContext("2d"); g.scale(ratio, ratio); g.clearRect(0, 0, width, height);
+  const done = trials.filter((t) => t.metric != null && field in t.params);
+  canvas.dataset.points = String(done.length);
+  if (!done.length) return;
+  const values = done.map((t) => t.params[field]);
+  const numeric = values.every((v) => typeof v === "number");
+  const labels = numeric ? [] : [...new Set(values.map((v) => JSON.stringify(v)))];
+  const log = numeric && values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) > 20;
+  const xOf = (v) => (numeric ? (log ? Math.log10(v) : v) : labels.indexOf(JSON.stringify(v)));
+  const xs = values.map(xOf), ys = done.map((t) => t.metric);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const pad = 34, sx = (x) => pad + 10 + ((x - x0) / (x1 - x0 || 1)) * (width - pad - 28);
+  const sy = (y) => height - pad + 8 - ((y - y0) / (y1 - y0 || 1)) * (height - pad - 16);
+  g.strokeStyle = "#d0d5dd"; g.fillStyle = "#667085"; g.font = "11px system-ui";
+  g.beginPath(); g.moveTo(pad, 8); g.lineTo(pad, height - pad + 8); g.lineTo(width - 8, height - pad + 8); g.stroke();
+  g.fillText(pct(y1), 2, 14); g.fillText(pct(y0), 2, height - pad + 8);
+  if (numeric) {
+    const show = (x) => (log ? 10 ** x : x).toPrecision(2);
+    g.fillText(show(x0), pad, height - 8); g.fillText(show(x1), width - 40, height - 8);
+  } else {
+    labels.forEach((label, i) => {
+      const text = label.slice(0, 18);
+      g.fillText(text, Math.min(sx(i) - 10, width - g.measureText(text).width - 4), height - 8);
+    });
+  }
+  done.forEach((t, i) => {
+    g.fillStyle = t.status === "succeeded" ? COLORS[0] : COLORS[1];
+    g.beginPath(); g.arc(sx(xs[i]), sy(ys[i]), 4, 0, 2 * Math.PI); g.fill();
+  });
+}
+
+async function sweepPage(sweepId) {
+  const summary = el("div", { class: "card", id: "sweep-summary" });
+  const body = el("tbody");
+  const charts = el("div", { class: "grid", id: "sweep-charts" });
+  const cancel = el("button", { class: "danger", id: "cancel-sweep", onclick: async () => {
+    cancel.disabled = true; await api(`/v1/sweeps/${sweepId}/cancel`, { method: "POST" }); } }, "Cancel sweep");
+  view.replaceChildren(el("h2", {}, `Sweep ${sweepId}`), cancel, summary, charts,
+    el("h3", {}, "Trials"),
+    el("table", { id: "trials" }, el("thead", {}, el("tr", {}, ...["job", "role", "point", "seed", "values", "status", "metric", "test"].map((h) => el("th", {}, h)))), body));
+  let timer = null;
+  const refresh = async () => {
+    const sweep = await getJSON(`/v1/sweeps/${sweepId}`);
+    const best = sweep.best;
+    summary.replaceChildren(
+      el("p", {}, statusBadge(sweep.status), ` ${sweep.search} search, ${sweep.points.planned}/${sweep.points.total} points, up to ${sweep.parallel} jobs at once`),
+      best ? el("p", { id: "best" }, "Best: point ", String(best.point), ` at ${pct(best.metric)} `,
+        el("a", { href: `#/jobs/${best.job_id}` }, best.job_id), ` (${Object.entries(best.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ")})`) : el("p", {}, "No finished point yet."),
+      ...Object.entries(sweep.compare).map(([kind, gain]) => el("p", { "data-compare": kind },
+        `Over ${kind}: ${points(gain.gain)} points`, gain.ci95 ? ` (95% interval ${points(gain.ci95[0])} to ${points(gain.ci95[1])}, ${gain.seeds} seeds)` : "")));
+    body.replaceChildren(...sweep.trials.map((t) => el("tr", { "data-trial": t.job_id || "" },
+      el("td", {}, t.job_id ? el("a", { href: `#/jobs/${t.job_id}` }, t.job_id) : ""), el("td", {}, t.role),
+      el("td", {}, t.point ?? ""), el("td", {}, String(t.seed)),
+      el("td", {}, Object.entries(t.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ")),
+      el("td", {}, statusBadge(t.status)), el("td", {}, pct(t.metric)), el("td", {}, pct(t.test_accuracy)))));
+    const fields = [...new Set(sweep.trials.flatMap((t) => Object.keys(t.params)))];
+    if (charts.children.length !== fields.length) {
+      charts.replaceChildren(...fields.map((field) => el("div", { class: "card" }, el("h3", {}, `${sweep.metric} against ${field}`), el("canvas", { "data-field": field }))));
+    }
+    for (const canvas of charts.querySelectorAll("canvas")) scatter(canvas, sweep.trials, canvas.dataset.field);
+    cancel.hidden = TERMINAL.has(sweep.status);
+    if (TERMINAL.has(sweep.status) && timer) { clearInterval(timer); timer = null; }
+  };
+  await refresh();
+  timer = setInterval(refresh, 2000);
+  return () => timer && clearInterval(timer);
+}
+
 // --- routing -----------------------------------------------------------------------------
 
 async function route() {
@@ -365,7 +461,8 @@ async function route() {
   stopPage = () => {};
   const [, page, id] = location.hash.split("/");
   try {
-    stopPage = (await (page === "jobs" && id ? jobPage(id) : page === "new" ? newJobPage() : jobsPage())) || (() => {});
+    const pages = { jobs: id && (() => jobPage(id)), new: newJobPage, sweeps: () => (id ? sweepPage(id) : sweepsPage()) };
+    stopPage = (await (pages[page] || jobsPage)()) || (() => {});
   } catch (error) {
     view.replaceChildren(el("p", { class: "error" }, `Error: ${error.message}`));
   }

@@ -171,3 +171,40 @@ def test_an_uploaded_graph_teacher_and_its_layers_in_the_form(browser, served, t
         "student": "stage2",
         "weight": 1.0,
     }
+
+
+def test_a_sweep_page_shows_its_trials_the_metric_by_value_and_the_best_job(browser, served):
+    url, key = served
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "base": {
+            "mode": "supervised",
+            "student": {"architecture": "mlp_small"},
+            "dataset": {"name": "digits", "train_subset": 300},
+            "training": {"epochs": 2, "batch_size": 32},
+        },
+        "space": {"training.lr": [0.003, 0.3], "training.optimizer": ["sgd", "adamw"]},
+        "search": "grid",
+        "parallel": 2,
+    }
+    created = httpx.post(f"{url}/v1/sweeps", json=body, headers=headers, timeout=60)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(url + "/#/sweeps")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button")
+    page.click(f"tr[data-sweep='{sweep_id}'] a")
+    page.wait_for_selector("#sweep-summary [data-status='succeeded']", timeout=180_000)
+    assert page.locator("#trials tbody tr").count() == 4
+    for field in ("training.lr", "training.optimizer"):
+        drawn = page.eval_on_selector(f"canvas[data-field='{field}']", "c => c.dataset.points")
+        assert int(drawn) == 4, field
+    assert page.is_hidden("#cancel-sweep")
+    best = httpx.get(f"{url}/v1/sweeps/{sweep_id}", headers=headers).json()["best"]
+    assert f"{100 * best['metric']:.1f}%" in page.text_content("#best")
+    page.screenshot(path=str(OUTPUT / "dashboard-sweep.png"), full_page=True)
+    page.click(f"#best a[href='#/jobs/{best['job_id']}']")
+    page.wait_for_selector("#job-header [data-status='succeeded']")
