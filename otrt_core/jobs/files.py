@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from otrt_core.jobs.store import Page, after_in_newest_first, newest_first
+from otrt_core.jobs.store import Page, newest_page
 from otrt_core.jobs.tables import StoredFile
 
 
@@ -32,11 +32,8 @@ class FileRecords:
     def list(self, owner: str, *, limit: int = 20, after: str | None = None) -> Page:
         """The owner's files, newest first; ``after`` is the last id of the previous page."""
         query = select(StoredFile).where(StoredFile.owner == owner)
-        if after is not None:
-            query = query.where(after_in_newest_first(StoredFile, self.get(after, owner)))
-        with self.sessions() as session:
-            rows = session.scalars(query.order_by(*newest_first(StoredFile)).limit(limit + 1)).all()
-        return Page(list(rows[:limit]), has_more=len(rows) > limit)
+        cursor = self.get(after, owner) if after is not None else None
+        return newest_page(self.sessions, query, StoredFile, cursor, limit)
 
     def paths(self) -> set[str]:
         """The storage keys of every recorded file."""

@@ -56,17 +56,29 @@ class Page:
         return self.items[-1].id if self.has_more and self.items else None
 
 
-def newest_first(table: type[Any]) -> tuple:
+def _newest_first(table: type[Any]) -> tuple:
     """The order of every list: newest first, ids breaking ties (a stable keyset)."""
     return table.created_at.desc(), table.id.desc()
 
 
-def after_in_newest_first(table: type[Any], cursor: Any):
-    """The rows that come after ``cursor`` in :func:`newest_first` order (keyset pagination)."""
+def _after_in_newest_first(table: type[Any], cursor: Any):
+    """The rows that come after ``cursor`` in :func:`_newest_first` order (keyset pagination)."""
     return or_(
         table.created_at < cursor.created_at,
         and_(table.created_at == cursor.created_at, table.id < cursor.id),
     )
+
+
+def newest_page(
+    sessions: sessionmaker[Session], query: Any, table: type[Any], cursor: Any, limit: int
+) -> Page:
+    """One page of ``query``'s rows in :func:`_newest_first` order: those after the row
+    ``cursor`` (the last of the previous page; ``None`` for the first page)."""
+    if cursor is not None:
+        query = query.where(_after_in_newest_first(table, cursor))
+    with sessions() as session:
+        rows = session.scalars(query.order_by(*_newest_first(table)).limit(limit + 1)).all()
+    return Page(list(rows[:limit]), has_more=len(rows) > limit)
 
 
 def new_id(prefix: str) -> str:
@@ -167,14 +179,8 @@ class JobStore:
             query = query.where(Job.status == status)
         if sweep is not None:
             query = query.where(Job.sweep_id == sweep)
-        with self.sessions() as session:
-            if after is not None:
-                cursor = session.get(Job, after)
-                if cursor is None or cursor.owner != owner:
-                    raise JobNotFound(after)
-                query = query.where(after_in_newest_first(Job, cursor))
-            rows = session.scalars(query.order_by(*newest_first(Job)).limit(limit + 1)).all()
-        return Page(list(rows[:limit]), has_more=len(rows) > limit)
+        cursor = self.get(after, owner) if after is not None else None
+        return newest_page(self.sessions, query, Job, cursor, limit)
 
     def sweep_jobs(self, sweep_id: str) -> list[Job]:
         """Every job of the sweep, oldest first."""

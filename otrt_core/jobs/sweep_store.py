@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from otrt_core.jobs.store import Page, after_in_newest_first, newest_first
+from otrt_core.jobs.store import Page, newest_page
 from otrt_core.jobs.tables import Sweep, SweepEvent, utcnow
 
 RUNNING = "running"
@@ -85,14 +85,8 @@ class SweepStore:
     def list(self, owner: str, *, limit: int = 20, after: str | None = None) -> Page:
         """The owner's sweeps, newest first; ``after`` is the last id of the previous page."""
         query = select(Sweep).where(Sweep.owner == owner)
-        with self.sessions() as session:
-            if after is not None:
-                cursor = session.get(Sweep, after)
-                if cursor is None or cursor.owner != owner:
-                    raise SweepNotFound(after)
-                query = query.where(after_in_newest_first(Sweep, cursor))
-            rows = session.scalars(query.order_by(*newest_first(Sweep)).limit(limit + 1)).all()
-        return Page(list(rows[:limit]), has_more=len(rows) > limit)
+        cursor = self.get(after, owner) if after is not None else None
+        return newest_page(self.sessions, query, Sweep, cursor, limit)
 
     def unfinished(self) -> list[str]:
         """Ids of the sweeps that have not ended, oldest first."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from otrt_core.jobs.sweep_spec import SweepSpec, sweep_problems
 from otrt_core.spec import resolve_spec
 from tests.utils.processes import start_server
 
@@ -19,6 +20,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def test_every_example_spec_resolves(path):
     spec = resolve_spec(json.loads(path.read_text()))
     assert spec.metadata["example"]
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "sweeps").glob("*.json")), ids=lambda p: p.stem)
+def test_every_example_sweep_is_valid(path):
+    sweep = SweepSpec.model_validate(json.loads(path.read_text()))
+    assert sweep_problems(sweep, max_jobs=256) == [] and sweep.base.metadata["example"]
 
 
 @pytest.mark.slow

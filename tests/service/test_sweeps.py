@@ -132,29 +132,28 @@ def test_advancing_from_many_threads_at_once_creates_each_planned_job_once(clien
     body = {"base": BASE, "space": {"training.lr": [0.01, 0.02, 0.03, 0.04]}, "search": "grid"}
     sweep = client.post("/v1/sweeps", json=body | {"parallel": 4, "seeds": 2}, headers=alice).json()
     runner = client.app.state.service.sweeps
-    failures: list[BaseException] = []
 
-    def race() -> None:
-        try:
-            for _ in range(5):
-                runner.advance(sweep["id"])
-        except BaseException as error:
-            failures.append(error)
+    def race() -> None:  # four threads advancing the sweep five times each, at once
+        failures: list[BaseException] = []
 
-    threads = [threading.Thread(target=race) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures
+        def advance_five_times() -> None:
+            try:
+                for _ in range(5):
+                    runner.advance(sweep["id"])
+            except BaseException as error:
+                failures.append(error)
+
+        threads = [threading.Thread(target=advance_five_times) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures
+
+    race()
     for job in sweep_jobs(client, alice, sweep["id"]):
         end_job(client, job["id"], best_val_accuracy=0.5, test_accuracy=0.5)
-    threads = [threading.Thread(target=race) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures
+    race()
     jobs = sweep_jobs(client, alice, sweep["id"])
     for job in jobs:
         if job["status"] == "queued":
