@@ -212,7 +212,10 @@ class SweepTrialOut(BaseModel):
     point: int | None = Field(description="The point's number, in the order it was proposed.")
     seed: int = Field(description="Added to the base job's training.seed.")
     params: dict[str, Any]
-    status: str = Field(description="The job's status; `planned` or `pruned` without one.")
+    status: str = Field(
+        description="The job's status; else `planned` (no slot yet), `skipped` (the sweep "
+        "ended first) or `pruned` (early stopping ended its point)."
+    )
     metric: float | None
     test_accuracy: float | None
 

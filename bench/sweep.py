@@ -11,6 +11,9 @@ database, `otrt api`, two `otrt worker`s, each trainer on one thread):
 - ``teacher_cache``: a distillation sweep whose trials share the teacher's
   cached outputs: seconds from a trial's claim to its trainer's first step,
   for the trial that built the cache and for those that read it.
+- ``cancel``: seconds from cancelling a sweep with two trials running (on
+  both workers) and more queued to every trial and the sweep having ended
+  (heartbeat 0.5 s here; the goal is 10 s).
 
 Uses the fault tests' harness (tests/service/cluster.py), like bench/queue_load.py.
 """
@@ -155,7 +158,29 @@ def teacher_cache(cluster: Cluster, args: argparse.Namespace) -> dict:
     }
 
 
-PARTS = {"parallel": parallel, "asha": asha, "teacher_cache": teacher_cache}
+def cancel(cluster: Cluster, args: argparse.Namespace) -> dict:
+    long = TRIAL | {"training": {"epochs": 500, "batch_size": 16}}
+    body = {"base": long, "space": {"training.lr": [0.01, 0.02, 0.03, 0.04]}, "search": "grid"}
+    response = cluster.client.post("/v1/sweeps", json=body | {"parallel": 2})
+    assert response.status_code == 201, response.text
+    sweep_id = response.json()["id"]
+    for trial in response.json()["trials"][:2]:
+        cluster.wait_event(trial["job_id"], "started")
+    asked = time.monotonic()
+    assert cluster.client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 202
+    while (sweep := cluster.client.get(f"/v1/sweeps/{sweep_id}").json())["status"] != "cancelled":
+        assert time.monotonic() - asked < 120, sweep
+        time.sleep(0.1)
+    ended = time.monotonic() - asked
+    return {
+        "seconds_to_cancelled": ended,
+        "trials": [t["status"] for t in sweep["trials"]],
+        "heartbeat_seconds": 0.5,
+        "goal_seconds": 10,
+    }
+
+
+PARTS = {"parallel": parallel, "asha": asha, "teacher_cache": teacher_cache, "cancel": cancel}
 
 
 def main() -> None:

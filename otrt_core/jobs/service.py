@@ -216,6 +216,8 @@ class Service:
         record = self.file(owner, file_id)
         if self.store.live_jobs_using_file(file_id):
             raise Conflict(f"file {file_id} is used by a job that has not finished")
+        if self.sweeps.sweeps.unfinished_using(file_id):
+            raise Conflict(f"file {file_id} is used by a sweep that has not finished")
         self.files.delete(file_id, owner)
         self.storage.delete(record.path)
 

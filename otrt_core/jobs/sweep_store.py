@@ -99,6 +99,12 @@ class SweepStore:
                 )
             )
 
+    def unfinished_using(self, file_id: str) -> int:
+        """How many sweeps that have not ended name the file among their trials' inputs."""
+        with self.sessions() as session:
+            inputs = session.scalars(select(Sweep.inputs).where(Sweep.status.not_in(TERMINAL)))
+            return sum(file_id in values.values() for values in inputs)
+
     def update(self, sweep: Sweep, notes: list[Note] = (), **values: Any) -> bool:
         """Writes ``values`` (state, status, summary, …) and ``notes`` if the sweep is still
         at the version ``sweep`` was read at; false (nothing written) if another won."""

@@ -266,8 +266,9 @@ class SweepRunner:
             params = {}
             if point is not None:
                 params = decode(request.space, sweep.state["points"][point]["encoded"])
-            job_status = job.status if job is not None else "planned"
-            if self._skipped(sweep, entry) and job_status in ("planned", states.CANCELLED):
+            ended = sweep.status in status.TERMINAL
+            job_status = job.status if job is not None else ("skipped" if ended else "planned")
+            if self._skipped(sweep, entry) and job_status in ("planned", "skipped", "cancelled"):
                 job_status = "pruned"
             trials.append(
                 {

@@ -35,3 +35,6 @@ def test_a_small_run_reports_each_part(tmp_path, database_url, redis_url):
     assert with_asha["epochs_trained"] <= 18 and without["pruned_trials"] == 0
     sources = report["teacher_cache"]["claim_to_start_seconds"]
     assert len(sources["memory"]) == 1 and len(sources["shared"]) == 1  # built once, read once
+    cancelled = report["cancel"]
+    assert cancelled["trials"] == ["cancelled", "cancelled"]  # the next points never planned
+    assert cancelled["seconds_to_cancelled"] > 0

@@ -254,3 +254,21 @@ def test_a_trial_of_a_point_early_stopping_ended_stops_at_its_next_epoch(client,
     assert job.error == {"code": "pruned", "message": job.error["message"]}
     assert "early stopping (ASHA) after epoch 1" in job.error["message"]
     assert len(client.store.metrics(job_id)) == 1
+
+
+def test_a_file_an_unfinished_sweep_reads_cannot_be_deleted_between_its_trials(client, alice):
+    teacher = upload(client, alice, "teacher", "t.safetensors", teacher_bytes()).json()["id"]
+    base = {
+        "mode": "distill",
+        "teacher": {"architecture": "mlp", "checkpoint": teacher},
+        "student": {"architecture": "mlp_small"},
+        "dataset": {"name": "digits"},
+    }
+    body = {"base": base, "space": {"regularizer.weight": [0.1, 1.0]}, "search": "grid"}
+    sweep = client.post("/v1/sweeps", json=body | {"parallel": 1}, headers=alice).json()
+    end_job(client, sweep["trials"][0]["job_id"], best_val_accuracy=0.5, test_accuracy=0.5)
+    # No job of the sweep is live now, but its next trial will read the teacher.
+    problem = assert_problem(client.delete(f"/v1/files/{teacher}", headers=alice), 409)
+    assert "sweep" in problem["detail"]
+    client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=alice)
+    assert client.delete(f"/v1/files/{teacher}", headers=alice).status_code == 204
