@@ -3,7 +3,8 @@
 Prints JSON (and writes it with --out). On one cluster (PostgreSQL schema, Redis
 database, `otrt api`, two `otrt worker`s, each trainer on one thread):
 
-- ``parallel``: the same grid of ``--trials`` points run one after another
+- ``parallel``: the same grid of ``--trials`` points (``cnn`` on digits, ``--epochs``
+  each) run one after another
   (``parallel: 1``) and two at a time (``parallel: 2``), interleaved over
   ``--rounds``; the ratio of their wall times (goal: <= 0.6).
 - ``asha``: one random search of ``--trials`` points with ASHA and without, the
@@ -66,7 +67,8 @@ def run_sweep(cluster: Cluster, body: dict, timeout: float = 3600) -> tuple[dict
 def parallel(cluster: Cluster, args: argparse.Namespace) -> dict:
     trials, rounds = args.trials, args.rounds
     lrs = [round(0.005 * (i + 1), 4) for i in range(trials)]
-    body = {"base": TRIAL, "space": {"training.lr": lrs}, "search": "grid"}
+    base = TRIAL | {"training": TRIAL["training"] | {"epochs": args.epochs}}
+    body = {"base": base, "space": {"training.lr": lrs}, "search": "grid"}
     walls: dict[str, list[float]] = {"one_at_a_time": [], "two_at_a_time": []}
     for _ in range(rounds):  # interleaved: the machine's load drifts
         for name, slots in (("one_at_a_time", 1), ("two_at_a_time", 2)):
@@ -77,6 +79,7 @@ def parallel(cluster: Cluster, args: argparse.Namespace) -> dict:
     ratios = [two / one for one, two in pairs]
     return {
         "trials": trials,
+        "epochs_per_trial": args.epochs,
         "wall_seconds": walls,
         "ratio_two_over_one": statistics.median(ratios),
         "goal_ratio": 0.6,
@@ -187,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="of the parallel part")
+    parser.add_argument("--epochs", type=int, default=8, help="per trial of the parallel part")
     parser.add_argument("--cache-trials", type=int, default=4)
     parser.add_argument("--cache-inputs", type=int, default=20_000, help="Fashion-MNIST images")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))

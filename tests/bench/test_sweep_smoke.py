@@ -17,6 +17,7 @@ def test_a_small_run_reports_each_part(tmp_path, database_url, redis_url):
         "sweep.py",
         "--trials=2",
         "--rounds=1",
+        "--epochs=1",
         "--cache-trials=2",
         "--cache-inputs=1000",
         f"--database-url={database_url}",
