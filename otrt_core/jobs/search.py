@@ -13,6 +13,7 @@ as their JSON text: a categorical choice is ``json.dumps(value, sort_keys=True)`
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +100,11 @@ def _study(sweep: SweepSpec, points: list[Point], seed: int) -> optuna.Study:
     elif sweep.search == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed + len(points))
     else:
-        # constant_liar: points still running count as bad guesses, so parallel asks spread.
-        sampler = optuna.samplers.TPESampler(seed=seed + len(points), constant_liar=True)
+        # constant_liar: points still running count as bad guesses, so parallel asks spread
+        # (Optuna marks the option experimental, and says so on every sampler built).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed + len(points), constant_liar=True)
     pruner = optuna.pruners.SuccessiveHalvingPruner(
         min_resource=ASHA_MIN_EPOCHS, reduction_factor=ASHA_REDUCTION_FACTOR
     )

@@ -543,7 +543,11 @@ class Service:
             initial_state(sweep_id, body),
             Note("created", message, {"points": points, "seeds": body.seeds}),
         )
-        return self.sweeps.view(self.sweeps.advance(sweep_id))
+        try:
+            self.sweeps.advance(sweep_id)
+        except Exception:  # stored: the next reaper round queues its first jobs
+            log.warning("sweep %s: could not queue its first jobs now", sweep_id, exc_info=True)
+        return self.sweeps.view(self.sweeps.sweeps.get(sweep_id))
 
     def _sweep(self, owner: str, sweep_id: str) -> Sweep:
         try:

@@ -146,14 +146,16 @@ class SweepRunner:
         """Creates the planned job (once: its key is its idempotency key) and dispatches it."""
         try:
             spec = self._spec_of(sweep, request, entry)
-        except SpecError as error:  # cannot happen for values checked at submission
-            log.error("sweep %s: planned job %s is invalid: %s", sweep.id, entry["key"], error)
-            spec = None
-        if spec is None:
+        except SpecError as error:
+            # Each value and both ends of each range were checked at submission; a point
+            # between them that still fails is skipped, seen by the search as stopped.
             point = entry["point"]
+            if point is None:  # a baseline was checked whole: this is a bug
+                raise
+            log.warning("sweep %s: point %s is not a valid job: %s", sweep.id, point, error)
             points = [dict(p) for p in sweep.state["points"]]
-            points[point]["pruned"] = True  # never run; the search sees it as stopped
-            note = Note("invalid", f"point {point} gives an invalid job; skipped", {})
+            points[point]["pruned"] = True
+            note = Note("invalid", f"point {point} is not a valid job ({error}); skipped", {})
             self.sweeps.update(sweep, [note], state=sweep.state | {"points": points})
             return
         body = spec.model_dump(mode="json")
