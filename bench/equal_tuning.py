@@ -10,8 +10,11 @@ alone and with KD on the same seeds (``compare``), so every row carries the
 paired 95% interval of its gain over both.
 
 The setting is reproduce.py's "distill, Fashion-MNIST (500/class)" with its
-teacher and its hand-tuned recipe (8 epochs: the service's sized defaults
-train for 2000 steps, hours for this many jobs on 2 cores). It runs on an
+hand-tuned recipe (8 epochs: the service's sized defaults train for 2000
+steps, hours for this many jobs on 2 cores). Its teacher is reproduce.py's
+(the same 500 images per class, 8 epochs) unless ``--teacher-subset`` and
+``--teacher-epochs`` give it more to learn from: a teacher no better than the
+student alone has nothing to transfer. It runs on an
 embedded service in this process (``otrt serve``'s executor, two jobs at a
 time, one thread each). Prints JSON and writes JSON and a markdown table
 to ``--out``.
@@ -112,6 +115,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Setting: {report['setting']}; {report['trials']} points per method (TPE), "
         f"{report['seeds']} seeds each; best point chosen on validation, test accuracy "
         "and paired 95% intervals over the seeds.",
+        f"Teacher: cnn on {report['teacher']['dataset'].get('train_subset') or 'every'} "
+        f"image(s) per class, {report['teacher']['training']['epochs']} epochs, "
+        f"test accuracy {100 * report['teacher_test_accuracy']:.1f}%.",
         "",
         "| method | best point | test accuracy (mean) | vs scratch | vs KD | wall |",
         "|---|---|---|---|---|---|",
@@ -142,12 +148,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6, help="points per method")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", choices=["ot", "fitnet", "at"])
+    parser.add_argument(
+        "--teacher-subset", type=int, default=500, help="teacher images per class (0: all)"
+    )
+    parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="a tiny run for CI")
     parser.add_argument("--out", default="bench/out/equal_tuning")
     args = parser.parse_args()
     teachers, chosen = experiments(quick=False)
     experiment = next(e for e in chosen if e.name == SETTING)
     teacher_body = teachers[experiment.teacher]
+    teacher_body = teacher_body | {
+        "dataset": teacher_body["dataset"] | {"train_subset": args.teacher_subset or None},
+        "training": teacher_body["training"] | {"epochs": args.teacher_epochs},
+    }
     if args.quick:  # 30 images per class, 1 epoch: seconds per job
         teacher_body = teacher_body | {
             "dataset": teacher_body["dataset"] | {"train_subset": 30},
@@ -162,6 +176,7 @@ def main() -> None:
         "trials": args.trials,
         "seeds": args.seeds,
         "recipe": experiment.hand_tuned,
+        "teacher": teacher_body,
         "load_average_start": os.getloadavg(),
         "rows": [],
     }
