@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otrt_core.jobs import states
-from otrt_core.jobs import sweep_store as status
+from otrt_core.jobs import sweep_store as sweep_status
 from otrt_core.jobs.store import JobStore
 from otrt_core.jobs.sweep_spec import SweepSpec, baseline_spec, trial_count, trial_spec
 from otrt_core.jobs.sweep_store import Note, SweepStore
@@ -81,7 +81,7 @@ class SweepRunner:
         """Moves the sweep as far as it can now; returns it as it then is."""
         for _ in range(MAX_ROUNDS):
             sweep = self.sweeps.get(sweep_id)
-            if sweep.status in status.TERMINAL or not self._step(sweep):
+            if sweep.status in sweep_status.TERMINAL or not self._step(sweep):
                 return sweep
         return self.sweeps.get(sweep_id)
 
@@ -116,8 +116,8 @@ class SweepRunner:
                 self._cancel(job)
             if any(job.status in states.LIVE for job in self._jobs(sweep).values()):
                 return False
-            note = Note(status.CANCELLED, "sweep cancelled", {})
-            self.sweeps.update(sweep, [note], status=status.CANCELLED)
+            note = Note(sweep_status.CANCELLED, "sweep cancelled", {})
+            self.sweeps.update(sweep, [note], status=sweep_status.CANCELLED)
             return True
         waiting = [e for e in planned if e["key"] not in jobs and not self._skipped(sweep, e)]
         if waiting and len(live) < request.parallel:
@@ -241,15 +241,15 @@ class SweepRunner:
         summary = self.summary(sweep, request, jobs)
         best = summary.get("best")
         if best is None:
-            note = Note(status.FAILED, "sweep failed: no point completed", summary)
-            self.sweeps.update(sweep, [note], status=status.FAILED, summary=summary)
+            note = Note(sweep_status.FAILED, "sweep failed: no point completed", summary)
+            self.sweeps.update(sweep, [note], status=sweep_status.FAILED, summary=summary)
             return True
         message = f"sweep succeeded: best point {best['point']} at {best['metric']:.1%}"
         for kind, gain in summary["compare"].items():
             if gain.get("gain") is not None:
                 message += f"; {gain['gain'] * 100:+.1f} points over {kind}"
-        note = Note(status.SUCCEEDED, message, summary)
-        self.sweeps.update(sweep, [note], status=status.SUCCEEDED, summary=summary)
+        note = Note(sweep_status.SUCCEEDED, message, summary)
+        self.sweeps.update(sweep, [note], status=sweep_status.SUCCEEDED, summary=summary)
         return True
 
     # --- what the sweep is worth -------------------------------------------------------
@@ -268,7 +268,7 @@ class SweepRunner:
             params = {}
             if point is not None:
                 params = decode(request.space, sweep.state["points"][point]["encoded"])
-            ended = sweep.status in status.TERMINAL
+            ended = sweep.status in sweep_status.TERMINAL
             job_status = job.status if job is not None else ("skipped" if ended else "planned")
             if self._skipped(sweep, entry) and job_status in ("planned", "skipped", "cancelled"):
                 job_status = "pruned"
@@ -284,7 +284,7 @@ class SweepRunner:
                     "test_accuracy": _test_accuracy(job),
                 }
             )
-        finished = sweep.status in status.TERMINAL
+        finished = sweep.status in sweep_status.TERMINAL
         summary = sweep.summary if finished else self.summary(sweep, request, jobs, compare=False)
         return {
             "id": sweep.id,
@@ -356,7 +356,7 @@ class SweepRunner:
             entry = next((e for e in sweep.state["jobs"] if e["key"] == job.idempotency_key), None)
             if request.early_stop != "asha" or entry is None or entry["role"] != POINT:
                 return False
-            if sweep.status in status.TERMINAL or self._skipped(sweep, entry):
+            if sweep.status in sweep_status.TERMINAL or self._skipped(sweep, entry):
                 return self._skipped(sweep, entry)
             index = entry["point"]
             jobs = self._jobs(sweep)
@@ -381,10 +381,11 @@ class SweepRunner:
         """Asks the sweep to stop: its queued jobs are cancelled at once, its running ones
         stop at their executor's next heartbeat, and it ends once none is live."""
         for _ in range(MAX_ROUNDS):
-            if sweep.status in status.TERMINAL or sweep.cancel_requested:
+            if sweep.status in sweep_status.TERMINAL or sweep.cancel_requested:
                 break
-            note = Note(status.CANCELLING, "cancel requested", {})
-            if self.sweeps.update(sweep, [note], status=status.CANCELLING, cancel_requested=True):
+            note = Note(sweep_status.CANCELLING, "cancel requested", {})
+            asked = {"status": sweep_status.CANCELLING, "cancel_requested": True}
+            if self.sweeps.update(sweep, [note], **asked):
                 break
             sweep = self.sweeps.get(sweep.id)
         return self.advance(sweep.id)
