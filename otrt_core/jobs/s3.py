@@ -126,9 +126,9 @@ class S3Storage:
                 async for chunk in chunks:
                     buffer += chunk
                     if len(buffer) >= PART:
-                        await asyncio.to_thread(self._part, upload, writer, bytes(buffer))
+                        await asyncio.to_thread(self._send, upload, writer, bytes(buffer))
                         buffer.clear()
-                await asyncio.to_thread(self._last, upload, writer, bytes(buffer))
+                await asyncio.to_thread(self._send, upload, writer, bytes(buffer), last=True)
             except BaseException:
                 await asyncio.to_thread(upload.abort)
                 raise
@@ -137,15 +137,17 @@ class S3Storage:
             os.replace(spool, self._cached(stored.sha256, key))
         return stored
 
-    def _part(self, upload: _MultipartUpload, writer: HashingWriter, data: bytes) -> None:
+    def _send(
+        self, upload: _MultipartUpload, writer: HashingWriter, data: bytes, last: bool = False
+    ) -> None:
+        """Spools and hashes ``data``, then sends it as the upload's next part (its last,
+        which completes the upload, with ``last``)."""
         writer.write(data)
         with self._translated(f"uploading {upload.key}"):
-            upload.part(data)
-
-    def _last(self, upload: _MultipartUpload, writer: HashingWriter, data: bytes) -> None:
-        writer.write(data)
-        with self._translated(f"uploading {upload.key}"):
-            upload.finish(data)
+            if last:
+                upload.finish(data)
+            else:
+                upload.part(data)
 
     def put(self, key: str, source: Path) -> StoredObject:
         """Uploads a local file as ``key`` (a multipart upload past :data:`PART`)."""
