@@ -175,15 +175,18 @@ def experiments(quick: bool, tuned: bool = True) -> tuple[dict[str, dict], list[
             },
             "training": {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
         },
+        # The distillation teacher sees every training image (4 epochs: 92.6% test, against
+        # 87.5% on the students' 500 per class, which a student alone nearly matches:
+        # bench/equal_tuning.py, docs/reproduce.md); its students keep 500 per class.
         "fashion_all": {
             "mode": "supervised",
             "student": {"architecture": "cnn"},
             "dataset": {
                 "name": "fashion_mnist",
-                "train_subset": 100 if quick else 500,
+                "train_subset": 100 if quick else None,
                 "val_fraction": val_10_classes,
             },
-            "training": {"epochs": fashion_epochs, "batch_size": 128, "lr": 0.05},
+            "training": {"epochs": 2 if quick else 4, "batch_size": 128, "lr": 0.05},
         },
         "mnist1d": {
             "mode": "supervised",
