@@ -114,8 +114,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Setting: {report['setting']}; {report['trials']} points per method (TPE), "
         f"{report['seeds']} seeds each; best point chosen on validation, test accuracy "
         "and paired 95% intervals over the seeds.",
-        f"Teacher: cnn on {report['teacher']['dataset'].get('train_subset') or 'every'} "
-        f"image(s) per class, {report['teacher']['training']['epochs']} epochs, "
+        f"Teacher: cnn on {_images(report['teacher']['dataset'])}, "
+        f"{report['teacher']['training']['epochs']} epochs, "
         f"test accuracy {100 * report['teacher_test_accuracy']:.1f}%.",
         "",
         "| method | best point | test accuracy (mean) | vs scratch | vs KD | wall |",
@@ -134,6 +134,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{gains[0]} | {gains[1]} | {r['wall_seconds']:.0f} s |"
         )
     return "\n".join(lines)
+
+
+def _images(dataset: dict[str, Any]) -> str:
+    subset = dataset.get("train_subset")
+    return f"{subset} images per class" if subset else "every training image"
 
 
 def _short(value: Any) -> str:
