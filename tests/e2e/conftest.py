@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import otrt
 from tests.utils.processes import start_server
 
 
@@ -26,3 +27,11 @@ def served(tmp_path_factory):
     yield str(http.base_url), created.stdout.strip()
     process.terminate()
     process.communicate(timeout=60)
+
+
+@pytest.fixture
+def client(served):
+    """The SDK's client of the module's auth-on server, with its key."""
+    url, key = served
+    with otrt.Client(url, key) as client:
+        yield client

@@ -21,13 +21,6 @@ TINY = {
 }
 
 
-@pytest.fixture
-def client(served):
-    url, key = served
-    with otrt.Client(url, key) as client:
-        yield client
-
-
 def test_importing_the_sdk_never_imports_torch():
     code = "import sys, otrt; otrt.Client; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

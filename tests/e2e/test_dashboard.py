@@ -37,6 +37,16 @@ def browser():
         browser.close()
 
 
+def signed_in_page(browser, url: str, key: str, route: str, **options):
+    """A new page at ``url/#route``, past the key prompt (the key typed once)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1400}, **options)
+    page.goto(f"{url}/#{route}")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button")
+    return page
+
+
 def submit_form(
     page, *, mode: str, student: str, teacher_checkpoint: str | None = None, epochs: int = 3
 ) -> None:
@@ -62,11 +72,7 @@ def wait_until_succeeded(page) -> str:
 def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     url, key = served
     OUTPUT.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 1400}, accept_downloads=True)
-    page.goto(url + "/#/new")
-    page.wait_for_selector("#key-dialog[open]")
-    page.fill("#key-input", key)
-    page.click("#key-form button")
+    page = signed_in_page(browser, url, key, "/new", accept_downloads=True)
     page.wait_for_selector("#job-form")
 
     # A distill job without a teacher: the API's problem shows next to the field.
@@ -144,11 +150,7 @@ def test_an_uploaded_graph_teacher_and_its_layers_in_the_form(browser, served, t
     assert uploaded.status_code == 201, uploaded.text
     file_id = uploaded.json()["id"]
 
-    page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    page.goto(url + "/#/new")
-    page.wait_for_selector("#key-dialog[open]")
-    page.fill("#key-input", key)
-    page.click("#key-form button")
+    page = signed_in_page(browser, url, key, "/new")
     page.wait_for_selector("#job-form")
     page.select_option("#mode", "distill")
     page.select_option("#teacher-checkpoint", file_id)
@@ -191,11 +193,7 @@ def test_a_sweep_page_shows_its_trials_the_metric_by_value_and_the_best_job(brow
     assert created.status_code == 201, created.text
     sweep_id = created.json()["id"]
 
-    page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    page.goto(url + "/#/sweeps")
-    page.wait_for_selector("#key-dialog[open]")
-    page.fill("#key-input", key)
-    page.click("#key-form button")
+    page = signed_in_page(browser, url, key, "/sweeps")
     page.click(f"tr[data-sweep='{sweep_id}'] a")
     page.wait_for_selector("#sweep-summary [data-status='succeeded']", timeout=180_000)
     assert page.locator("#trials tbody tr").count() == 4

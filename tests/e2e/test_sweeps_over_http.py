@@ -10,8 +10,6 @@ import time
 
 import pytest
 
-import otrt
-
 pytestmark = pytest.mark.slow
 BASE = {
     "mode": "supervised",
@@ -25,13 +23,6 @@ LONG = {
     "dataset": {"name": "digits"},
     "training": {"epochs": 500, "batch_size": 16},
 }
-
-
-@pytest.fixture
-def client(served):
-    url, key = served
-    with otrt.Client(url, key) as client:
-        yield client
 
 
 def otrt_cli(served, *args: str) -> subprocess.CompletedProcess:

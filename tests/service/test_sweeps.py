@@ -84,14 +84,19 @@ def test_a_sweep_queues_at_most_parallel_jobs_and_plans_the_next_as_each_ends(cl
     assert document.json()["request"]["space"] == body["space"]
 
 
-def test_the_comparison_is_the_best_point_s_paired_gain_over_each_baseline(client, alice):
-    teacher = upload(client, alice, "teacher", "t.safetensors", teacher_bytes()).json()["id"]
-    base = {
+def distill_base(client, headers) -> tuple[str, dict]:
+    """An uploaded teacher's id and a distillation job from it on digits."""
+    teacher = upload(client, headers, "teacher", "t.safetensors", teacher_bytes()).json()["id"]
+    return teacher, {
         "mode": "distill",
         "teacher": {"architecture": "mlp", "checkpoint": teacher},
         "student": {"architecture": "mlp_small"},
         "dataset": {"name": "digits"},
     }
+
+
+def test_the_comparison_is_the_best_point_s_paired_gain_over_each_baseline(client, alice):
+    _, base = distill_base(client, alice)
     body = {
         "base": base,
         "space": {"regularizer.weight": [0.1, 1.0]},
@@ -257,13 +262,7 @@ def test_a_trial_of_a_point_early_stopping_ended_stops_at_its_next_epoch(client,
 
 
 def test_a_file_an_unfinished_sweep_reads_cannot_be_deleted_between_its_trials(client, alice):
-    teacher = upload(client, alice, "teacher", "t.safetensors", teacher_bytes()).json()["id"]
-    base = {
-        "mode": "distill",
-        "teacher": {"architecture": "mlp", "checkpoint": teacher},
-        "student": {"architecture": "mlp_small"},
-        "dataset": {"name": "digits"},
-    }
+    teacher, base = distill_base(client, alice)
     body = {"base": base, "space": {"regularizer.weight": [0.1, 1.0]}, "search": "grid"}
     sweep = client.post("/v1/sweeps", json=body | {"parallel": 1}, headers=alice).json()
     end_job(client, sweep["trials"][0]["job_id"], best_val_accuracy=0.5, test_accuracy=0.5)
