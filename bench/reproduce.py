@@ -448,6 +448,9 @@ def main() -> None:
         "--only", nargs="+", metavar="PREFIX", help="the settings whose names start so"
     )
     parser.add_argument(
+        "--skip", nargs="+", metavar="PREFIX", help="leave out the settings whose names start so"
+    )
+    parser.add_argument(
         "--out", default="bench/out/reproduce", help="directory for JSON and markdown"
     )
     args = parser.parse_args()
@@ -457,6 +460,9 @@ def main() -> None:
     teachers, chosen = experiments(args.quick, tuned=not args.no_tuned)
     if args.only:
         chosen = [e for e in chosen if e.name.startswith(tuple(args.only))]
+    if args.skip:
+        chosen = [e for e in chosen if not e.name.startswith(tuple(args.skip))]
+    if args.only or args.skip:
         needed = {e.teacher for e in chosen}
         teachers = {name: body for name, body in teachers.items() if name in needed}
     started = time.perf_counter()

@@ -34,7 +34,7 @@ from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.sweep_spec import SweepSpec, sweep_problems, trial_count
-from otrt_core.jobs.sweep_store import Note, SweepNotFound, SweepStore
+from otrt_core.jobs.sweep_store import TERMINAL, Note, SweepNotFound, SweepStore
 from otrt_core.jobs.sweeps import SweepRunner, initial_state
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile, Sweep, SweepEvent
 from otrt_core.jobs.workers import WorkerRegistry
@@ -570,7 +570,7 @@ class Service:
 
     def cancel_sweep(self, owner: str, sweep_id: str) -> dict[str, Any]:
         sweep = self._sweep(owner, sweep_id)
-        if sweep.status in ("succeeded", "failed", "cancelled"):
+        if sweep.status in TERMINAL:
             msg = f"sweep {sweep_id} is {sweep.status}; only a running sweep can be cancelled"
             raise Conflict(msg)
         return self.sweeps.view(self.sweeps.cancel(sweep))
@@ -581,15 +581,17 @@ class Service:
 
     def sweep_document(self, owner: str, sweep_id: str) -> bytes:
         """``sweep.json``: the finished sweep as submitted and as it ended."""
-        sweep = self._finished_sweep(owner, sweep_id)
-        document = {"request": sweep.request} | self.sweeps.view(sweep)
-        return json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        return self._document(self._finished_sweep(owner, sweep_id))
 
     def sweep_artifacts(self, owner: str, sweep_id: str) -> tuple[list[Artifact], bytes]:
-        """The best trial's artifacts and ``sweep.json``'s bytes."""
-        document = self.sweep_document(owner, sweep_id)
-        best = self.sweeps.sweeps.get(sweep_id).summary.get("best")
-        return (self.store.artifacts(best["job_id"]) if best else []), document
+        """The best trial's artifacts and ``sweep.json``'s bytes, from one read of the sweep."""
+        sweep = self._finished_sweep(owner, sweep_id)
+        best = sweep.summary.get("best")
+        return (self.store.artifacts(best["job_id"]) if best else []), self._document(sweep)
+
+    def _document(self, sweep: Sweep) -> bytes:
+        document = {"request": sweep.request} | self.sweeps.view(sweep)
+        return json.dumps(document, indent=2, sort_keys=True, default=str).encode()
 
     def sweep_artifact(self, owner: str, sweep_id: str, name: str) -> StoredObject:
         """Where the best trial's artifact ``name`` is stored."""
@@ -600,6 +602,6 @@ class Service:
 
     def _finished_sweep(self, owner: str, sweep_id: str) -> Sweep:
         sweep = self._sweep(owner, sweep_id)
-        if sweep.status not in ("succeeded", "failed", "cancelled"):
+        if sweep.status not in TERMINAL:
             raise NotFound(f"sweep {sweep_id} is {sweep.status}: its artifacts come when it ends")
         return sweep
