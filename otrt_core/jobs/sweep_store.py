@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.jobs.store import Page, newest_page
-from otrt_core.jobs.tables import Sweep, SweepEvent, utcnow
+from otrt_core.jobs.tables import Job, Sweep, SweepEvent, utcnow
 
 RUNNING = "running"
 CANCELLING = "cancelling"
@@ -26,6 +26,10 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 STATUSES = (RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+# Where a sweep stands, as far as advancing it goes: its version and how many of its
+# jobs are in each status. Every change a sweep reacts to moves one of them.
+Mark = tuple[int, tuple[tuple[str, int], ...]]
 
 
 class SweepNotFound(LookupError):
@@ -88,16 +92,25 @@ class SweepStore:
         cursor = self.get(after, owner) if after is not None else None
         return newest_page(self.sessions, query, Sweep, cursor, limit)
 
-    def unfinished(self) -> list[str]:
-        """Ids of the sweeps that have not ended, oldest first."""
+    def unfinished(self) -> dict[str, Mark]:
+        """The sweeps that have not ended, oldest first, each with its :data:`Mark`."""
         with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(Sweep.id)
-                    .where(Sweep.status.not_in(TERMINAL))
-                    .order_by(Sweep.created_at, Sweep.id)
-                )
-            )
+            versions = session.execute(
+                select(Sweep.id, Sweep.version)
+                .where(Sweep.status.not_in(TERMINAL))
+                .order_by(Sweep.created_at, Sweep.id)
+            ).all()
+            counts = session.execute(
+                select(Job.sweep_id, Job.status, func.count())
+                .where(Job.sweep_id.in_([sweep_id for sweep_id, _ in versions]))
+                .group_by(Job.sweep_id, Job.status)
+            ).all()
+        statuses: dict[str, list[tuple[str, int]]] = {sweep_id: [] for sweep_id, _ in versions}
+        for sweep_id, status, count in counts:
+            statuses[sweep_id].append((status, count))
+        return {
+            sweep_id: (version, tuple(sorted(statuses[sweep_id]))) for sweep_id, version in versions
+        }
 
     def unfinished_using(self, file_id: str) -> int:
         """How many sweeps that have not ended name the file among their trials' inputs."""

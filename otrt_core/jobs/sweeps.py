@@ -38,7 +38,7 @@ from otrt_core.jobs import states
 from otrt_core.jobs import sweep_store as sweep_status
 from otrt_core.jobs.store import JobStore
 from otrt_core.jobs.sweep_spec import SweepSpec, baseline_spec, trial_count, trial_spec
-from otrt_core.jobs.sweep_store import Note, SweepStore
+from otrt_core.jobs.sweep_store import Mark, Note, SweepStore
 from otrt_core.jobs.tables import Job, Sweep
 from otrt_core.spec import JobSpec, SpecError
 
@@ -74,6 +74,7 @@ class SweepRunner:
 
     def __init__(self, store: JobStore, sweeps: SweepStore, dispatch: Callable[[str], None]):
         self.store, self.sweeps, self.dispatch = store, sweeps, dispatch
+        self._idle: dict[str, Mark] = {}  # sweeps the last round left with nothing to do
 
     # --- advancing ---------------------------------------------------------------------
 
@@ -86,12 +87,22 @@ class SweepRunner:
         return self.sweeps.get(sweep_id)
 
     def advance_unfinished(self) -> None:
-        """Advances every sweep that has not ended (the reaper's safety net)."""
-        for sweep_id in self.sweeps.unfinished():
+        """Advances every sweep that has not ended (the reaper's safety net), but for
+        those this runner last found with nothing to do whose mark has not moved since
+        (no new version, no job in another status): a round with nothing new costs
+        two queries, not a read and a search of every sweep."""
+        marks = self.sweeps.unfinished()
+        self._idle = {key: mark for key, mark in self._idle.items() if key in marks}
+        for sweep_id, mark in marks.items():
+            if self._idle.get(sweep_id) == mark:
+                continue
             try:
-                self.advance(sweep_id)
+                sweep = self.advance(sweep_id)
             except Exception:
                 log.warning("sweep %s: could not advance it", sweep_id, exc_info=True)
+                continue
+            if sweep.version == mark[0]:  # nothing to do; else look again next round
+                self._idle[sweep_id] = mark
 
     def _step(self, sweep: Sweep) -> bool:
         """One change; true if it landed (or lost a race) and the sweep should be read again."""

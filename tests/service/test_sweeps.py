@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from otrt_core.jobs import states
+from otrt_core.jobs.sweeps import SweepRunner
 from tests.service.api_helpers import assert_problem, teacher_bytes, upload
 
 pytestmark = pytest.mark.services
@@ -169,6 +170,37 @@ def test_advancing_from_many_threads_at_once_creates_each_planned_job_once(clien
     assert len({(j["spec"]["training"]["lr"], j["spec"]["training"]["seed"]) for j in jobs}) == 8
     events = client.get(f"/v1/sweeps/{sweep['id']}/events", headers=alice).json()
     assert [e["type"] for e in events].count("job") == 8  # each end noted once
+
+
+def test_the_reaper_leaves_a_sweep_alone_until_it_has_something_new(client, alice):
+    service = client.app.state.service
+    advanced: list[str] = []
+
+    class CountingRunner(SweepRunner):
+        def advance(self, sweep_id: str):
+            advanced.append(sweep_id)
+            return super().advance(sweep_id)
+
+    reaper = CountingRunner(service.store, service.sweeps.sweeps, client.dispatched.append)
+    body = {"base": BASE, "space": {"training.lr": [0.01, 0.02]}, "search": "grid"}
+    sweep = client.post("/v1/sweeps", json=body | {"parallel": 1}, headers=alice).json()
+    [job] = sweep_jobs(client, alice, sweep["id"])
+
+    reaper.advance_unfinished()  # one job queued, the sweep's only slot: nothing to do
+    reaper.advance_unfinished()
+    assert advanced.count(sweep["id"]) == 1
+
+    end_job(client, job["id"], best_val_accuracy=0.5, test_accuracy=0.5)
+    reaper.advance_unfinished()  # a job ended: noted, and the next point queued
+    assert advanced.count(sweep["id"]) == 2
+    assert len(sweep_jobs(client, alice, sweep["id"])) == 2
+    reaper.advance_unfinished()  # its own change moved the version: looked at once more
+    reaper.advance_unfinished()
+    assert advanced.count(sweep["id"]) == 3
+
+    client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=alice)
+    reaper.advance_unfinished()  # ended: no longer among the unfinished
+    assert advanced.count(sweep["id"]) == 3
 
 
 def test_cancelling_a_sweep_cancels_its_queued_jobs_and_ends_it(client, alice):
