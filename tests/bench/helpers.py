@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from otrt_core.data import DatasetUnavailable, load_arrays
 from tests.utils.guards import missing
 from tests.utils.processes import ROOT
@@ -19,10 +21,13 @@ def needs_dataset(name: str) -> None:
 
 
 def run_bench(script: str, *args: str) -> None:
-    """``python bench/<script> args…`` to its end; fails on a non-zero exit."""
-    subprocess.run(
+    """``python bench/<script> args…`` to its end; fails on a non-zero exit, with the end
+    of what the script wrote to stderr."""
+    done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
+    if done.returncode != 0:
+        pytest.fail(f"bench/{script} exited {done.returncode}:\n{done.stderr[-4000:]}")
