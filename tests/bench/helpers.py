@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from otrt_core.data import DatasetUnavailable, load_arrays
 from tests.utils.guards import missing
 from tests.utils.processes import ROOT
@@ -29,5 +27,4 @@ def run_bench(script: str, *args: str) -> None:
         text=True,
         timeout=600,
     )
-    if done.returncode != 0:
-        pytest.fail(f"bench/{script} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    assert done.returncode == 0, f"bench/{script} exited {done.returncode}:\n{done.stderr[-4000:]}"
