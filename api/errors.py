@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from otrt_core.jobs.service import ServiceError
+from otrt_core.jobs.refusals import ServiceError
 from otrt_core.jobs.storage import StorageUnavailable
 
 PROBLEM_JSON = "application/problem+json"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
-from otrt_core.jobs.service import PayloadTooLarge, ServiceError, TooManyRequests
+from otrt_core.jobs.refusals import PayloadTooLarge, ServiceError, TooManyRequests
 
 UPLOAD_PATH = "/v1/files"  # streams its own body under OTRT_MAX_UPLOAD_BYTES
 

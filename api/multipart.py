@@ -15,7 +15,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from otrt_core.jobs.service import Invalid, PayloadTooLarge
+from otrt_core.jobs.refusals import Invalid, PayloadTooLarge
 
 FILE_FIELD = "file"
 # Part headers, boundaries and small fields around the file: what a body may

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from otrt_core.jobs.tables import Job
 
@@ -255,5 +255,64 @@ class SweepOut(BaseModel):
 
 class SweepPage(BaseModel):
     data: list[SweepOut]
+    has_more: bool
+    next_after: str | None
+
+
+class DatasetRegistration(BaseModel):
+    """A dataset to register (API.md v1.2): a source converted once into a snapshot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="s3://bucket/prefix/ or file:///dir/ under OTRT_DATA_SOURCES, or an "
+        "uploaded ImageFolder .zip (file_…).",
+    )
+    format: Literal["auto", "imagefolder", "webdataset", "parquet", "zip"] = "auto"
+    name: str | None = Field(default=None, max_length=200)
+
+
+class DatasetImages(BaseModel):
+    min: list[int] | None = None
+    median: list[int] | None = None
+    max: list[int] | None = None
+    modes: list[str] = []
+
+
+class UnreadableFile(BaseModel):
+    name: str
+    reason: str
+
+
+class Unreadable(BaseModel):
+    count: int
+    files: list[UnreadableFile] = Field(description="The first 100.")
+
+
+class RegisteredDatasetOut(BaseModel):
+    id: str
+    name: str
+    source: str
+    format: str
+    status: Literal["inspecting", "converting", "ready", "failed"]
+    progress: dict[str, Any]
+    error: JobError | None
+    classes: list[str] | None
+    counts: dict[str, dict[str, int]] | None = Field(
+        description="Images per class name, per split (train, val, test, unlabeled)."
+    )
+    images: DatasetImages | None
+    bytes: int | None = Field(description="Of the stored snapshot.")
+    unreadable: Unreadable | None
+    fingerprint: str | None
+    channels: int | None = Field(description="1 when every image is grey, else 3.")
+    created_at: datetime
+    ready_at: datetime | None
+
+
+class RegisteredDatasetPage(BaseModel):
+    data: list[RegisteredDatasetOut]
     has_more: bool
     next_after: str | None

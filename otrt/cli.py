@@ -83,9 +83,16 @@ def train(
             "from it when this run's is there, else written there (a sweep's trials)."
         ),
     ] = None,
+    dataset_shards: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered dataset's snapshot (a directory, or s3://bucket/prefix/), "
+            "whatever dataset.name names (a ds_… id)."
+        ),
+    ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
-    from otrt.train_command import InputFiles, rank_exit_code, run_train
+    from otrt.train_command import DataOptions, InputFiles, rank_exit_code, run_train
     from otrt_core.settings import Settings
     from otrt_core.train.distributed import join, leave
 
@@ -105,8 +112,15 @@ def train(
                 dataset=dataset_file,
                 student_init=student_init_file,
                 teacher_cache_dir=teacher_cache_dir,
+                dataset_shards=dataset_shards,
             ),
             group,
+            DataOptions(
+                loader_workers=settings.resolved_loader_workers,
+                in_memory_bytes=settings.max_decoded_bytes,
+                s3_endpoint_url=settings.s3_endpoint_url,
+                checkpoint_seconds=settings.checkpoint_seconds,
+            ),
         )
     finally:
         leave(group)
@@ -380,7 +394,9 @@ def keys_set_quota(
 
 # The client commands (submit, jobs, status, events, cancel, download, upload; sweep …).
 from otrt import client_commands  # noqa: E402
+from otrt.dataset_commands import datasets_app  # noqa: E402
 from otrt.sweep_commands import sweep_app  # noqa: E402
 
 client_commands.register(app)
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(datasets_app, name="datasets")

@@ -24,6 +24,7 @@ import httpx
 
 CHUNK = 1 << 20
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+DATASET_ENDED = frozenset({"ready", "failed"})
 
 
 class ApiError(Exception):
@@ -266,7 +267,56 @@ class Client:
             response = self._request("GET", following)
 
     def datasets(self) -> list[dict[str, Any]]:
+        """The built-in datasets (API.md v1); registered ones: :meth:`registered_datasets`."""
         return self._request("GET", "/v1/datasets").json()
+
+    # --- registered datasets (API.md v1.2) ----------------------------------------------
+
+    def register_dataset(
+        self, source: str, *, format: str = "auto", name: str | None = None
+    ) -> dict[str, Any]:
+        """Registers ``source`` (s3://…, file:///… under the server's OTRT_DATA_SOURCES, or
+        an uploaded .zip's file_… id); a worker converts it: :meth:`wait_dataset`."""
+        body = {"source": source, "format": format} | ({"name": name} if name else {})
+        return self._request("POST", "/v1/datasets", json=body).json()
+
+    def push_dataset(
+        self,
+        directory: str | Path,
+        *,
+        name: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Uploads a local ImageFolder tree (as one uncompressed zip, within the server's
+        upload limit) and registers it; returns the dataset (converting)."""
+        from otrt.push import zipped_tree
+
+        directory = Path(directory)
+        with zipped_tree(directory) as archive:
+            uploaded = self.upload(archive, "dataset", progress=progress)
+        return self.register_dataset(uploaded["id"], name=name or directory.resolve().name)
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/datasets/{dataset_id}").json()
+
+    def registered_datasets(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every registered dataset of the caller, newest first."""
+        return self._pages("/v1/datasets/registered", {"limit": page_size})
+
+    def wait_dataset(
+        self, dataset_id: str, *, timeout: float | None = None, poll_seconds: float = 1.0
+    ) -> dict[str, Any]:
+        """The dataset once ``ready`` or ``failed``; :class:`JobTimeout` after ``timeout``."""
+        return _wait_for(lambda: self.dataset(dataset_id), timeout, poll_seconds, DATASET_ENDED)
+
+    def dataset_events(
+        self, dataset_id: str, *, follow: bool = False, after: int = 0
+    ) -> Iterator[dict]:
+        """The conversion's events; with ``follow``, live until the dataset is ready or failed."""
+        return self._events(f"/v1/datasets/{dataset_id}/events", follow, after)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
 
 class Sweeps:
@@ -317,10 +367,15 @@ class Sweeps:
         return self.client._download(f"/v1/sweeps/{sweep_id}/artifacts", name, dest)
 
 
-def _wait_for(read: Callable[[], dict[str, Any]], timeout: float | None, poll: float) -> dict:
-    """``read()`` once its status is terminal; :class:`JobTimeout` after ``timeout`` seconds."""
+def _wait_for(
+    read: Callable[[], dict[str, Any]],
+    timeout: float | None,
+    poll: float,
+    ended: frozenset[str] = TERMINAL,
+) -> dict:
+    """``read()`` once its status is in ``ended``; :class:`JobTimeout` after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while (item := read())["status"] not in TERMINAL:
+    while (item := read())["status"] not in ended:
         if deadline is not None and time.monotonic() >= deadline:
             raise JobTimeout(item)
         time.sleep(poll)

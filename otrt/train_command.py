@@ -36,6 +36,17 @@ class InputFiles:
     dataset: Path | None = None
     student_init: Path | None = None
     teacher_cache_dir: Path | None = None  # teacher caches shared between runs
+    dataset_shards: str | None = None  # a registered dataset's snapshot: a dir or s3://…
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How the trainer reads data (Settings): loader workers, limits, checkpoints."""
+
+    loader_workers: int = 2
+    in_memory_bytes: int = 256 << 20
+    s3_endpoint_url: str | None = None
+    checkpoint_seconds: float = 600.0
 
 
 def run_train(
@@ -48,6 +59,7 @@ def run_train(
     stop_on_stdin_eof: bool = False,
     inputs: InputFiles | None = None,
     group: Group | None = None,
+    data: DataOptions | None = None,
 ) -> int:
     """Runs the spec; returns the process exit code.
 
@@ -82,6 +94,16 @@ def run_train(
     if stop_on_stdin_eof:
         threading.Thread(target=_set_at_eof, args=(sys.stdin.fileno(), stop), daemon=True).start()
     inputs = inputs or InputFiles()
+    data = data or DataOptions()
+    stream = None
+    if inputs.dataset_shards is not None:
+        stream = engine.StreamOptions(
+            location=inputs.dataset_shards,
+            cache_dir=out_dir / "shard-cache",
+            s3_endpoint_url=data.s3_endpoint_url,
+            workers=data.loader_workers,
+            in_memory_bytes=data.in_memory_bytes,
+        )
     options = engine.RunOptions(
         out_dir=out_dir,
         teacher_path=inputs.teacher
@@ -100,6 +122,8 @@ def run_train(
         resume=resume,
         should_stop=stop.is_set,
         group=group,
+        stream=stream,
+        checkpoint_seconds=data.checkpoint_seconds,
     )
     with Reporter(sys.stdout.isatty(), quiet=not group.leader) as emit:
         try:

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from api.app import AppParts, create_app
+from otrt_core.jobs.dataset_store import DatasetStore
 from otrt_core.jobs.db import make_engine, make_sessions, migrate
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileRecords
@@ -36,6 +37,7 @@ from otrt_core.jobs.sweep_store import SweepStore
 from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.settings import Settings
+from worker.conversion import ConversionLimits
 from worker.embedded import EmbeddedExecutor
 from worker.execution import Executor
 from worker.tracking import MlflowTracker, NoTracking, Tracker
@@ -81,20 +83,23 @@ class Components:
     storage: Storage
     data_dir: Path
     workers: WorkerRegistry
+    datasets: DatasetStore
 
 
 def build_components(settings: Settings) -> Components:
     data_dir = settings.data_dir.resolve()
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessions(engine)
+    store = JobStore(sessions)
     return Components(
         engine=engine,
-        store=JobStore(sessions),
+        store=store,
         files=FileRecords(sessions),
         keys=KeyStore(sessions),
         storage=build_storage(settings, data_dir),
         data_dir=data_dir,
         workers=WorkerRegistry(sessions),
+        datasets=DatasetStore(sessions, store),
     )
 
 
@@ -131,6 +136,13 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
         tracker=build_tracker(settings),
         devices=settings.worker_devices or cuda_devices(),
         registry=parts.workers,
+        datasets=parts.datasets,
+        conversion_limits=ConversionLimits(
+            allowed=tuple(settings.allowed_data_sources),
+            s3_endpoint_url=settings.s3_endpoint_url,
+            max_image_pixels=settings.max_image_pixels,
+            max_unreadable_fraction=settings.max_unreadable_fraction,
+        ),
     )
 
 
@@ -230,6 +242,7 @@ def _app(
         InspectionLimits(max_decoded_bytes=settings.max_decoded_bytes),
         workers=parts.workers,
         max_sweep_jobs=settings.max_sweep_jobs,
+        allowed_sources=settings.allowed_data_sources,
     )
     service.remove_orphans(settings.orphan_grace_seconds)
     return create_app(

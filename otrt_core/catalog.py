@@ -78,10 +78,10 @@ def from_library(architecture: str | None) -> bool:
 def is_dataset_file(name: str) -> bool:
     """Whether a spec's dataset name refers to a user's file rather than a built-in dataset.
 
-    ``file_…`` is an upload the service resolves to a path; a path ending in
-    ``.npz`` or ``.zip`` is for ``otrt train``.
+    ``file_…`` is an upload the service resolves to a path, ``ds_…`` a registered
+    dataset (its shards); a path ending in ``.npz`` or ``.zip`` is for ``otrt train``.
     """
-    return name.startswith("file_") or name.endswith((".npz", ".zip"))
+    return name.startswith(("file_", "ds_")) or name.endswith((".npz", ".zip"))
 
 
 @cache

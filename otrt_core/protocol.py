@@ -88,6 +88,9 @@ class Start:
     resumed: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1  # processes training together (training.gpus)
+    # "memory" (tensors, on the device when they fit) or "streamed" (a registered
+    # dataset's shards, decoded by loader workers).
+    data_path: str = "memory"
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,30 @@ class Done:
     seconds: float
 
 
-Event = Start | Step | Epoch | Plan | Warning | Stopped | Error | Done
+@dataclass(frozen=True)
+class Converting:
+    """A dataset conversion's progress (``python -m otrt_core.data.convert``): ``phase``
+    is "listing" or "converting"; ``done`` records of ``total`` (``None`` until known)."""
+
+    kind: ClassVar[str] = "converting"
+    phase: str
+    done: int
+    total: int | None
+    unreadable: int
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The snapshot is complete: ``details`` is what the dataset's resource shows."""
+
+    kind: ClassVar[str] = "converted"
+    details: dict[str, Any]
+
+
+Event = Start | Step | Epoch | Plan | Warning | Stopped | Error | Done | Converting | Converted
 EVENT_TYPES: dict[str, type] = {
-    cls.kind: cls for cls in (Start, Step, Epoch, Plan, Warning, Stopped, Error, Done)
+    cls.kind: cls
+    for cls in (Start, Step, Epoch, Plan, Warning, Stopped, Error, Done, Converting, Converted)
 }
 
 

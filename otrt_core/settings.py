@@ -88,12 +88,48 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="Upload size limit.")
     max_decoded_bytes: int = Field(
-        default=2 * 1024**3,
+        default=256 * 1024**2,
         ge=1,
         description=(
-            "What one uploaded dataset may cost once decoded (arrays as stored plus the float32 "
-            "inputs), read from its headers before decoding; past it the upload is 413."
+            "The in-memory limit: what one uploaded dataset may cost once decoded (arrays as "
+            "stored plus the float32 inputs, read from its headers before decoding; past it "
+            "the upload is 413: register it instead), and below which a registered dataset "
+            "is held in memory rather than streamed."
         ),
+    )
+    data_sources: str = Field(
+        default="",
+        description=(
+            "Comma-separated URI prefixes a dataset may be registered from "
+            "(e.g. s3://team-data/,file:///mnt/datasets/). Unset: none, only uploads."
+        ),
+    )
+    max_image_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description=(
+            "Pixels one image of a registered dataset may have, read from its header before "
+            "decoding (a 48-megapixel photo passes; past it the image is unreadable)."
+        ),
+    )
+    max_unreadable_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Unreadable files a registered dataset may have before it fails.",
+    )
+    loader_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "DataLoader worker processes of a training process on streamed data. Unset: one "
+            "per core, at most 8 (0 decodes in the training process itself)."
+        ),
+    )
+    checkpoint_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="The trainer also checkpoints inside an epoch this often (loader state too).",
     )
     max_json_bytes: int = Field(
         default=1024**2, ge=1024, description="Size limit of a JSON request body (413 past it)."
@@ -163,6 +199,17 @@ class Settings(BaseSettings):
             "so that a running job's message is never handed to a second worker."
         ),
     )
+
+    @property
+    def resolved_loader_workers(self) -> int:
+        """``loader_workers``, or one per core (at most 8)."""
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return min(8, len(os.sched_getaffinity(0)))
+
+    @property
+    def allowed_data_sources(self) -> list[str]:
+        return [prefix.strip() for prefix in self.data_sources.split(",") if prefix.strip()]
 
     @property
     def resolved_database_url(self) -> str:

@@ -187,6 +187,24 @@ class DatasetSpec(_Strict):
         description="Random views of the training inputs: `standard` (crop with 4-pixel "
         "padding, then horizontal flip, for images) or a list of ops.",
     )
+    image_size: (
+        Annotated[int, Field(ge=8, le=1024)]
+        | Annotated[list[Annotated[int, Field(ge=8, le=1024)]], Field(min_length=2, max_length=2)]
+        | None
+    ) = Field(
+        default=None,
+        description="A registered dataset's images are decoded to this size (an int for a "
+        "square, or [h, w]): under `augment: standard` a random resized crop and flip, for "
+        "evaluation a resize and center crop. Default: the largest input.size of teacher and "
+        "student, else the median image size capped at 224.",
+    )
+
+    def image_hw(self) -> tuple[int, int] | None:
+        """``image_size`` as (h, w), if set."""
+        size = self.image_size
+        if size is None:
+            return None
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
 class LayerPairSpec(_Strict):

@@ -18,6 +18,7 @@ from typing import Any
 
 from otrt_core import protocol
 from otrt_core.jobs import states
+from otrt_core.jobs.dataset_store import CONVERSION, DatasetNotFound, DatasetStore
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
@@ -25,6 +26,7 @@ from otrt_core.jobs.sweep_store import TERMINAL as SWEEP_ENDED
 from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.tables import Artifact, Job
 from otrt_core.jobs.workers import WorkerRegistry
+from worker.conversion import ConversionLimits, run_conversion
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
 from worker.tracking import NoTracking, Tracker
 
@@ -54,6 +56,9 @@ class Executor:
     registry: WorkerRegistry | None = None  # where it says so (otrt_core.jobs.workers)
     # Advances the sweeps its trials belong to; set by the wiring, which has the dispatcher.
     sweeps: SweepRunner | None = None
+    # Registered datasets, whose conversion jobs this executor runs too.
+    datasets: DatasetStore | None = None
+    conversion_limits: ConversionLimits = field(default_factory=ConversionLimits)
 
     def announce(self) -> None:
         """Tells the registry this executor is up and what it offers."""
@@ -78,6 +83,9 @@ class Executor:
             return None
         job_id = lease.job_id
         job = self.store.get(job_id)
+        if job.kind == CONVERSION:
+            datasets = self.datasets or DatasetStore(self.store.sessions, self.store)
+            return run_conversion(self, datasets, self.conversion_limits, lease, job, shutting_down)
         out_dir = self.work_root / job_id
         try:
             inputs = self._trainer_inputs(job, out_dir)
@@ -189,6 +197,7 @@ class Executor:
             teacher = self._fetch(weights.path, weights.sha256, job.teacher_job_id)
         if job.dataset_file_id:
             dataset = self._local(job.dataset_file_id, job.owner)
+        shards = self._snapshot(job.dataset_id) if job.dataset_id else None
         init = self._local(job.init_file_id, job.owner) if job.init_file_id else None
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "job-spec.json"
@@ -200,7 +209,21 @@ class Executor:
             dataset=dataset,
             student_init=init,
             teacher_cache_dir=shared,
+            dataset_shards=shards,
         )
+
+    def _snapshot(self, dataset_id: str) -> str:
+        """Where the trainer reads a registered dataset's shards: the store's own
+        directory on this host, or its s3:// location; ``LookupError`` if it is gone."""
+        try:
+            dataset = (self.datasets or DatasetStore(self.store.sessions, self.store)).get(
+                dataset_id
+            )
+        except DatasetNotFound:
+            raise LookupError(dataset_id) from None
+        if dataset.shards is None:
+            raise LookupError(dataset_id)
+        return self.storage.location(dataset.shards)
 
     def _sweep_cache_dir(self, sweep_id: str) -> Path:
         """Where the trials of a sweep on this host share their teacher's cached outputs."""

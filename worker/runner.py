@@ -1,4 +1,5 @@
-"""The trainer as a child process: started in its own process group, read as JSON lines.
+"""Children of the executor (the trainer, the dataset converter): each started in its own
+process group and read as JSON lines.
 
 The same code serves the embedded executor and the Celery worker. Stopping
 sends SIGTERM to the whole group (the trainer checkpoints and exits 75), then
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ class TrainerInputs:
     dataset: Path | None = None
     student_init: Path | None = None
     teacher_cache_dir: Path | None = None  # shared by the trials of one sweep
+    dataset_shards: str | None = None  # a registered dataset's snapshot: a dir or s3://…
 
     def arguments(self) -> list[str]:
         files = [
@@ -47,46 +50,39 @@ class TrainerInputs:
             ("--dataset-file", self.dataset),
             ("--student-init-file", self.student_init),
             ("--teacher-cache-dir", self.teacher_cache_dir),
+            ("--dataset-shards", self.dataset_shards),
         ]
         return [str(self.spec)] + [arg for flag, path in files if path for arg in (flag, str(path))]
 
 
-class TrainerProcess:
-    """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue;
-    under ``torchrun --nproc-per-node N`` when ``processes`` is N > 1."""
+class ChildProcess:
+    """A child in its own process group whose stdout is read as JSON event lines onto a
+    queue; its stderr goes to ``log_path``. Its stdin is a pipe held open and never
+    written: should this process die, the child reads EOF."""
+
+    exit_code_path: Path | None = None
 
     def __init__(
         self,
-        inputs: TrainerInputs,
-        out_dir: Path,
-        *,
-        resume: bool,
-        device: str,
+        command: list[str],
+        log_path: Path,
         env: dict[str, str],
-        processes: int = 1,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
-        launcher = [sys.executable]
-        if processes > 1:
-            launcher += ["-m", "torch.distributed.run", "--standalone"]
-            launcher += [f"--nproc-per-node={processes}", "--no-python", sys.executable]
-        command = [*launcher, "-m", "otrt", "train", *inputs.arguments(), "--out", str(out_dir)]
-        command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
-        self.stderr_path = out_dir / "trainer.log"
-        self.exit_code_path = out_dir / protocol.EXIT_CODE if processes > 1 else None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / protocol.EXIT_CODE).unlink(missing_ok=True)  # an earlier attempt's
-        with open(self.stderr_path, "ab") as stderr:
+        self.stderr_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as stderr:
             self.process = subprocess.Popen(
                 command,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                # Never written: if this process dies, the trainer sees EOF and stops.
                 stdin=subprocess.PIPE,
                 env={**os.environ, **env},
                 start_new_session=True,  # its own process group, signalled as one
+                preexec_fn=preexec_fn,
             )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True, name=f"trainer-{self.pid}").start()
+        threading.Thread(target=self._read, daemon=True, name=f"child-{self.pid}").start()
 
     @property
     def pid(self) -> int:
@@ -138,3 +134,29 @@ class TrainerProcess:
         except OSError:
             return ""
         return data.decode(errors="replace").strip()
+
+
+class TrainerProcess(ChildProcess):
+    """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue;
+    under ``torchrun --nproc-per-node N`` when ``processes`` is N > 1."""
+
+    def __init__(
+        self,
+        inputs: TrainerInputs,
+        out_dir: Path,
+        *,
+        resume: bool,
+        device: str,
+        env: dict[str, str],
+        processes: int = 1,
+    ) -> None:
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone"]
+            launcher += [f"--nproc-per-node={processes}", "--no-python", sys.executable]
+        command = [*launcher, "-m", "otrt", "train", *inputs.arguments(), "--out", str(out_dir)]
+        command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
+        self.exit_code_path = out_dir / protocol.EXIT_CODE if processes > 1 else None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / protocol.EXIT_CODE).unlink(missing_ok=True)  # an earlier attempt's
+        super().__init__(command, out_dir / "trainer.log", env)

@@ -10,7 +10,7 @@ from api.auth import Owner
 from api.multipart import ENVELOPE_BYTES, MultipartFile
 from api.routes import created_with_links, problems, service
 from api.schemas import FileOut, FilePage
-from otrt_core.jobs.service import Invalid, PayloadTooLarge
+from otrt_core.jobs.refusals import Invalid, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 

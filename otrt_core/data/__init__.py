@@ -1,22 +1,42 @@
-"""Offline datasets: built-in ones that ship inside a package, and the splits a job uses."""
+"""Datasets: built-in ones that ship inside a package, users' files, registered datasets
+(sources, formats, shards), and the splits a job uses.
+
+Every name is imported on first use (PEP 562): the API reads ``otrt_core.data.sources``
+to check a registration without importing numpy, and the inspector reads an upload
+without torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from otrt_core.catalog import is_dataset_file
-from otrt_core.data.catalog import DATASETS, ArraySplits, DatasetInfo, DatasetUnavailable
-from otrt_core.data.uploads import ZipLimits, load_dataset_file
-from otrt_core.errors import UserError
+_LAZY = {
+    "DATASETS": "otrt_core.data.catalog",
+    "ArraySplits": "otrt_core.data.catalog",
+    "DatasetInfo": "otrt_core.data.catalog",
+    "DatasetUnavailable": "otrt_core.data.catalog",
+    "ZipLimits": "otrt_core.data.uploads",
+    "load_dataset_file": "otrt_core.data.uploads",
+    "is_dataset_file": "otrt_core.catalog",
+    "PreparedData": "otrt_core.data.splits",
+    "prepare": "otrt_core.data.splits",
+}
+
+__all__ = [*_LAZY, "load_arrays"]
 
 
 @lru_cache(maxsize=4)
-def load_arrays(name: str, datasets_root: Path | None = None) -> ArraySplits:
+def load_arrays(name: str, datasets_root: Path | None = None):
     """The arrays of a built-in dataset, read-only and cached per process.
 
     Unknown names list the valid ones.
     """
+    from otrt_core.data.catalog import DATASETS
+    from otrt_core.errors import UserError
+
     if name not in DATASETS:
         message = f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
         raise UserError(message, ("dataset", "name"))
@@ -26,25 +46,7 @@ def load_arrays(name: str, datasets_root: Path | None = None) -> ArraySplits:
     return arrays
 
 
-__all__ = [
-    "DATASETS",
-    "ArraySplits",
-    "DatasetInfo",
-    "DatasetUnavailable",
-    "PreparedData",
-    "ZipLimits",
-    "is_dataset_file",
-    "load_arrays",
-    "load_dataset_file",
-    "prepare",
-]
-
-
-def __getattr__(name: str):
-    """``prepare`` and ``PreparedData`` need torch: imported on first use, so that reading
-    an uploaded file (the service's inspector) stays torch-free."""
-    if name in ("PreparedData", "prepare"):
-        from otrt_core.data import splits
-
-        return getattr(splits, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from otrt_core.data.catalog import ArraySplits
+from otrt_core.data.selection import select
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class PreparedData:
     num_classes: int
     mean: Tensor  # (C,) per-channel statistics of the training inputs
     std: Tensor  # (C,)
+    # Training batches from a registered dataset's shards (otrt_core.data.registered);
+    # ``None`` when the inputs are tensors. Streamed inputs are then StreamedInputs.
+    stream: Any = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.stream is not None
 
 
 def prepare(
@@ -41,23 +50,19 @@ def prepare(
     val_fraction: float,
     seed: int,
 ) -> PreparedData:
-    x_train, y_train, x_test, y_test = arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if classes is not None:
-        x_train, y_train = _keep_classes(x_train, y_train, classes)
-        x_test, y_test = _keep_classes(x_test, y_test, classes)
-        num_classes = len(classes)
-
-    rng = np.random.default_rng(seed)
-    val_mask = _stratified_mask(y_train, val_fraction, rng)
-    x_val, y_val = x_train[val_mask], y_train[val_mask]
-    x_train, y_train = x_train[~val_mask], y_train[~val_mask]
-
-    x_unlabeled = x_train[:0]
-    if train_subset is not None:
-        labeled = _first_per_class(y_train, train_subset, rng)
-        x_unlabeled = x_train[~labeled]
-        x_train, y_train = x_train[labeled], y_train[labeled]
+    chosen = select(
+        arrays.y_train,
+        arrays.y_test,
+        classes=classes,
+        train_subset=train_subset,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    x_train, y_train = arrays.x_train[chosen.train], chosen.y_train
+    x_val, y_val = arrays.x_train[chosen.val], chosen.y_val
+    x_test, y_test = arrays.x_test[chosen.test], chosen.y_test
+    x_unlabeled = arrays.x_train[chosen.unlabeled]
+    num_classes = chosen.num_classes
 
     if arrays.x_unlabeled is not None:  # an uploaded unlabeled set joins the pool
         x_unlabeled = np.concatenate([x_unlabeled, arrays.x_unlabeled])
@@ -86,27 +91,3 @@ def prepare(
         mean=torch.from_numpy(mean.astype(np.float32)),
         std=torch.from_numpy(std.astype(np.float32)),
     )
-
-
-def _keep_classes(x: np.ndarray, y: np.ndarray, classes: Sequence[int]) -> tuple:
-    """Rows of the listed classes, relabelled 0..k-1 in the listed order."""
-    relabel = {label: index for index, label in enumerate(classes)}
-    keep = np.isin(y, list(classes))
-    return x[keep], np.array([relabel[label] for label in y[keep]], dtype=np.int64)
-
-
-def _stratified_mask(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """A boolean mask selecting about ``fraction`` of each class (at least one if it has two)."""
-    mask = np.zeros(len(y), dtype=bool)
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        count = min(len(members) - 1, max(1, round(fraction * len(members))))
-        mask[members[:count]] = True
-    return mask
-
-
-def _first_per_class(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    mask = np.zeros(len(y), dtype=bool)
-    for label in np.unique(y):
-        mask[rng.permutation(np.flatnonzero(y == label))[:per_class]] = True
-    return mask

@@ -84,6 +84,10 @@ class S3Storage:
             raise StorageUnavailable(f"not an s3://bucket/prefix URL: {url!r}")
         return cls(parsed.netloc, parsed.path, cache_dir, **options)
 
+    def location(self, prefix: str) -> str:
+        """The ``s3://`` URI of the objects under ``prefix`` (a trainer reads them there)."""
+        return f"s3://{self.bucket}/{self._key(prefix)}/"
+
     def _key(self, key: str) -> str:
         relative = valid_key(key).as_posix()
         return f"{self.prefix}/{relative}" if self.prefix else relative

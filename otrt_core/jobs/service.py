@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,8 +18,11 @@ from pathlib import PurePath
 from typing import Any
 
 from otrt_core.catalog import catalog
+from otrt_core.data.image_size import image_size
 from otrt_core.errors import TooLarge, UserError
 from otrt_core.jobs import states
+from otrt_core.jobs.dataset_service import DatasetService
+from otrt_core.jobs.dataset_store import DatasetStore
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.inspection import (
@@ -31,6 +33,13 @@ from otrt_core.jobs.inspection import (
     teacher_misfit,
 )
 from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
+from otrt_core.jobs.refusals import (
+    Conflict,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+)
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import IdempotencyConflict, JobNotFound, JobStore, Page, new_id
 from otrt_core.jobs.sweep_spec import SweepSpec, sweep_problems, trial_count
@@ -44,51 +53,6 @@ from otrt_core.spec import JobSpec, SpecError, resolve_spec
 PURPOSES = ("teacher", "model", "dataset")  # "model" is the same as "teacher"
 QUEUE_FULL_RETRY_SECONDS = 30.0  # Retry-After when a key's queue is full
 log = logging.getLogger("otrt.service")
-
-
-class ServiceError(Exception):
-    """A request the service refuses: an HTTP status, a title and what is wrong."""
-
-    status = 400
-    title = "Bad Request"
-
-    def __init__(
-        self,
-        detail: str,
-        errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.detail, self.errors, self.headers = detail, errors or [], headers or {}
-
-
-class NotFound(ServiceError):
-    status, title = 404, "Not Found"
-
-
-class Conflict(ServiceError):
-    status, title = 409, "Conflict"
-
-
-class PayloadTooLarge(ServiceError):
-    status, title = 413, "Content Too Large"
-
-
-class TooManyRequests(ServiceError):
-    """A quota or rate limit of the caller's key; ``Retry-After`` says when to try again."""
-
-    status, title = 429, "Too Many Requests"
-
-    def __init__(self, detail: str, retry_after: float) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
-
-
-class Invalid(ServiceError):
-    status, title = 422, "Unprocessable Content"
-
-    @classmethod
-    def at(cls, loc: list[str | int], msg: str) -> Invalid:
-        return cls(msg, [{"loc": loc, "msg": msg}])
 
 
 @dataclass(frozen=True)
@@ -114,14 +78,23 @@ class Service:
     inspection: InspectionLimits = field(default_factory=InspectionLimits)
     workers: WorkerRegistry | None = None  # the executors' offers of devices
     max_sweep_jobs: int = 256  # jobs one sweep may run in all
+    allowed_sources: list[str] = field(default_factory=list)  # OTRT_DATA_SOURCES
     # (weights sha256, architecture, input shape) -> why they do not fit, or None.
     _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
     # (architecture, input shape) -> its layer names (timm and torchvision models).
     _layer_names: dict[tuple, list[str]] = field(default_factory=dict, init=False, repr=False)
     sweeps: SweepRunner = field(init=False, repr=False)
+    datasets: DatasetService = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sweeps = SweepRunner(self.store, SweepStore(self.store.sessions), self._dispatch)
+        self.datasets = DatasetService(
+            DatasetStore(self.store.sessions, self.store),
+            self.store,
+            self.files,
+            self._dispatch,
+            self.allowed_sources,
+        )
 
     # --- files ---------------------------------------------------------------------------
 
@@ -324,6 +297,14 @@ class Service:
             else:
                 inputs["dataset_file_id"] = record.id
                 input_shape = tuple(record.details["input_shape"])
+        elif spec.dataset.name.startswith("ds_"):
+            dataset = self.datasets.usable(owner, spec.dataset.name)
+            if isinstance(dataset, str):
+                problems.append({"loc": ["body", "dataset", "name"], "msg": dataset})
+            else:
+                inputs["dataset_id"] = dataset.id
+                size = image_size(spec, dataset.details["images"]["median"])
+                input_shape = (dataset.details["channels"], *size)
         elif spec.dataset.name.endswith((".npz", ".zip")):
             msg = "file paths are for `otrt train`; upload the file and name its file_… id"
             problems.append({"loc": ["body", "dataset", "name"], "msg": msg})

@@ -57,6 +57,7 @@ class Storage(Protocol):
     def rename(self, key: str, new_key: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def modified_before(self, prefix: str, before: float) -> list[str]: ...
+    def location(self, prefix: str) -> str: ...  # where a trainer reads objects under prefix
 
 
 class LocalStorage:
@@ -71,6 +72,10 @@ class LocalStorage:
     def path(self, key: str) -> Path:
         """The local file of ``key``; keys are relative and never leave the root."""
         return self.root / valid_key(key)
+
+    def location(self, prefix: str) -> str:
+        """The local directory of the objects under ``prefix``."""
+        return str(self.path(prefix))
 
     async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject:
         """Streams ``chunks`` to ``key``, hashing on the way; :class:`TooLarge` past ``limit``.

@@ -106,8 +106,14 @@ class JobStore:
         key_id: str | None = None,
         priority: int = 0,
         sweep_id: str | None = None,
+        kind: str = "train",
+        companions: tuple[Any, ...] = (),
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
         """A new queued job and its first event; ``(job, created)``.
+
+        ``companions`` are rows written in the same transaction (a conversion job's
+        dataset), so that neither exists without the other.
 
         With an idempotency key already used by ``owner``, the earlier job comes
         back (``created`` false) if the request hash matches, else
@@ -118,7 +124,7 @@ class JobStore:
             if earlier is not None:
                 return earlier, False
         job = Job(
-            id=new_id("job"),
+            id=job_id or new_id("job"),
             owner=owner,
             status=states.QUEUED,
             spec=spec,
@@ -129,12 +135,14 @@ class JobStore:
             request_hash=request_hash,
             key_id=key_id,
             priority=priority,
-            gpus=spec.get("training", {}).get("gpus", 1),
+            gpus=spec.get("training", {}).get("gpus", 1 if kind == "train" else 0),
             sweep_id=sweep_id,
+            kind=kind,
             **(inputs or {}),
         )
         try:
             with self.sessions.begin() as session:
+                session.add_all(companions)
                 session.add(job)
                 session.flush()
                 session.add(_event(job.id, states.QUEUED, "job queued", {"attempt": 0}))
@@ -174,7 +182,7 @@ class JobStore:
     ) -> Page:
         """The owner's jobs (of one sweep, with ``sweep``), newest first; ``after`` is the
         last id of the previous page."""
-        query = select(Job).where(Job.owner == owner)
+        query = select(Job).where(Job.owner == owner, Job.kind == "train")
         if status is not None:
             query = query.where(Job.status == status)
         if sweep is not None:
@@ -202,6 +210,19 @@ class JobStore:
                         Job.dataset_file_id == file_id,
                         Job.init_file_id == file_id,
                     ),
+                    Job.status.in_(states.LIVE),
+                )
+            )
+
+    def live_jobs_using_dataset(self, dataset_id: str) -> int:
+        """Training jobs not yet ended that read the registered dataset."""
+        with self.sessions() as session:
+            return session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.dataset_id == dataset_id,
+                    Job.kind == "train",
                     Job.status.in_(states.LIVE),
                 )
             )
@@ -375,7 +396,7 @@ class JobStore:
         with self.sessions.begin() as session:
             result = session.execute(
                 update(Job)
-                .where(*_holds(lease), Job.status.in_((states.RUNNING, states.CANCELLING)))
+                .where(*holds(lease), Job.status.in_((states.RUNNING, states.CANCELLING)))
                 .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
             )
             if result.rowcount != 1:
@@ -417,7 +438,7 @@ class JobStore:
         is lost."""
         values = {"progress": progress, "metrics": metrics, "eta_seconds": eta_seconds}
         with self.sessions.begin() as session:
-            result = session.execute(update(Job).where(*_holds(lease)).values(**values))
+            result = session.execute(update(Job).where(*holds(lease)).values(**values))
             return result.rowcount == 1
 
     def add_event(
@@ -425,7 +446,7 @@ class JobStore:
     ) -> bool:
         """Adds an event of the lease's attempt; false (nothing written) if the lease is lost."""
         with self.sessions.begin() as session:
-            if session.scalar(select(Job.id).where(*_holds(lease))) is None:
+            if session.scalar(select(Job.id).where(*holds(lease))) is None:
                 return False
             session.add(_event(lease.job_id, type_, message, data or {}))
             return True
@@ -433,7 +454,7 @@ class JobStore:
     def add_metric(self, lease: Lease, epoch: int, values: dict[str, Any]) -> None:
         """One epoch's record; a resumed attempt that redoes an epoch replaces it."""
         with self.sessions.begin() as session:
-            if session.scalar(select(Job.id).where(*_holds(lease))) is None:
+            if session.scalar(select(Job.id).where(*holds(lease))) is None:
                 return
             session.execute(
                 delete(JobMetric).where(JobMetric.job_id == lease.job_id, JobMetric.epoch == epoch)
@@ -445,7 +466,7 @@ class JobStore:
     ) -> None:
         """Records artifacts: all of them (``replace``) or these, over same-named ones."""
         with self.sessions.begin() as session:
-            if session.scalar(select(Job.id).where(*_holds(lease))) is None:
+            if session.scalar(select(Job.id).where(*holds(lease))) is None:
                 return
             stale = delete(Artifact).where(Artifact.job_id == lease.job_id)
             if not replace:
@@ -545,7 +566,7 @@ class JobStore:
             return result.rowcount == 1
 
 
-def _holds(lease: Lease) -> tuple:
+def holds(lease: Lease) -> tuple:
     return (Job.id == lease.job_id, Job.lease_owner == lease.owner, Job.attempt == lease.attempt)
 
 

@@ -108,6 +108,11 @@ class Job(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     gpus: Mapped[int] = mapped_column(Integer, default=1)  # training.gpus: devices it needs
     sweep_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    # What the job does: "train" (a training job of the API) or "dataset" (the conversion
+    # of a registered dataset, which ``dataset_id`` names; never listed as a job).
+    kind: Mapped[str] = mapped_column(String(20), default="train")
+    # The registered dataset a training job reads, or the one a conversion job makes.
+    dataset_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -116,6 +121,34 @@ class Job(Base):
         Index("ix_jobs_owner_claimed", "owner", "claimed_at"),
         Index("ux_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )
+
+
+class Dataset(Base):
+    """A registered dataset (API.md v1.2): a source converted once into shards.
+
+    ``status`` follows its conversion job (``job_id``): ``inspecting`` while the job
+    waits or reads headers, ``converting`` while it writes shards, then ``ready`` or
+    ``failed``. ``details`` holds what the conversion found (classes, counts, images,
+    unreadable files, fingerprint, channels, statistics) and ``shards`` where the
+    snapshot lives in the object store (a key prefix).
+    """
+
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(1000))
+    format: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    job_id: Mapped[str] = mapped_column(String(40))
+    progress: Mapped[dict[str, Any]]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    details: Mapped[dict[str, Any]]
+    shards: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_datasets_owner_created", "owner", "created_at", "id"),)
 
 
 class Sweep(Base):

@@ -19,6 +19,7 @@ from otrt_core.protocol import (
 
 _ENGINE = {
     "Limits": "otrt_core.train.setup",
+    "StreamOptions": "otrt_core.train.setup",
     "Diverged": "otrt_core.train.trainer",
     "RunOptions": "otrt_core.train.trainer",
     "TrainingStopped": "otrt_core.train.trainer",

@@ -31,7 +31,7 @@ from otrt_core.report.cost import (
 from otrt_core.report.html import render
 from otrt_core.report.stats import prediction_report
 from otrt_core.train.export import export_onnx
-from otrt_core.train.predict import predict
+from otrt_core.train.predict import input_batches, predict
 from otrt_core.train.setup import Run
 
 # An int8 student this many points below the float one is worth a warning.
@@ -112,7 +112,10 @@ def _int8(
     data = run.data
     calibration = data.x_train[:CALIBRATION_INPUTS].numpy()
     quantize_int8(float_graph, int8_graph, calibration)
-    predicted = onnx_logits(int8_graph, data.x_test.numpy(), threads).argmax(axis=1)
+    batches = input_batches(data.x_test, CALIBRATION_INPUTS)
+    predicted = np.concatenate(
+        [onnx_logits(int8_graph, inputs.numpy(), threads).argmax(axis=1) for inputs in batches]
+    )
     accuracy = float((predicted == data.y_test.numpy()).mean())
     drop = report["test_accuracy"] - accuracy
     result = {

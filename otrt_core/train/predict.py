@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -12,6 +14,16 @@ def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int) 
     train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval()
-    logits = [model(x[i : i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
+    logits = [model(inputs.to(device)).float() for inputs in input_batches(x, batch_size)]
     model.train(was_training)
     return torch.cat(logits)
+
+
+def input_batches(x, batch_size: int) -> Iterator[Tensor]:
+    """``x`` a batch at a time, in order: slices of a tensor, or a streamed split's own
+    batches (``StreamedInputs.batches``: decoded by its loader workers)."""
+    if hasattr(x, "batches"):
+        yield from x.batches(batch_size)
+        return
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]

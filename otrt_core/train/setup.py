@@ -41,10 +41,32 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """Where a registered dataset's snapshot is and how to read it."""
+
+    location: str  # a local directory, or s3://bucket/prefix/ of the snapshot
+    cache_dir: Path  # the reader's shard cache (for a remote snapshot)
+    cache_bytes: int = 4 << 30
+    s3_endpoint_url: str | None = None
+    workers: int = 2  # DataLoader worker processes
+    in_memory_bytes: int = 256 << 20  # decoded below this, the data is held in memory
+
+
 def load_data(
-    spec: JobSpec, datasets_root: Path | None, dataset_path: Path | None = None
+    spec: JobSpec,
+    datasets_root: Path | None,
+    dataset_path: Path | None = None,
+    stream: StreamOptions | None = None,
+    device: torch.device | None = None,
 ) -> PreparedData:
-    """The job's splits: a built-in dataset, or a user's file when ``dataset_path`` is given."""
+    """The job's splits: a built-in dataset, a user's file when ``dataset_path`` is given,
+    or a registered dataset's snapshot (``stream``)."""
+    if spec.dataset.name.startswith("ds_"):
+        if stream is None:
+            message = f"the registered dataset {spec.dataset.name!r} needs its snapshot's location"
+            raise UserError(message, DATASET_LOC)
+        return _registered(spec, stream, device)
     if dataset_path is not None:
         arrays = load_dataset_file(dataset_path)
     elif is_dataset_file(spec.dataset.name):
@@ -63,6 +85,26 @@ def load_data(
         train_subset=spec.dataset.train_subset,
         val_fraction=spec.dataset.val_fraction,
         seed=spec.training.seed,
+    )
+
+
+def _registered(spec: JobSpec, stream: StreamOptions, device: torch.device | None) -> PreparedData:
+    """A registered dataset's rows, in memory or streamed (otrt_core.data.registered)."""
+    from otrt_core.data.image_size import image_size
+    from otrt_core.data.registered import load_registered
+    from otrt_core.data.shard_reader import open_snapshot
+
+    snapshot = open_snapshot(
+        stream.location, stream.cache_dir, stream.cache_bytes, stream.s3_endpoint_url
+    )
+    size = image_size(spec, snapshot.median_size)
+    return load_registered(
+        spec,
+        snapshot,
+        size,
+        in_memory_bytes=stream.in_memory_bytes,
+        workers=stream.workers,
+        pin=device is not None and device.type == "cuda",
     )
 
 
@@ -333,8 +375,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     inputs: Tensor  # labeled training inputs, then the unlabeled pool when it is used
     labels: Tensor  # of the labeled inputs
-    gather_inputs: BatchGatherer  # rows of ``inputs`` onto the device
-    gather_labels: BatchGatherer
+    gather_inputs: BatchGatherer | None  # rows of ``inputs`` onto the device (None: streamed)
+    gather_labels: BatchGatherer | None
     use_unlabeled: bool
     channels_last: bool
     cache: TeacherCache | None
@@ -376,12 +418,16 @@ def build_run(
     limits: Limits,
     student_init_path: Path | None = None,
     shared_cache_dir: Path | None = None,
+    stream: StreamOptions | None = None,
 ) -> Run:
     torch.manual_seed(spec.training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_data(spec, datasets_root, dataset_path)
+    data = load_data(spec, datasets_root, dataset_path, stream, device)
     spec = sized_for_data(spec, len(data.y_train))
     training = spec.training
+    if data.streamed and spec.regularizer.unlabeled:
+        message = "unlabeled inputs of a streamed dataset are not supported yet: use a smaller one"
+        raise UserError(message, ("regularizer", "unlabeled"))
     models = build_models(spec, data, teacher_path, student_init_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:
@@ -397,15 +443,19 @@ def build_run(
     inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
     labels = data.y_train
     # Datasets that fit live on the device: batches are gathered there, with no
-    # host-to-device copy per step.
-    if inputs.numel() * inputs.element_size() <= limits.device_data:
+    # host-to-device copy per step. Streamed ones come from their loader.
+    if not data.streamed and inputs.numel() * inputs.element_size() <= limits.device_data:
         inputs, labels = inputs.to(device), labels.to(device)
     batch_rows = training.batch_size + (spec.regularizer.unlabeled_batch_size or 0)
-    channels_last = device.type == "cuda" and inputs.dim() == 4
+    channels_last = device.type == "cuda" and len(inputs.shape) == 4
     if channels_last:  # the layout cuDNN's convolutions are fastest in
         student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
+    # On streamed data the loader's workers draw the standard views (random resized
+    # crop and flip); a list of ops still applies on the device.
+    loader_augments = data.streamed and spec.dataset.augment == "standard"
+    augmenter = None if loader_augments else make_augmenter(spec, tuple(data.x_train.shape[1:]))
 
     run = Run(
         spec=spec,
@@ -419,16 +469,17 @@ def build_run(
         scheduler=scheduler,
         inputs=inputs,
         labels=labels,
-        gather_inputs=BatchGatherer(inputs, device, batch_rows),
-        gather_labels=BatchGatherer(labels, device, training.batch_size),
+        gather_inputs=None if data.streamed else BatchGatherer(inputs, device, batch_rows),
+        gather_labels=None if data.streamed else BatchGatherer(labels, device, training.batch_size),
         use_unlabeled=use_unlabeled,
         channels_last=channels_last,
         cache=None,
-        augmenter=make_augmenter(spec, tuple(data.x_train.shape[1:])),
+        augmenter=augmenter,
         autocast=_autocast(training.amp, device),
         steps_per_epoch=steps_per_epoch,
     )
-    if run.needs_teacher and training.teacher_cache == "auto":
+    # A streamed dataset's teacher runs on each step's batch (no cache yet).
+    if run.needs_teacher and training.teacher_cache == "auto" and not data.streamed:
         run.cache = _teacher_cache(run, cache_dir, limits, shared_cache_dir)
     return run
 

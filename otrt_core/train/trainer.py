@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from otrt_core import protocol
 from otrt_core.atomic import atomic_path
+from otrt_core.data.streamed import to_device
 from otrt_core.protocol import (
     CHECKPOINT,
     METRICS,
@@ -49,8 +50,8 @@ from otrt_core.train.distributed import (
 )
 from otrt_core.train.export import export_onnx
 from otrt_core.train.job_report import write_report
-from otrt_core.train.predict import predict
-from otrt_core.train.setup import Limits, Run, build_run, pick_device
+from otrt_core.train.predict import input_batches, predict
+from otrt_core.train.setup import Limits, Run, StreamOptions, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
 AUGMENT_STREAM = 104729  # seeds a batch's augmentation apart from its unlabeled draw
@@ -90,6 +91,8 @@ class RunOptions:
     should_stop: Callable[[], bool] = lambda: False
     limits: Limits = field(default_factory=Limits)
     group: Group = field(default_factory=Group)  # ranks under torchrun (train.distributed)
+    stream: StreamOptions | None = None  # a registered dataset's snapshot (dataset.name ds_…)
+    checkpoint_seconds: float = 600.0  # checkpoints inside an epoch this often, too
 
 
 @dataclass
@@ -123,6 +126,12 @@ class Checkpoints:
     def __init__(self, path: Path, run: Run, clock: Clock) -> None:
         self.path, self.run, self.clock = path, run, clock
         self.best_state: dict[str, Tensor] | None = None  # weights of the best validation epoch
+        self.every = math.inf  # seconds between checkpoints inside an epoch
+        self.saved_at = 0.0  # the clock's reading at the last save
+
+    def due(self) -> bool:
+        """Whether a checkpoint inside the epoch is due (``every`` seconds since the last)."""
+        return self.clock() - self.saved_at >= self.every
 
     def save(self, progress: Progress) -> None:
         """Rank 0 writes; the other ranks' state is the same (DDP keeps them equal)."""
@@ -140,6 +149,7 @@ class Checkpoints:
             "best_model": self.best_state,
         }
         save_checkpoint(self.path, state)
+        self.saved_at = self.clock()
 
     def load(self) -> Progress:
         run, state = self.run, load_checkpoint(self.path)
@@ -168,6 +178,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         cache_dir=options.out_dir / "teacher_cache" / f"rank{options.group.rank}",
         limits=options.limits,
         shared_cache_dir=options.shared_cache_dir,
+        stream=options.stream,
     )
     run.group = options.group
     if run.group.world > 1:
@@ -187,8 +198,10 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             resumed=resumed,
             history=progress.history,
             world_size=run.group.world,
+            data_path="streamed" if run.data.streamed else "memory",
         )
     )
+    checkpoints.every = options.checkpoint_seconds
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
         sums = train_epoch(run, progress, checkpoints, options.should_stop, clock, emit)
         record = from_leader(
@@ -241,14 +254,13 @@ def train_epoch(
     Saves a checkpoint and raises ``TrainingStopped`` when asked to stop or out of time.
     With several ranks, the sums are this rank's (rank 0's carry a resumed epoch's).
     """
-    training, epoch, group = run.spec.training, progress.epoch, run.group
+    epoch, group = progress.epoch, run.group
     run.student.train()
-    order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
-    order = order.to(run.inputs.device)  # one copy per epoch, not per step
     # Sums stay on the device: reading them every step would sync the GPU.
     carried = progress.sums if group.leader and progress.sums else [0.0] * 4
     sums = torch.tensor(carried, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
+    batches = epoch_batches(run, epoch, progress.batch)
     for batch in range(progress.batch, run.steps_per_epoch):
         reason = stop_reason(run, batch, should_stop, clock)
         if reason is not None:
@@ -256,9 +268,11 @@ def train_epoch(
             checkpoints.save(progress)
             emit(protocol.Stopped(reason=reason, epoch=epoch, batch=batch))
             raise TrainingStopped(reason)
-        batch_indices = order[batch * training.batch_size : (batch + 1) * training.batch_size]
-        labeled = share(batch_indices, group)
-        sums += train_step(run, labeled, epoch, batch)
+        if batch > progress.batch and checkpoints.due() and agreed(run, batch):
+            progress.batch, progress.sums = batch, summed(sums, group).tolist()
+            checkpoints.save(progress)  # the loader's state is the batch: it resumes there
+        x, y, indices = next(batches)
+        sums += train_step(run, x, y, indices, epoch, batch)
         progress.batch = batch + 1
         if progress.batch % step_line_every == 0 and progress.batch < run.steps_per_epoch:
             loss_sum, _, ot_sum, count = summed(sums, group).tolist()  # a few syncs per epoch
@@ -275,6 +289,33 @@ def train_epoch(
                 )
             )
     return sums
+
+
+def agreed(run: Run, batch: int) -> bool:
+    """Whether every rank takes a mid-epoch checkpoint at ``batch``: alone, always; with
+    several ranks, only on the batches where they agree on stopping (their clocks differ)."""
+    return run.group.world == 1 or batch % STOP_EVERY == 0
+
+
+def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """The epoch's ``(inputs, labels, indices)`` from batch ``start`` on, on the device:
+    gathered from the inputs (the epoch's order from (seed, epoch)), or from the stream's
+    loader (its order from the same). ``indices`` are the labeled rows (``None`` streamed)."""
+    training, group = run.spec.training, run.group
+    if run.data.streamed:
+        stream = run.data.stream
+        for x, y in stream.epoch(epoch, start, training.batch_size, group.rank, group.world):
+            inputs = to_device(
+                x, run.device, run.data.mean.to(run.device), run.data.std.to(run.device)
+            )
+            yield inputs, y.to(run.device, non_blocking=True), None
+        return
+    order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
+    order = order.to(run.inputs.device)  # one copy per epoch, not per step
+    for batch in range(start, run.steps_per_epoch):
+        batch_indices = order[batch * training.batch_size : (batch + 1) * training.batch_size]
+        labeled = share(batch_indices, group)
+        yield None, run.gather_labels(labeled), labeled
 
 
 def stop_reason(run: Run, batch: int, should_stop: Callable[[], bool], clock: Clock) -> str | None:
@@ -297,29 +338,32 @@ def check_finite(loss_sum: float, epoch: int, batch: int, run: Run) -> None:
         raise Diverged(epoch + 1, epoch * run.steps_per_epoch + batch)
 
 
-def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
-    """One optimizer step on the inputs at ``labeled`` (plus an unlabeled batch when used).
+def train_step(
+    run: Run, x: Tensor | None, y: Tensor, labeled: Tensor | None, epoch: int, batch: int
+) -> Tensor:
+    """One optimizer step on a batch: the streamed inputs ``x``, or (``x`` None) the
+    inputs at ``labeled``, plus an unlabeled batch when the run uses one.
 
     Returns (loss * n, correct, ot_distance * n, n) for the labeled inputs, on the device.
     """
     spec = run.spec
-    indices = labeled
-    if run.use_unlabeled:
-        pool = torch.randint(
-            len(run.data.x_unlabeled),
-            (spec.regularizer.unlabeled_batch_size,),
-            generator=seeded(spec.training.seed, epoch, batch),
-        )
-        pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
-        indices = torch.cat([labeled, pool.to(run.inputs.device) + len(run.data.x_train)])
-    x = run.gather_inputs(indices)
-    views = None
+    indices, views = labeled, None
+    if x is None:
+        if run.use_unlabeled:
+            pool = torch.randint(
+                len(run.data.x_unlabeled),
+                (spec.regularizer.unlabeled_batch_size,),
+                generator=seeded(spec.training.seed, epoch, batch),
+            )
+            pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
+            pool = pool.to(run.inputs.device) + len(run.data.x_train)
+            indices = torch.cat([labeled, pool])
+        x = run.gather_inputs(indices)
     if run.augmenter is not None:
         x, views = augmented(run, x, indices, epoch, batch)
-    y = run.gather_labels(labeled)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    n = len(labeled)
+    n = len(y)
 
     with run.autocast():
         student_features = (run.forward_student or run.student.forward_stages)(x)
@@ -347,7 +391,7 @@ def train_step(run: Run, labeled: Tensor, epoch: int, batch: int) -> Tensor:
 
 
 def augmented(
-    run: Run, x: Tensor, indices: Tensor, epoch: int, batch: int
+    run: Run, x: Tensor, indices: Tensor | None, epoch: int, batch: int
 ) -> tuple[Tensor, Tensor | None]:
     """The batch's random views, and which cached view each input is (None without a
     teacher cache: the views are then drawn fresh). Seeded by (seed, epoch, batch)."""
@@ -460,10 +504,10 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
-    for start in range(0, len(y), batch_size):
-        inputs = x[start : start + batch_size].to(device)
+    starts = range(0, len(y), batch_size)
+    for start, inputs in zip(starts, input_batches(x, batch_size), strict=True):
         labels = y[start : start + batch_size].to(device)
-        logits = model(inputs).float()
+        logits = model(inputs.to(device)).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
     model.train(was_training)

@@ -1,0 +1,212 @@
+"""A registered dataset as a job's data: the rows it uses, in memory or streamed.
+
+The rows come from the labels in the snapshot's index alone
+(:mod:`otrt_core.data.selection`): a ``test/`` split when the source has one,
+else 15% of the training images (a fixed seed, as uploads); a ``val/`` split
+when the source has one, else ``val_fraction`` of the training rows.
+
+Then one of two paths (API.md v1.2, DESIGN.md round 3), said by the ``start``
+event's ``data_path``:
+
+- ``memory``: every row decoded once (the evaluation view at ``image_size``)
+  fits ``in_memory_bytes`` as float32: the inputs become tensors and the job
+  runs as on a built-in dataset (on the device, augmented there);
+- ``streamed``: the inputs stay in the shards. Training batches come from
+  DataLoader workers (:class:`TrainStream`); validation and test inputs are
+  :class:`StreamedInputs`, decoded a batch at a time when read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from otrt_core.data.catalog import TEST_SPLIT_SEED
+from otrt_core.data.selection import keep_classes, select, stratified_mask
+from otrt_core.data.splits import PreparedData
+from otrt_core.data.streamed import EpochBatches, Sample, Samples, Snapshot, loader, to_device
+from otrt_core.errors import UserError
+from otrt_core.spec import JobSpec
+
+TEST_FRACTION = 0.15  # of the training images, held out when the source has no test/
+FLOAT32 = 4
+DATASET_LOC = ("dataset", "name")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of one split of the snapshot, with their (relabelled) labels."""
+
+    split: str
+    rows: np.ndarray
+    labels: np.ndarray
+
+
+class StreamedInputs:
+    """A split's inputs, decoded on demand in the evaluation view and normalized.
+
+    Enough of a tensor for the code that reads evaluation inputs: ``len``,
+    ``shape``, slicing (decoded in this process) and :meth:`batches` (decoded by
+    loader workers, in order).
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        part: Rows,
+        size: tuple[int, int],
+        channels: int,
+        mean: Tensor,
+        std: Tensor,
+        workers: int,
+    ) -> None:
+        self.part, self.mean, self.std, self.workers = part, mean, std, workers
+        labels = {(part.split, int(r)): int(y) for r, y in zip(part.rows, part.labels, strict=True)}
+        self.samples = Samples(snapshot, labels, size, channels, train=False)
+        self.shape = torch.Size((len(part.rows), channels, *size))
+
+    def __len__(self) -> int:
+        return len(self.part.rows)
+
+    def __getitem__(self, index: slice) -> Tensor:
+        rows = self.part.rows[index]
+        if len(rows) == 0:
+            return torch.empty((0, *self.shape[1:]))
+        images = torch.stack([self.samples[Sample(self.part.split, int(r), 0)][0] for r in rows])
+        return to_device(images, torch.device("cpu"), self.mean, self.std)
+
+    def batches(self, batch_size: int):
+        """The inputs in order, ``batch_size`` at a time, as normalized CPU tensors."""
+        order = [
+            [Sample(self.part.split, int(r), 0) for r in self.part.rows[i : i + batch_size]]
+            for i in range(0, len(self.part.rows), batch_size)
+        ]
+        for images, _ in loader(self.samples, order, self.workers, pin=False):
+            yield to_device(images, torch.device("cpu"), self.mean, self.std)
+
+    def decoded(self, batch_size: int = 256) -> Tensor:
+        """Every input as one tensor (the in-memory path)."""
+        if len(self) == 0:
+            return torch.empty((0, *self.shape[1:]))
+        return torch.cat(list(self.batches(batch_size)))
+
+
+@dataclass
+class TrainStream:
+    """The training batches of a streamed run: an epoch's DataLoader from any batch on."""
+
+    snapshot: Snapshot
+    part: Rows
+    samples: Samples
+    seed: int
+    workers: int
+    pin: bool
+
+    def epoch(self, epoch: int, start: int, batch_size: int, rank: int = 0, world: int = 1):
+        """``(uint8 inputs, labels)`` batches of ``epoch`` from batch ``start`` on (this
+        rank's share of each global batch of ``batch_size``)."""
+        batches = EpochBatches(
+            self.snapshot,
+            self.part.split,
+            self.part.rows,
+            batch_size=batch_size,
+            seed=self.seed,
+            epoch=epoch,
+            start=start,
+            rank=rank,
+            world=world,
+        )
+        return loader(self.samples, batches, self.workers, self.pin)
+
+
+def job_rows(snapshot: Snapshot, spec: JobSpec) -> tuple[Rows, Rows, Rows, int]:
+    """(train, val, test) rows and the class count of the job's selection."""
+    dataset = spec.dataset
+    train_labels = snapshot.labels("train")
+    if len(train_labels) == 0:
+        message = "this dataset has no labeled training images (it is an unlabeled pool)"
+        raise UserError(message, DATASET_LOC)
+    pool = np.arange(len(train_labels))
+    if snapshot.index.count("test"):
+        test_split, test_labels = "test", snapshot.labels("test")
+        test_rows = np.arange(len(test_labels))
+    else:
+        held_out = stratified_mask(
+            train_labels, TEST_FRACTION, np.random.default_rng(TEST_SPLIT_SEED)
+        )
+        test_split, test_rows, pool = "train", pool[held_out], pool[~held_out]
+        test_labels = train_labels[test_rows]
+    has_val = snapshot.index.count("val") > 0
+    chosen = select(
+        train_labels[pool],
+        test_labels,
+        classes=dataset.classes,
+        train_subset=dataset.train_subset,
+        val_fraction=dataset.val_fraction,
+        seed=spec.training.seed,
+        carve_val=not has_val,
+    )
+    train = Rows("train", pool[chosen.train], chosen.y_train)
+    test = Rows(test_split, test_rows[chosen.test], chosen.y_test)
+    if has_val:
+        val_labels = snapshot.labels("val")
+        rows, labels = (
+            keep_classes(val_labels, dataset.classes)
+            if dataset.classes is not None
+            else (np.arange(len(val_labels)), val_labels)
+        )
+        val = Rows("val", rows, labels)
+    else:
+        val = Rows("train", pool[chosen.val], chosen.y_val)
+    return train, val, test, chosen.num_classes
+
+
+def load_registered(
+    spec: JobSpec,
+    snapshot: Snapshot,
+    size: tuple[int, int],
+    *,
+    in_memory_bytes: int,
+    workers: int,
+    pin: bool,
+) -> PreparedData:
+    """The job's data on the memory path when it fits ``in_memory_bytes``, else streamed."""
+    train, val, test, num_classes = job_rows(snapshot, spec)
+    index = snapshot.index
+    mean = torch.tensor(index.mean, dtype=torch.float32)
+    std = torch.tensor(index.std, dtype=torch.float32)
+
+    def inputs(part: Rows) -> StreamedInputs:
+        return StreamedInputs(snapshot, part, size, index.channels, mean, std, workers)
+
+    x_train, x_val, x_test = inputs(train), inputs(val), inputs(test)
+    rows = len(train.rows) + len(val.rows) + len(test.rows)
+    decoded = rows * index.channels * size[0] * size[1] * FLOAT32
+    stream = None
+    if decoded <= in_memory_bytes:
+        x_train, x_val, x_test = x_train.decoded(), x_val.decoded(), x_test.decoded()
+    else:
+        augment = spec.dataset.augment == "standard"
+        labels = {("train", int(r)): int(y) for r, y in zip(train.rows, train.labels, strict=True)}
+        samples = Samples(snapshot, labels, size, index.channels, train=augment)
+        stream = TrainStream(snapshot, train, samples, spec.training.seed, workers, pin)
+
+    def labels_of(part: Rows) -> Tensor:
+        return torch.from_numpy(part.labels.astype(np.int64))
+
+    return PreparedData(
+        x_train=x_train,
+        y_train=labels_of(train),
+        x_val=x_val,
+        y_val=labels_of(val),
+        x_test=x_test,
+        y_test=labels_of(test),
+        x_unlabeled=torch.empty((0, index.channels, *size)),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        stream=stream,
+    )

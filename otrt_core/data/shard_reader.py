@@ -1,0 +1,156 @@
+"""Reading a snapshot's samples by number, from a local directory or an S3 prefix.
+
+:func:`open_snapshot` reads ``index.json`` and gives a :class:`Snapshot` over a
+:class:`ShardReader`. The reader serves "the image bytes of sample ``j`` of
+shard ``s``":
+
+- each shard's members are indexed once per process (one pass over the tar
+  headers, no data read), then a sample is one ``pread`` at its offset;
+- a remote shard is first fetched whole into the reader's cache directory
+  (written to a temporary name, then renamed: loader workers sharing the
+  directory never see half a shard), and the cache is kept under
+  ``cache_bytes`` by removing the least recently used shards. A fetched
+  shard's sha256 is checked against the index.
+
+Loader workers are separate processes: each opens its own files and its own
+S3 client (created lazily, after the fork).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
+
+from otrt_core.data.shard_writer import INDEX, ShardIndex, ShardInfo
+from otrt_core.data.streamed import Snapshot
+from otrt_core.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".png")
+OPEN_SHARDS = 16  # file descriptors a reader keeps open
+
+
+class SnapshotUnavailable(UserError):
+    """The snapshot's index or a shard cannot be read."""
+
+
+class ShardReader:
+    """Sample bytes by (shard, position), from ``location`` (a directory or s3://…)."""
+
+    def __init__(
+        self,
+        location: str,
+        cache_dir: Path,
+        cache_bytes: int,
+        s3_endpoint_url: str | None = None,
+    ) -> None:
+        self.location, self.cache_dir, self.cache_bytes = location, cache_dir, cache_bytes
+        self.s3_endpoint_url = s3_endpoint_url
+        self.remote = location.startswith("s3://")
+        self._offsets: dict[str, list[tuple[int, int]]] = {}
+        self._files: OrderedDict[str, int] = OrderedDict()  # shard name -> open descriptor
+        self._client = None
+        self._client_pid = 0
+
+    def index(self) -> ShardIndex:
+        if not self.remote:
+            path = Path(self.location) / INDEX
+            if not path.exists():
+                raise SnapshotUnavailable(f"no snapshot at {self.location} ({INDEX} is missing)")
+            return ShardIndex.read(path)
+        local = self.cache_dir / INDEX
+        self._download(INDEX, local)
+        return ShardIndex.read(local)
+
+    def read(self, shard: ShardInfo, position: int) -> bytes:
+        """The image bytes of the ``position``-th sample of ``shard``."""
+        descriptor = self._open(shard)
+        offset, size = self._offsets[shard.name][position]
+        return os.pread(descriptor, size, offset)
+
+    def _open(self, shard: ShardInfo) -> int:
+        if shard.name in self._files:
+            self._files.move_to_end(shard.name)
+            return self._files[shard.name]
+        path = self._local(shard)
+        if shard.name not in self._offsets:
+            self._offsets[shard.name] = _image_offsets(path)
+        descriptor = os.open(path, os.O_RDONLY)
+        self._files[shard.name] = descriptor
+        while len(self._files) > OPEN_SHARDS:
+            os.close(self._files.popitem(last=False)[1])
+        return descriptor
+
+    def _local(self, shard: ShardInfo) -> Path:
+        """The shard's local file: in the snapshot's directory, or fetched into the cache."""
+        if not self.remote:
+            return Path(self.location) / shard.name
+        path = self.cache_dir / shard.name
+        if path.exists():
+            os.utime(path)  # recently used: evicted last
+            return path
+        self._download(shard.name, path)
+        with open(path, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != shard.sha256:
+                path.unlink(missing_ok=True)
+                raise SnapshotUnavailable(f"shard {shard.name} does not match its index")
+        self._evict(keep=path)
+        return path
+
+    def _download(self, name: str, target: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._client is None or self._client_pid != os.getpid():  # not a parent's, forked
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.s3_endpoint_url,
+                config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
+            )
+            self._client_pid = os.getpid()
+        parsed = urlparse(self.location)
+        key = f"{parsed.path.strip('/')}/{name}".lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            self._client.download_file(parsed.netloc, key, str(temp))
+        except (BotoCoreError, ClientError) as error:
+            temp.unlink(missing_ok=True)
+            raise SnapshotUnavailable(
+                f"cannot fetch {name} from {self.location}: {error}"
+            ) from None
+        os.replace(temp, target)
+
+    def _evict(self, keep: Path) -> None:
+        """Removes the least recently used shards until the cache fits ``cache_bytes``."""
+        shards = sorted(self.cache_dir.glob("*.tar"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in shards)
+        for path in shards:
+            if total <= self.cache_bytes:
+                break
+            if path == keep or path.name in self._files:
+                continue
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+
+
+def _image_offsets(path: Path) -> list[tuple[int, int]]:
+    """(data offset, size) of each sample's image member, in order: one pass over headers."""
+    with tarfile.open(path, "r:") as tar:
+        return [
+            (member.offset_data, member.size)
+            for member in tar
+            if member.isfile() and member.name.endswith(IMAGE_SUFFIXES)
+        ]
+
+
+def open_snapshot(
+    location: str, cache_dir: Path, cache_bytes: int, s3_endpoint_url: str | None = None
+) -> Snapshot:
+    reader = ShardReader(location, cache_dir, cache_bytes, s3_endpoint_url)
+    return Snapshot(reader.index(), reader)
