@@ -66,6 +66,7 @@ class ImageHeader:
     height: int
     mode: str
     format: str
+    orientation: int = 1  # EXIF's: 1 upright, 2-8 mirrored and/or turned
 
 
 def header(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageHeader:
@@ -80,7 +81,7 @@ def header(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageHeader:
     width, height = image.size
     if orientation in (5, 6, 7, 8):  # a quarter turn: width and height swap
         width, height = height, width
-    return ImageHeader(width, height, image.mode, image.format or "")
+    return ImageHeader(width, height, image.mode, image.format or "", orientation)
 
 
 def decode(
