@@ -113,16 +113,22 @@ def open_source(uri: str, allowed: list[str], *, s3_endpoint_url: str | None = N
     path under its prefix's) and found to exist (:class:`SourceUnavailable` if not)."""
     check_allowed(uri, allowed)
     if urlsplit(uri).scheme == "file":
-        real = Path(os.path.realpath(_file_path(uri)))
-        if not any(
-            real.is_relative_to(os.path.realpath(prefix)) for prefix in _prefixes(allowed, "file")
-        ):
-            raise SourceRefused(f"{uri!r} leads out of the allowed prefixes (a symbolic link)")
-        return LocalSource(real, uri=uri)
+        return LocalSource(real_local_path(uri, allowed), uri=uri)
     bucket, key_prefix = _s3_location(uri)
     source = S3Source(bucket, key_prefix, endpoint_url=s3_endpoint_url)
     source.check()
     return source
+
+
+def real_local_path(uri: str, allowed: list[str]) -> Path:
+    """The real path of an allowed ``file://`` URI (its symbolic links followed, nothing
+    read); :class:`SourceRefused` when it leads out of every allowed prefix."""
+    real = Path(os.path.realpath(_file_path(uri)))
+    if not any(
+        real.is_relative_to(os.path.realpath(prefix)) for prefix in _prefixes(allowed, "file")
+    ):
+        raise SourceRefused(f"{uri!r} leads out of the allowed prefixes (a symbolic link)")
+    return real
 
 
 def _prefixes(allowed: list[str], scheme: str) -> Iterator:

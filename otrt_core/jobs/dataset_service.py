@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from otrt_core.data.sources import SourceRefused, check_allowed
+from otrt_core.data.sources import SourceRefused, check_allowed, real_local_path
 from otrt_core.jobs import states
 from otrt_core.jobs.dataset_store import (
     CONVERTING,
@@ -47,6 +47,8 @@ class DatasetService:
         else:
             try:
                 check_allowed(source, self.allowed_sources)
+                if source.startswith("file:"):  # a symbolic link out is refused here too
+                    real_local_path(source, self.allowed_sources)
             except SourceRefused as error:
                 raise Invalid.at(["body", "source"], str(error)) from None
         dataset, job = self.datasets.register(

@@ -64,8 +64,10 @@ def test_a_folder_is_converted_with_its_counts_and_unreadable_files(client, data
     assert dataset["classes"] == ["class_0", "class_1", "class_2"]
     # 20 images per class, and 4 odd but readable files (CMYK, 16-bit, RGBA, rotated).
     assert dataset["counts"]["train"] == {"class_0": 24, "class_1": 20, "class_2": 20}
-    unreadable = {entry["name"].rsplit("/", 1)[-1]: entry["reason"] for entry in
-                  dataset["unreadable"]["files"]}
+    unreadable = {
+        entry["name"].rsplit("/", 1)[-1]: entry["reason"]
+        for entry in dataset["unreadable"]["files"]
+    }
     assert set(unreadable) == {"truncated.jpg", "empty.jpg", "notes.txt"}
     assert dataset["unreadable"]["count"] == 3
     assert "truncated" in unreadable["truncated.jpg"]
@@ -119,9 +121,7 @@ def test_a_small_dataset_trains_in_memory(client, dataset):
     assert job["spec"]["dataset"]["image_size"] == 16
 
 
-def test_a_larger_one_streams_and_a_student_distills_from_it_with_augmentation(
-    client, dataset
-):
+def test_a_larger_one_streams_and_a_student_distills_from_it_with_augmentation(client, dataset):
     teacher = client.wait(client.create_job(_job(dataset, 32))["id"], timeout=300)
     assert teacher["status"] == "succeeded", teacher["error"]
     assert _start(client, teacher["id"])["data_path"] == "streamed"
