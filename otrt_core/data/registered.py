@@ -44,6 +44,10 @@ class Rows:
     rows: np.ndarray
     labels: np.ndarray
 
+    def by_sample(self) -> dict[tuple[str, int], int]:
+        """Each row's label, keyed as :class:`~otrt_core.data.streamed.Samples` reads it."""
+        return {(self.split, int(r)): int(y) for r, y in zip(self.rows, self.labels, strict=True)}
+
 
 class StreamedInputs:
     """A split's inputs, decoded on demand in the evaluation view and normalized.
@@ -64,8 +68,7 @@ class StreamedInputs:
         workers: int,
     ) -> None:
         self.part, self.mean, self.std, self.workers = part, mean, std, workers
-        labels = {(part.split, int(r)): int(y) for r, y in zip(part.rows, part.labels, strict=True)}
-        self.samples = Samples(snapshot, labels, size, channels, train=False)
+        self.samples = Samples(snapshot, part.by_sample(), size, channels, train=False)
         self.shape = torch.Size((len(part.rows), channels, *size))
 
     def __len__(self) -> int:
@@ -190,8 +193,7 @@ def load_registered(
         x_train, x_val, x_test = x_train.decoded(), x_val.decoded(), x_test.decoded()
     else:
         augment = spec.dataset.augment == "standard"
-        labels = {("train", int(r)): int(y) for r, y in zip(train.rows, train.labels, strict=True)}
-        samples = Samples(snapshot, labels, size, index.channels, train=augment)
+        samples = Samples(snapshot, train.by_sample(), size, index.channels, train=augment)
         stream = TrainStream(snapshot, train, samples, spec.training.seed, workers, pin)
 
     def labels_of(part: Rows) -> Tensor:

@@ -1,0 +1,104 @@
+"""The streamed path on a real snapshot: a generated folder converted by the converter,
+read back by DataLoader workers, and trained on, stopped and resumed mid-epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from otrt_core.data.convert import Request, convert
+from otrt_core.data.registered import job_rows
+from otrt_core.data.shard_reader import open_snapshot
+from otrt_core.data.streamed import EpochBatches, Samples, loader
+from otrt_core.protocol import event_line
+from otrt_core.spec import resolve_spec
+from otrt_core.train import RunOptions, StreamOptions, TrainingStopped, train
+from tests.utils.images import image_tree
+
+
+@pytest.fixture(scope="module")
+def snapshot_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    image_tree(root / "shop", classes=3, per_class=16, sizes=(30, 90))
+    out = root / "snapshot"
+    request = Request(source=(root / "shop").as_uri() + "/", allowed=[root.as_uri() + "/"])
+    convert(request, out, lambda event: None)
+    return out
+
+
+def spec(**training):
+    return resolve_spec(
+        {
+            "mode": "supervised",
+            "student": {"architecture": "cnn_small"},
+            "dataset": {"name": "ds_test", "image_size": 24, "augment": "standard"},
+            "training": {"epochs": 2, "batch_size": 8, "lr": 0.05, "seed": 3} | training,
+        }
+    )
+
+
+def batches(snapshot_dir, tmp_path, *, start=0, workers=0, epoch=0, seed=3):
+    snapshot = open_snapshot(str(snapshot_dir), tmp_path / "cache", 1 << 30)
+    train_rows, _, _, _ = job_rows(snapshot, spec())
+    samples = Samples(snapshot, train_rows.by_sample(), (24, 24), 3, train=True)
+    order = EpochBatches(
+        snapshot, "train", train_rows.rows, batch_size=8, seed=seed, epoch=epoch, start=start
+    )
+    return list(loader(samples, order, workers, pin=False))
+
+
+def test_batches_do_not_depend_on_the_loader_workers_and_resume_at_any_batch(
+    snapshot_dir, tmp_path
+):
+    alone = batches(snapshot_dir, tmp_path, workers=0)
+    shared = batches(snapshot_dir, tmp_path, workers=2)
+    resumed = batches(snapshot_dir, tmp_path, workers=2, start=2)
+    assert len(alone) == len(shared) == len(resumed) + 2
+    for (x, y), (x2, y2) in zip(alone, shared, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)  # the same views, in the same order
+    for (x, y), (x2, y2) in zip(alone[2:], resumed, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert alone[0][0].dtype == torch.uint8 and alone[0][0].shape[1:] == (3, 24, 24)
+
+
+def test_each_epoch_and_seed_draws_its_own_order(snapshot_dir, tmp_path):
+    first = torch.cat([y for _, y in batches(snapshot_dir, tmp_path, epoch=0)])
+    second = torch.cat([y for _, y in batches(snapshot_dir, tmp_path, epoch=1)])
+    other_seed = torch.cat([y for _, y in batches(snapshot_dir, tmp_path, seed=4)])
+    assert sorted(first.tolist()) == sorted(second.tolist())  # the same rows ...
+    assert not torch.equal(first, second) and not torch.equal(first, other_seed)  # reordered
+
+
+def run(snapshot_dir, out_dir, **options):
+    events = []
+    stream = StreamOptions(
+        location=str(snapshot_dir), cache_dir=out_dir / "cache", workers=2, in_memory_bytes=0
+    )
+    run_options = RunOptions(out_dir=out_dir, device="cpu", stream=stream, **options)
+    metrics = train(spec(), run_options, emit=lambda event: events.append(event_line(event)))
+    return metrics, events
+
+
+def test_a_streamed_run_stopped_mid_epoch_resumes_to_an_uninterrupted_runs_weights(
+    snapshot_dir, tmp_path
+):
+    whole_metrics, events = run(snapshot_dir, tmp_path / "whole")
+    assert events[0]["data_path"] == "streamed"
+    calls = iter(range(10**6))
+    per_epoch = events[0]["steps"] // 2
+    stop_in_epoch_two = lambda: next(calls) == per_epoch + 2  # noqa: E731
+    with pytest.raises(TrainingStopped):
+        # Checkpoints inside the epoch too (every batch here): the stop's is the last.
+        run(
+            snapshot_dir, tmp_path / "split", should_stop=stop_in_epoch_two, checkpoint_seconds=1e-9
+        )
+    metrics, events = run(snapshot_dir, tmp_path / "split", resume=True)
+    assert events[0]["resumed"] and events[0]["step"] == per_epoch + 2  # mid-epoch
+    whole = load_file(tmp_path / "whole" / "student.safetensors")
+    split = load_file(tmp_path / "split" / "student.safetensors")
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+    losses = [record["train_loss"] for record in metrics["history"]]
+    assert np.allclose(losses, [r["train_loss"] for r in whole_metrics["history"]])
