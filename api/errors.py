@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from otrt_core.jobs.refusals import ServiceError
@@ -63,10 +63,11 @@ def install(app: FastAPI) -> None:
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every method any route serves at ``path`` (Starlette lists only the first route's)."""
+    """Every method any documented route serves at ``path`` (Starlette lists only the first
+    route's); each route's own pattern decides, path convertors included."""
     methods = set()
-    for template, operations in app.openapi()["paths"].items():
-        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, path):
-            methods |= {method.upper() for method in operations}
+    for route in app.routes:
+        documented = isinstance(route, APIRoute) and route.include_in_schema
+        if documented and route.path_regex.fullmatch(path):
+            methods |= route.methods - {"HEAD"}
     return sorted(methods)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import CallerDep, Owner
 from api.routes import created_with_links, problems, service
@@ -22,6 +23,21 @@ from api.schemas import (
 from api.sse import EVENTS_RESPONSES, MAX_EVENT_ID, events_response
 from otrt_core.jobs.dataset_service import resource
 
+
+class DatasetIdConvertor(Convertor):
+    """Only ``ds_…`` segments are dataset ids: ``/v1/datasets/registered`` (the listing)
+    is never read as the dataset "registered"."""
+
+    regex = "ds_[A-Za-z0-9_-]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("dataset_id", DatasetIdConvertor())
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 DATASET_LINKS = created_with_links("dataset_id", "get_dataset", "dataset_events")
@@ -66,13 +82,16 @@ def list_registered_datasets(
     )
 
 
-@router.get("/{dataset_id}", response_model=RegisteredDatasetOut, responses=problems(404))
+DATASET = "/{dataset_id:dataset_id}"  # a ds_… id (DatasetIdConvertor)
+
+
+@router.get(DATASET, response_model=RegisteredDatasetOut, responses=problems(404))
 def get_dataset(request: Request, owner: Owner, dataset_id: str) -> RegisteredDatasetOut:
     return _out(service(request).datasets.get(owner, dataset_id))
 
 
 @router.get(
-    "/{dataset_id}/events",
+    f"{DATASET}/events",
     response_model=list[EventOut],
     responses=EVENTS_RESPONSES | problems(404),
 )
@@ -94,7 +113,7 @@ async def dataset_events(
     )
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=problems(404, 409))
+@router.delete(DATASET, status_code=204, responses=problems(404, 409))
 def delete_dataset(request: Request, owner: Owner, dataset_id: str) -> Response:
     """Forgets the dataset (409 while a job that has not ended trains on it)."""
     service(request).datasets.delete(owner, dataset_id)

@@ -1,294 +1,595 @@
-"""Formats: a source's objects as (image bytes, split, label) records, one at a time.
+"""Formats: how a source's objects become records (an image's bytes, its label, its split).
 
-- ``imagefolder``: ``train/<class>/…`` (optional ``val/`` and ``test/``), or
-  ``<class>/…`` with no split folders (all training images), or images with no
-  class folders at all: an unlabeled pool. Classes in name order.
-- ``webdataset``: tar shards whose samples are members sharing a key (the path
-  up to the first dot of the file name): an image member and a ``.cls`` label.
-  Class names from ``classes.txt`` (one a line) or ``classes.json`` (a list, or
-  names to ids) beside the shards, else the label ids. A member with an unsafe
-  path, a link or a device is skipped and reported; nothing is extracted to disk.
-- ``parquet``: as Hugging Face ``datasets`` writes it: an ``image`` struct of
-  ``bytes`` and ``path`` and a ``label`` column whose ``ClassLabel`` names are in
-  the schema's ``huggingface`` metadata. Read a row group at a time.
+:func:`detect` names the format from the keys; :func:`records` reads one of
+ImageFolder, WebDataset or Parquet as a :class:`Layout`. v1's ``.npz`` and
+``.zip`` uploads are read by :mod:`otrt_core.data.uploads` (an ImageFolder
+inside a zip reads here too, through :class:`~otrt_core.data.sources.ZipSource`).
 
-The split of a shard or Parquet file comes from its path (``train/``, ``test-…``).
-Records read their bytes lazily where the source allows (folders), so nothing
-ever holds a dataset. What is not an image, hidden files aside, is reported in
-``Layout.problems`` as ``(key, reason)``; a whole-dataset fault is a ``UserError``.
+Nothing here holds a dataset: an ImageFolder's records read their file when
+asked (:attr:`Record.read`), a shard's or a Parquet file's are read one
+sample or one batch of rows at a time and carry their bytes, so consume them
+as they come. Nothing is ever extracted to disk.
+
+Two kinds of trouble:
+
+- a file or sample that cannot be a record (not an image, too large, an
+  unsafe tar member, a label out of range) is a problem ``(key, reason)`` in
+  :attr:`Layout.problems`, for the dataset's ``unreadable`` list;
+- a dataset that cannot be one (no images, fewer than two classes for labeled
+  data, a Parquet file without an image column) is a
+  :class:`~otrt_core.errors.UserError`.
+
+Some of this is only known as the records are read (a shard's labels, a
+Parquet file's schema): ``problems`` is complete once the records are
+exhausted, ``classes`` grows as labels show up (a record's label always
+indexes ``classes`` once the record is yielded), and the records' iterator
+raises the ``UserError`` that needs the whole dataset seen. An ImageFolder
+knows its classes and its folder problems up front.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import re
 import tarfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from otrt_core.data.sources import Source, SourceObject
 from otrt_core.errors import UserError
+from otrt_core.protocol import MAX_CLASSES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# A WebDataset sample's image field, the first of these it has.
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"validation": "val", "valid": "val"}
-MAX_MEMBER_BYTES = 256 << 20  # an image member of a tar past this is reported, not read
-MAX_PARQUET_BYTES = 4 << 30  # a Parquet file is read whole from its source
-LOC = ("source",)
+UNLABELED = "unlabeled"
+# Skipped silently wherever they are, with everything under them: what file managers leave.
+JUNK = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_PREFIX = re.compile(r"(train|validation|valid|val|test)(?![a-z])", re.IGNORECASE)
+CLASS_FILES = ("classes.json", "classes.txt")
+
+MAX_MEMBER_BYTES = 256 << 20  # one image (a file, a tar member): far above any photo
+# A Parquet file from a source that cannot seek (S3) is read whole: Hugging Face writes
+# files of at most ~500 MB, so 2 GiB leaves room and still bounds the inspector's memory.
+MAX_FILE_BYTES = 2 << 30
+BATCH_ROWS = 256  # Parquet rows read at a time
+
+KINDS = {
+    ".tar": "webdataset",
+    ".parquet": "parquet",
+    ".npz": "npz",
+    ".zip": "zip",
+    **dict.fromkeys(IMAGE_SUFFIXES, "imagefolder"),
+}
 
 
 @dataclass(frozen=True)
 class Record:
-    key: str  # a name for reports: the object's key, or shard/member
-    split: str  # train, val, test or unlabeled
-    label: int | None  # an index into the layout's classes; None for an unlabeled image
+    """One image: ``key`` names it in reports, ``split`` is ``train``, ``val``, ``test`` or
+    ``unlabeled`` (then ``label`` is None), ``read()`` gives its bytes."""
+
+    key: str
+    split: str
+    label: int | None
     read: Callable[[], bytes]
 
 
 @dataclass
 class Layout:
+    """A dataset as read: its format, class names (label ``i`` is ``classes[i]``; empty for
+    an unlabeled pool), its records and the problems met on the way (see the module)."""
+
     format: str
     classes: list[str]
     records: Iterator[Record]
-    problems: list[tuple[str, str]] = field(default_factory=list)  # filled as records go
-    named: bool = True  # False: classes are label ids, added as records show them
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def detect(objects: list[SourceObject]) -> str:
-    """The format of a source from its keys: tar shards, Parquet files, an .npz, a .zip,
-    else an image folder."""
-    suffixes = {PurePosixPath(o.key).suffix.lower() for o in objects if not _hidden(o.key)}
-    for suffix, format in ((".tar", "webdataset"), (".parquet", "parquet"), (".npz", "npz")):
-        if suffix in suffixes:
-            return format
-    if suffixes == {".zip"}:
-        return "zip"
-    return "imagefolder"
+def detect(objects: Iterable[SourceObject]) -> str:
+    """``imagefolder``, ``webdataset``, ``parquet``, ``npz`` or ``zip``, from the keys' suffixes
+    (other files, as a ``classes.txt`` or a README, do not count). Finding none of them, or
+    several (images beside ``.tar`` shards), is a ``UserError``: name the format then."""
+    found = {
+        KINDS[suffix]
+        for item in objects
+        if not _hidden(item.key) and (suffix := PurePosixPath(item.key).suffix.lower()) in KINDS
+    }
+    if not found:
+        message = "found no images, .tar shards, .parquet, .npz or .zip files"
+        raise UserError(message, ("format",))
+    if len(found) > 1:
+        message = f"found files of several formats ({', '.join(sorted(found))}): name one"
+        raise UserError(message, ("format",))
+    return found.pop()
 
 
-def records(source: Source, format: str) -> Layout:
-    objects = [o for o in source.list() if not _hidden(o.key)]
+def records(
+    source: Source,
+    format: str,
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_file_bytes: int = MAX_FILE_BYTES,
+) -> Layout:
+    """``source`` read as ``format`` (``imagefolder``, ``webdataset`` or ``parquet``).
+
+    ``max_member_bytes``: the most one image file or tar member may hold (more is
+    the problem ``"too large …"``). ``max_file_bytes``: the most a Parquet file
+    may hold when the source cannot seek in it (S3: it is read whole); more is a
+    ``UserError``.
+    """
     if format == "imagefolder":
-        return _image_folder(source, objects)
+        return _imagefolder(source, max_member_bytes)
     if format == "webdataset":
-        return _webdataset(source, objects)
+        return _webdataset(source, max_member_bytes)
     if format == "parquet":
-        return _parquet(source, objects)
-    raise UserError(f"unknown format {format!r}", ("format",))
+        return _parquet(source, max_file_bytes)
+    raise ValueError(f"format {format!r} is not read here (npz and zip: otrt_core.data.uploads)")
 
 
-def _hidden(key: str) -> bool:
-    """macOS and editor litter: dot files, ``__MACOSX/``, ``Thumbs.db``."""
-    parts = PurePosixPath(key).parts
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] == "Thumbs.db"
+# --- ImageFolder -----------------------------------------------------------------------
 
 
-def _is_image(key: str) -> bool:
-    return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
+@dataclass(frozen=True)
+class _Tree:
+    """Where an ImageFolder's layout starts (``base``: inside a folder that wraps it all, as
+    zipping a folder makes) and which layout it is."""
+
+    base: tuple[str, ...]
+    splits: bool  # train/<class>/… (with val/ and test/), else <class>/…
+    unlabeled: bool  # images only, no class folders
+
+    def place(self, folders: tuple[str, ...]) -> tuple[str, str | None] | str:
+        """(split, class name) for an image in ``folders``, or why it has no place."""
+        inner = folders[len(self.base) :]
+        if self.unlabeled:
+            return UNLABELED, None
+        if not self.splits:
+            return ("train", inner[0]) if inner else "not in a class folder"
+        if not inner or inner[0] not in SPLITS:
+            return "outside train/, val/ and test/"
+        return (inner[0], inner[1]) if len(inner) > 1 else "not in a class folder"
+
+    def class_folders(self, folders: Iterable[tuple[str, ...]]) -> set[tuple[str, str]]:
+        """The (split, class) folders that ``folders`` lie in (none in an unlabeled pool)."""
+        places = {self.place(inside) for inside in folders}
+        return {place for place in places if isinstance(place, tuple) and place[1] is not None}
+
+    def folder_key(self, place: tuple[str, str]) -> str:
+        """A class folder's key prefix: ``base/train/cat/`` or ``base/cat/``."""
+        split, name = place
+        return "/".join((*self.base, *((split, name) if self.splits else (name,)), ""))
 
 
-def _split_of(part: str) -> str | None:
-    name = part.lower()
-    name = SPLIT_ALIASES.get(name, name)
-    return name if name in SPLITS else None
+def _imagefolder(source: Source, max_member_bytes: int) -> Layout:
+    """``train/<class>/…`` (optional ``val/``, ``test/``), or ``<class>/…`` (all train), or
+    images with no class folders (an unlabeled pool); images may nest below a class folder.
+
+    Classes are the train split's folders in name order; ``val/`` or ``test/`` naming a
+    class that ``train/`` lacks is a ``UserError``. A class folder is seen through its
+    files (an empty directory has none to list: S3 has no directories at all): one whose
+    files are all hidden or non-images is no class, and the problem "empty class folder".
+    Hidden files and folders (``.DS_Store``, ``._x``, ``__MACOSX/``) are skipped silently,
+    other files that are not images reported. Lists the source twice (once for the
+    folders, once for the records) rather than hold every key.
+    """
+    image_folders, other_folders = _folders(source.list())
+    if not image_folders:
+        raise UserError(f"{source.uri} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    tree = _tree(image_folders)
+    class_folders = tree.class_folders(image_folders)
+    classes = sorted(name for split, name in class_folders if split == "train")
+    if not tree.unlabeled:
+        _check_classes(classes, source.uri)
+        strays = sorted({name for _, name in class_folders} - set(classes))
+        if strays:
+            raise UserError(f"{source.uri}: val/ or test/ has classes train/ lacks: {strays}")
+    empty = sorted(tree.class_folders(other_folders) - class_folders)
+    problems = [(tree.folder_key(place), "empty class folder") for place in empty]
+    labels = {name: label for label, name in enumerate(classes)}
+
+    def images() -> Iterator[Record]:
+        for item in source.list():
+            if _hidden(item.key):
+                continue
+            *folders, name = item.key.split("/")
+            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+                problems.append((item.key, "not an image file"))
+                continue
+            place = tree.place(tuple(folders))
+            if isinstance(place, str):
+                problems.append((item.key, place))
+            elif place[1] is not None and place[1] not in labels:
+                problems.append((item.key, "its class folder appeared after the listing"))
+            elif item.size > max_member_bytes:
+                problems.append((item.key, _too_large(item.size, max_member_bytes)))
+            else:
+                split, class_name = place
+                label = None if class_name is None else labels[class_name]
+                yield Record(item.key, split, label, _reader(source, item.key))
+
+    return Layout("imagefolder", classes, images(), problems)
 
 
-# --- image folders ----------------------------------------------------------------------
-
-
-def _image_folder(source: Source, objects: list[SourceObject]) -> Layout:
-    """Splits and classes from the folders: ``<split>/<class>/…`` or ``<class>/…``, or an
-    unlabeled pool when no image lies in a class folder."""
-    problems: list[tuple[str, str]] = []
-    placed: list[tuple[str, str | None, SourceObject]] = []  # (split, class, object)
-    for obj in objects:
-        parts = PurePosixPath(obj.key).parts
-        if not _is_image(obj.key):
-            problems.append((obj.key, "not an image file (by its name)"))
+def _folders(
+    objects: Iterable[SourceObject],
+) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """The folders holding images, and those holding other files (hidden files included:
+    a ``.DS_Store`` shows a folder exists); nothing under a hidden folder counts."""
+    image_folders: set[tuple[str, ...]] = set()
+    other_folders: set[tuple[str, ...]] = set()
+    for item in objects:
+        *folders, name = item.key.split("/")
+        if _hidden("/".join(folders)):
             continue
-        split = _split_of(parts[0]) if len(parts) > 1 else None
-        rest = parts[1:] if split else parts
-        label = rest[0] if len(rest) > 1 else None
-        placed.append((split or "train", label, obj))
-    if not placed:
-        raise UserError("the source holds no image files", LOC)
-    if all(label is None for _, label, _ in placed):  # a pool of images without classes
-        pool = [Record(o.key, "unlabeled", None, _reader(source, o.key)) for *_, o in placed]
-        return Layout("imagefolder", [], iter(pool), problems)
-    loose = [o.key for _, label, o in placed if label is None]
-    problems += [(key, "an image outside the class folders") for key in loose]
-    classes = sorted({label for split, label, _ in placed if label and split == "train"})
-    if len(classes) < 2:
-        raise UserError(
-            f"labeled images need at least two class folders under train/ (found {classes})",
-            LOC,
-        )
-    index = {name: i for i, name in enumerate(classes)}
-    extra = sorted({label for _, label, _ in placed if label and label not in index})
-    problems += [(f"{name}/", "a class that train/ lacks") for name in extra]
-    kept = [
-        Record(o.key, split, index[label], _reader(source, o.key))
-        for split, label, o in placed
-        if label in index
-    ]
-    order = {split: n for n, split in enumerate(SPLITS)}
-    kept.sort(key=lambda record: (order[record.split], record.key))
-    return Layout("imagefolder", classes, iter(kept), problems)
+        is_image = not _hidden(name) and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+        (image_folders if is_image else other_folders).add(tuple(folders))
+    return image_folders, other_folders
+
+
+def _tree(image_folders: set[tuple[str, ...]]) -> _Tree:
+    """The layout the images' folders make: their common folders are the base (stopping at
+    a split name), then ``train``/``val``/``test`` folders, class folders, or none."""
+    base: list[str] = []
+    for column in zip(*image_folders, strict=False):
+        if len(set(column)) > 1 or column[0] in SPLITS:
+            break
+        base.append(column[0])
+    inner = [folders[len(base) :] for folders in image_folders]
+    return _Tree(
+        base=tuple(base),
+        splits=any(folders and folders[0] in SPLITS for folders in inner),
+        unlabeled=all(not folders for folders in inner),
+    )
 
 
 def _reader(source: Source, key: str) -> Callable[[], bytes]:
     return lambda: source.read(key)
 
 
-# --- WebDataset tars ----------------------------------------------------------------------
+# --- WebDataset ------------------------------------------------------------------------
 
 
-def _webdataset(source: Source, objects: list[SourceObject]) -> Layout:
-    shards = [o for o in objects if o.key.endswith(".tar")]
-    classes = _class_names(source, objects)
-    layout = Layout("webdataset", classes or [], iter(()), named=classes is not None)
-    layout.records = _tar_records(source, shards, layout)
-    return layout
+def _webdataset(source: Source, max_member_bytes: int) -> Layout:
+    """Tar shards (``*.tar``, in key order) whose samples are consecutive members sharing a
+    key (the member's path up to the first dot of its file name): an image member and a
+    ``.cls`` (the label as decimal text). A sample without ``.cls`` (or with a negative one)
+    is unlabeled. Class names come from the shallowest ``classes.json`` (a list, or a dict
+    name -> id) or ``classes.txt`` (one a line), else they are the label ids (``"0"``,
+    ``"1"``, …, up to the largest seen).
+
+    A shard's split is its nearest folder named ``train``/``val``/``test`` (or
+    ``valid``/``validation``), else its name's prefix (``train-000.tar``), else train.
+
+    Members are read into memory, never extracted: an absolute or ``..`` path is the
+    problem "unsafe member path", a link or device "unsafe member (a link or a device)",
+    one over ``max_member_bytes`` "too large"; a shard that breaks off is reported and the
+    sample it was in dropped.
+    """
+    shards, class_files = [], []
+    for item in source.list():
+        if _hidden(item.key):
+            continue
+        if item.key.lower().endswith(".tar"):
+            shards.append(item)
+        elif item.key.rsplit("/", 1)[-1] in CLASS_FILES:
+            class_files.append(item)
+    names = _class_names(source, class_files, max_member_bytes)
+    if names is not None:
+        _check_classes(names, source.uri)
+    classes = list(names or [])
+    labels = _Labels(classes, named=names is not None)
+    problems: list[tuple[str, str]] = []
+
+    def samples() -> Iterator[Record]:
+        count = 0
+        for shard in shards:
+            split = _split_of(shard.key)
+            for key, fields in _tar_samples(source, shard, max_member_bytes, problems):
+                image = next((name for name in IMAGE_FIELDS if name in fields), None)
+                where = f"{shard.key}:{key}"
+                if image is None:
+                    problems.append((where, "no image in the sample"))
+                    continue
+                label, reason = labels.of(_cls_label(fields.get("cls")))
+                if reason:
+                    problems.append((where, reason))
+                    continue
+                count += 1
+                record_split = split if label is not None else UNLABELED
+                yield Record(f"{where}.{image}", record_split, label, _holding(fields[image]))
+        labels.finish(count, source.uri)
+
+    return Layout("webdataset", classes, samples(), problems)
 
 
-def _class_names(source: Source, objects: list[SourceObject]) -> list[str] | None:
-    keys = {PurePosixPath(o.key).name: o.key for o in objects}
-    if "classes.txt" in keys:
-        text = source.read(keys["classes.txt"]).decode("utf-8", "replace")
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if "classes.json" in keys:
-        try:
-            named = json.loads(source.read(keys["classes.json"]))
-        except ValueError as error:
-            raise UserError(f"classes.json is not JSON: {error}", LOC) from None
-        if isinstance(named, dict):
-            return [name for name, _ in sorted(named.items(), key=lambda item: item[1])]
-        return [str(name) for name in named]
+def _tar_samples(
+    source: Source, shard: SourceObject, max_member_bytes: int, problems: list
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """The samples of one shard, in order, as ``(key, {field: bytes})`` of the fields read
+    (images and ``cls``; others are skipped unread). The shard is streamed, not seeked."""
+    wanted = {*IMAGE_FIELDS, "cls"}
+    key, fields = None, {}
+    try:
+        with source.open(shard.key) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                where = f"{shard.key}:{member.name}"
+                reason = _unsafe(member)
+                if reason:
+                    problems.append((where, reason))
+                    continue
+                member_key, _, name = _sample_key(member.name)
+                if member.isdir() or name not in wanted:
+                    continue
+                if member.size > max_member_bytes:
+                    problems.append((where, _too_large(member.size, max_member_bytes)))
+                    continue
+                if member_key != key:
+                    if fields:
+                        yield key, fields
+                    key, fields = member_key, {}
+                fields[name] = tar.extractfile(member).read()
+            if fields:
+                yield key, fields
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        problems.append((shard.key, f"unreadable tar ({error})"))
+
+
+def _unsafe(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member must not be read, or None."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        return "unsafe member path"
+    if not (member.isfile() or member.isdir()):
+        return "unsafe member (a link or a device)"
     return None
 
 
-def _tar_records(source: Source, shards: list[SourceObject], layout: Layout) -> Iterator[Record]:
-    for shard in shards:
-        split = _path_split(shard.key)
-        try:
-            with source.open(shard.key) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                yield from _samples(tar, shard.key, split, layout)
-        except (tarfile.TarError, OSError, EOFError) as error:
-            layout.problems.append((shard.key, f"not a readable tar ({error})"))
+def _sample_key(name: str) -> tuple[str, str, str]:
+    """``"a/b.seg.png"`` as ``("a/b", ".", "seg.png")``: WebDataset's key and field."""
+    folder, _, file_name = name.rpartition("/")
+    stem, dot, extension = file_name.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), dot, extension.lower()
 
 
-def _samples(tar: tarfile.TarFile, shard: str, split: str, layout: Layout) -> Iterator[Record]:
-    """Consecutive members sharing a key make one sample (WebDataset's convention)."""
-    current, image, label = None, None, None
-    for member in tar:
-        name = member.name
-        path = PurePosixPath(name)
-        if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
-            layout.problems.append((f"{shard}/{name}", "unsafe member path or not a file"))
-            continue
-        if member.isdir():
-            continue
-        key = str(path.parent / path.name.split(".", 1)[0])
-        if key != current:
-            if image is not None:
-                yield _tar_record(shard, current, image, label, split, layout)
-            current, image, label = key, None, None
-        suffix = "." + path.name.split(".", 1)[1].lower() if "." in path.name else ""
-        if member.size > MAX_MEMBER_BYTES:
-            layout.problems.append((f"{shard}/{name}", "too large"))
-        elif suffix in IMAGE_SUFFIXES:
-            image = tar.extractfile(member).read()
-        elif suffix == ".cls":
-            label = tar.extractfile(member).read().decode("ascii", "replace").strip()
-    if image is not None:
-        yield _tar_record(shard, current, image, label, split, layout)
+def _cls_label(data: bytes | None) -> int | str | None:
+    """A ``.cls`` member's label: an int, None when absent, or why it is no label."""
+    if data is None:
+        return None
+    try:
+        return int(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return "its .cls is not an integer"
 
 
-def _tar_record(shard, key, image: bytes, label: str | None, split, layout) -> Record:
-    value = int(label) if label is not None and label.lstrip("-").isdigit() else None
-    if value is not None and not _labelled(layout, value):
-        layout.problems.append((f"{shard}/{key}", f"label {value} has no class name"))
-        value = None
-    split = split if value is not None else "unlabeled"
-    return Record(f"{shard}/{key}", split, value, _constant(image))
+def _class_names(
+    source: Source, class_files: list[SourceObject], max_bytes: int
+) -> list[str] | None:
+    """The names in the shallowest class file (``classes.json`` first at a depth), or None."""
+    if not class_files:
+        return None
+    chosen = min(class_files, key=lambda item: (item.key.count("/"), item.key))
+    if chosen.size > max_bytes:
+        raise UserError(f"{chosen.key}: {_too_large(chosen.size, max_bytes)}", ("source",))
+    try:
+        text = source.read(chosen.key).decode("utf-8")
+        names = _json_names(json.loads(text)) if chosen.key.endswith(".json") else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{chosen.key} is not readable: {error}", ("source",)) from None
+    if names is None:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if names is None or len(set(names)) != len(names) or len(names) > MAX_CLASSES:
+        raise UserError(
+            f"{chosen.key} must name distinct classes, at most {MAX_CLASSES}", ("source",)
+        )
+    return names
 
 
-def _labelled(layout: Layout, label: int) -> bool:
-    """Whether ``label`` names a class: one of the named classes, or (without names) any
-    id from 0, its name its own digits."""
-    if label < 0:
-        return False
-    if not layout.named:
-        layout.classes.extend(str(i) for i in range(len(layout.classes), label + 1))
-    return label < len(layout.classes)
+def _json_names(value: object) -> list[str] | None:
+    """``["cat", "dog"]`` or ``{"cat": 0, "dog": 1}`` (ids 0..n-1) as a list of names; None
+    for anything else."""
+    if isinstance(value, dict) and sorted(value.values()) == list(range(len(value))):
+        value = sorted(value, key=value.__getitem__)
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return value
+    return None
 
 
-def _path_split(key: str) -> str:
-    """The split a shard or file belongs to, from its folders or its name's first word."""
-    path = PurePosixPath(key)
-    for part in path.parts[:-1]:
-        if split := _split_of(part):
-            return split
-    first = path.name.split(".")[0].replace("_", "-").split("-")[0]
-    return _split_of(first) or "train"
+# --- Parquet (Hugging Face datasets) ---------------------------------------------------
 
 
-# --- Parquet (Hugging Face datasets) ----------------------------------------------------
+def _parquet(source: Source, max_file_bytes: int) -> Layout:
+    """``*.parquet`` files (in key order) as Hugging Face ``datasets`` writes them: an image
+    column (its feature ``{"_type": "Image"}``, else the column ``image``) holding a struct
+    of ``bytes`` and ``path`` (or plain bytes), and a label column (the ``ClassLabel``
+    feature named ``label``, else the first ``ClassLabel``, else an integer column
+    ``label``; none: the rows are unlabeled). Class names are the ``ClassLabel``'s
+    ``names`` in the schema metadata ``b"huggingface"``, the same in every file, else the
+    label ids. A negative or null label (``-1``: how ``datasets`` marks a test split
+    without labels) makes the row unlabeled.
+
+    A file's split is named as a shard's (``data/train-00000-of-00001.parquet``,
+    ``default/test/0000.parquet``). Rows are read :data:`BATCH_ROWS` at a time; a file the
+    source cannot seek in (S3) is read whole, and one over ``max_file_bytes`` is a
+    ``UserError``. A row without image bytes (only a path) is a problem, so is a file that
+    cannot be read as Parquet.
+    """
+    files = [
+        item
+        for item in source.list()
+        if not _hidden(item.key) and item.key.lower().endswith(".parquet")
+    ]
+    problems: list[tuple[str, str]] = []
+    classes: list[str] = []
+
+    def rows() -> Iterator[Record]:
+        import pyarrow as pa
+
+        labels: _Labels | None = None
+        count = 0
+        for item in files:
+            try:
+                with _parquet_file(source, item, max_file_bytes) as parquet:
+                    image, label, names = _columns(parquet.schema_arrow, item.key)
+                    if labels is None:  # the first file names the classes
+                        classes[:] = names or []
+                        labels = _Labels(classes, named=names is not None)
+                    if names != (classes if labels.named else None):
+                        message = f"{item.key}: its class names differ from the first file's"
+                        raise UserError(message, ("source",))
+                    for record in _parquet_rows(parquet, item.key, image, label, labels, problems):
+                        count += 1
+                        yield record
+            except (pa.ArrowException, OSError) as error:
+                problems.append((item.key, f"unreadable parquet ({error})"))
+        (labels or _Labels(classes, named=False)).finish(count, source.uri)
+
+    return Layout("parquet", classes, rows(), problems)
 
 
-def _parquet(source: Source, objects: list[SourceObject]) -> Layout:
-    files = [o for o in objects if o.key.endswith(".parquet")]
-    classes = _parquet_classes(source, files[0])
-    layout = Layout("parquet", classes, iter(()), named=bool(classes))
-    layout.records = _parquet_records(source, files, layout)
-    return layout
-
-
-def _parquet_file(source: Source, obj: SourceObject):
+def _parquet_file(source: Source, item: SourceObject, max_file_bytes: int):
+    """``item`` as a ``pyarrow.parquet.ParquetFile`` (closing it closes its stream)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if obj.size > MAX_PARQUET_BYTES:
-        raise UserError(f"{obj.key} is larger than {MAX_PARQUET_BYTES} bytes: split it", LOC)
+    stream = source.open(item.key)
+    if not stream.seekable():
+        stream.close()
+        if item.size > max_file_bytes:
+            message = (
+                f"{item.key}: {_too_large(item.size, max_file_bytes)} to read whole "
+                "from this source: split it into smaller files"
+            )
+            raise UserError(message, ("source",))
+        stream = pa.BufferReader(source.read(item.key))
+    return pq.ParquetFile(stream)
+
+
+def _columns(schema, where: str) -> tuple[str, str | None, list[str] | None]:
+    """The image column, the label column (or None) and the class names (or None)."""
+    import pyarrow as pa
+
+    features = _hf_features(schema)
+    typed = {name: feature.get("_type") for name, feature in features.items()}
+    image = next((name for name, kind in typed.items() if kind == "Image"), "image")
+    if image not in schema.names or not _holds_bytes(schema.field(image).type):
+        raise UserError(
+            f"{where} has no image column (a struct of bytes and path, or bytes)", ("source",)
+        )
+    class_labels = [name for name, kind in typed.items() if kind == "ClassLabel"]
+    label = "label" if "label" in class_labels else next(iter(class_labels), "label")
+    if label not in schema.names:
+        return image, None, None
+    if not pa.types.is_integer(schema.field(label).type):
+        raise UserError(f"{where}: the label column {label!r} is not integers", ("source",))
+    names = features.get(label, {}).get("names")
+    return image, label, (list(names) if names is not None else None)
+
+
+def _hf_features(schema) -> dict[str, dict]:
+    """The ``datasets`` features in a schema's metadata (``{}`` without them)."""
+    raw = (schema.metadata or {}).get(b"huggingface")
     try:
-        return pq.ParquetFile(io.BytesIO(source.read(obj.key)))
-    except Exception as error:  # pyarrow raises its own ArrowInvalid and OSError
-        raise UserError(f"{obj.key} is not a readable Parquet file: {error}", LOC) from None
+        features = json.loads(raw)["info"]["features"] if raw else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in features.items() if isinstance(v, dict)}
 
 
-def _parquet_classes(source: Source, obj: SourceObject) -> list[str]:
-    schema = _parquet_file(source, obj).schema_arrow
-    if "image" not in schema.names:
-        raise UserError(f"{obj.key} has no image column (columns: {schema.names})", LOC)
-    metadata = (schema.metadata or {}).get(b"huggingface")
-    features = json.loads(metadata).get("info", {}).get("features", {}) if metadata else {}
-    names = features.get("label", {}).get("names")
-    return [str(name) for name in names] if names else []
+def _holds_bytes(kind) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        index = kind.get_field_index("bytes")
+        return index >= 0 and _holds_bytes(kind.field(index).type)
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
-def _parquet_records(source: Source, files: list[SourceObject], layout: Layout) -> Iterator[Record]:
-    for obj in files:
-        split = _path_split(obj.key)
-        parquet = _parquet_file(source, obj)
-        has_label = "label" in parquet.schema_arrow.names
-        columns = ["image", "label"] if has_label else ["image"]
-        row = 0
-        for batch in parquet.iter_batches(batch_size=256, columns=columns):
-            images = batch.column("image").to_pylist()
-            labels = batch.column("label").to_pylist() if has_label else [None] * len(images)
-            for image, label in zip(images, labels, strict=True):
-                key = f"{obj.key}#{row}"
-                row += 1
-                data = image.get("bytes") if isinstance(image, dict) else image
-                if not data:
-                    layout.problems.append((key, "no image bytes"))
-                    continue
-                if label is not None and not _labelled(layout, label):
-                    layout.problems.append((key, f"label {label} has no class name"))
-                    continue
-                labeled = label is not None
-                yield Record(key, split if labeled else "unlabeled", label, _constant(data))
+def _parquet_rows(
+    parquet, where: str, image: str, label: str | None, labels: _Labels, problems: list
+) -> Iterator[Record]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    split = _split_of(where)
+    row = 0
+    columns = [image] if label is None else [image, label]
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        images = batch.column(0)
+        if pa.types.is_struct(images.type):
+            images = pc.struct_field(images, "bytes")  # null where the struct is null
+        values = batch.column(1).to_pylist() if label else [None] * len(batch)
+        for data, value in zip(images.to_pylist(), values, strict=True):
+            key, row = f"{where}:{row}", row + 1
+            ident, reason = labels.of(value)
+            if data is None:
+                problems.append((key, "no image bytes (only a path)"))
+            elif reason:
+                problems.append((key, reason))
+            else:
+                yield Record(key, split if ident is not None else UNLABELED, ident, _holding(data))
 
 
-def _constant(data: bytes) -> Callable[[], bytes]:
+# --- shared ----------------------------------------------------------------------------
+
+
+class _Labels:
+    """Labels checked against the class names, or (without names) taken as ids whose names
+    (``"0"``, ``"1"``, …, up to the largest seen) join ``classes`` as records show them."""
+
+    def __init__(self, classes: list[str], *, named: bool) -> None:
+        self.classes, self.named, self.labeled = classes, named, False
+
+    def of(self, value: int | str | None) -> tuple[int | None, str | None]:
+        """(label, None), (None, None) for an unlabeled record, or (None, why not)."""
+        if isinstance(value, str):
+            return None, value
+        if value is None or value < 0:
+            return None, None
+        limit = len(self.classes) if self.named else MAX_CLASSES
+        if value >= limit:
+            return None, f"label {value} is not below the number of classes ({limit})"
+        if not self.named:
+            self.classes.extend(str(i) for i in range(len(self.classes), value + 1))
+        self.labeled = True
+        return value, None
+
+    def finish(self, count: int, uri: str) -> None:
+        """A ``UserError`` for no records at all, or labeled records of one class only."""
+        if count == 0:
+            raise UserError(f"{uri} holds no readable images", ("source",))
+        if self.labeled:
+            _check_classes(self.classes, uri)
+
+
+def _check_classes(classes: list[str], uri: str) -> None:
+    if len(classes) < 2:
+        message = f"{uri}: labeled data needs at least two classes; found {classes or 'none'}"
+        raise UserError(message, ("source",))
+
+
+def _split_of(key: str) -> str:
+    """The split a shard or a Parquet file holds, from its nearest split folder or its name's
+    prefix; train by default."""
+    *folders, name = key.split("/")
+    for folder in reversed(folders):
+        if folder.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[folder.lower()]
+    match = SPLIT_PREFIX.match(name)
+    return SPLIT_NAMES[match.group(1).lower()] if match else "train"
+
+
+def _hidden(key: str) -> bool:
+    """A key under a hidden or file-manager folder, or naming such a file."""
+    return any(part.startswith(".") or part in JUNK for part in key.split("/"))
+
+
+def _holding(data: bytes) -> Callable[[], bytes]:
     return lambda: data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"too large ({size} bytes; the limit is {limit})"

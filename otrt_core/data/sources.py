@@ -184,7 +184,7 @@ class LocalSource:
 
     def __init__(self, root: Path, *, uri: str | None = None) -> None:
         self.root = Path(os.path.realpath(root))
-        self.uri = uri or f"{self.root.as_uri()}/"
+        self.uri = f"{(uri or self.root.as_uri()).rstrip('/')}/"  # keys follow it
         if not self.root.is_dir():
             raise SourceUnavailable(f"{self.uri}: no such directory")
 

@@ -153,3 +153,21 @@ def test_a_dataset_in_use_cannot_be_deleted_and_a_finished_one_can(client, photo
     client.delete_dataset(dataset["id"])
     with pytest.raises(otrt.client.NotFound):
         client.dataset(dataset["id"])
+
+
+def test_the_image_bomb_as_a_folder_is_converted_one_image_at_a_time(
+    client, photos, tmp_path, server
+):
+    """Two 6000x6000 PNGs of a few KB (about 1 GB as float32): the API never decodes them,
+    the converter child decodes one at a time and stores each at 512 px."""
+    import zipfile
+
+    from tests.utils.bombs import image_bomb
+
+    folder = photos.parent / "bomb"
+    with zipfile.ZipFile(image_bomb(tmp_path / "bomb.zip")) as archive:
+        archive.extractall(folder)
+    dataset = client.wait_dataset(client.register_dataset(f"file://{folder}/")["id"], timeout=120)
+    assert dataset["status"] == "ready", dataset["error"]
+    assert dataset["images"]["max"] == [6000, 6000]
+    assert dataset["bytes"] < 100_000  # stored at 512 px, not as found
