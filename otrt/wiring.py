@@ -142,6 +142,7 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
             s3_endpoint_url=settings.s3_endpoint_url,
             max_image_pixels=settings.max_image_pixels,
             max_unreadable_fraction=settings.max_unreadable_fraction,
+            shard_bytes=settings.dataset_shard_bytes,
         ),
     )
 

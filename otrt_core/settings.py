@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         le=1,
         description="Unreadable files a registered dataset may have before it fails.",
     )
+    dataset_shard_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="A registered dataset's shards are about this large.",
+    )
     loader_workers: int | None = Field(
         default=None,
         ge=0,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from otrt_core import protocol
-from otrt_core.data.shard_writer import INDEX, ShardIndex
+from otrt_core.data.shard_writer import INDEX, SHARD_BYTES, ShardIndex
 from otrt_core.jobs import states
 from otrt_core.jobs.dataset_store import CONVERTING, FAILED, INSPECTING, READY, DatasetStore
 from otrt_core.jobs.files import FileNotFound
@@ -47,6 +47,7 @@ class ConversionLimits:
     s3_endpoint_url: str | None = None
     max_image_pixels: int = 64_000_000
     max_unreadable_fraction: float = 0.1
+    shard_bytes: int = SHARD_BYTES
     max_seconds: float = 7 * 86_400  # a wall-clock backstop per attempt
 
 
@@ -121,7 +122,7 @@ def run_conversion(
     snapshot = out_dir / "snapshot"
     command = [sys.executable, "-m", "otrt_core.data.convert", str(request_path)]
     child = ChildProcess(
-        [*command, "--out", str(snapshot)],
+        [*command, "--out", str(snapshot), "--stop-on-stdin-eof"],
         out_dir / "converter.log",
         executor.trainer_env or {},
         preexec_fn=_bounded,
@@ -184,6 +185,7 @@ def _request(executor, job: Job, limits: ConversionLimits) -> dict[str, Any] | s
         "s3_endpoint_url": limits.s3_endpoint_url,
         "max_image_pixels": limits.max_image_pixels,
         "max_unreadable_fraction": limits.max_unreadable_fraction,
+        "shard_bytes": limits.shard_bytes,
     }
 
 

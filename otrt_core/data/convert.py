@@ -33,6 +33,7 @@ import io
 import json
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 from otrt_core import protocol
 from otrt_core.data.decode import Unreadable, decode, header
 from otrt_core.data.formats import Layout, detect, records
-from otrt_core.data.shard_writer import ShardIndex, ShardInfo, ShardWriter
+from otrt_core.data.shard_writer import SHARD_BYTES, ShardIndex, ShardInfo, ShardWriter
 from otrt_core.data.sources import Source, SourceRefused, SourceUnavailable, ZipSource, open_source
 from otrt_core.errors import UserError
 
@@ -69,6 +70,7 @@ class Request:
     s3_endpoint_url: str | None = None
     max_image_pixels: int = 64_000_000
     max_unreadable_fraction: float = 0.1
+    shard_bytes: int = SHARD_BYTES
 
 
 @dataclass
@@ -156,6 +158,7 @@ def _write_shards(
     every open shard is completed too and the tally saved: a clean cut to resume from."""
     writers: dict[str, ShardWriter] = {}
     resumed_at = tally.position
+    emit(_progress(tally, total))  # where this run starts: 0, or where an earlier one stopped
     for position, record in enumerate(layout.records):
         if position < resumed_at:
             continue  # stored by an earlier run
@@ -164,7 +167,9 @@ def _write_shards(
         if stored is not None:
             if record.split not in writers:
                 done = sum(shard["split"] == record.split for shard in tally.shards)
-                writers[record.split] = ShardWriter(out_dir, record.split, done)
+                writers[record.split] = ShardWriter(
+                    out_dir, record.split, done, request.shard_bytes
+                )
             completed = writers[record.split].add(*stored)
         tally.position = position + 1
         if completed is not None:
@@ -309,8 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m otrt_core.data.convert")
     parser.add_argument("request", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="Exit when stdin closes: the worker that started it has died.",
+    )
     args = parser.parse_args(argv)
     request = Request(**json.loads(args.request.read_text()))
+    if args.stop_on_stdin_eof:
+        threading.Thread(target=_exit_at_eof, daemon=True).start()
 
     def emit(event) -> None:
         print(json.dumps(protocol.event_line(event)), flush=True)
@@ -322,6 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         return protocol.EXIT_INVALID
     emit(protocol.Converted(details=details))
     return protocol.EXIT_OK
+
+
+def _exit_at_eof() -> None:
+    """Ends the process once stdin closes. What it wrote stays consistent (shards and the
+    tally are renamed into place whole): the next attempt resumes from it."""
+    descriptor = sys.stdin.fileno()
+    while os.read(descriptor, 1 << 16):  # the raw descriptor: no lock held at shutdown
+        pass
+    os._exit(protocol.EXIT_STOPPED)
 
 
 if __name__ == "__main__":

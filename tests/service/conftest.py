@@ -50,7 +50,13 @@ def redis_url() -> str:
 
 # Redis databases the tests that flush one may use, per pytest-xdist worker (gw0, gw1, …):
 # each worker gets its own, so two workers never flush each other's broker.
-REDIS_DATABASES = {"distributed": 0, "openapi_over_http": 1, "queue_load": 2, "sweeps": 3}
+REDIS_DATABASES = {
+    "distributed": 0,
+    "openapi_over_http": 1,
+    "queue_load": 2,
+    "sweeps": 3,
+    "datasets": 4,
+}
 
 
 def redis_database(redis_url: str, use: str) -> str:
