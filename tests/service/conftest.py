@@ -59,6 +59,15 @@ REDIS_DATABASES = {
 }
 
 
+def emptied_redis_database(redis_url: str, use: str) -> str:
+    """:func:`redis_database`, flushed: a broker with no message of an earlier test."""
+    import redis
+
+    url = redis_database(redis_url, use)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 def redis_database(redis_url: str, use: str) -> str:
     """The URL of the Redis database kept for ``use`` in this test worker (1 to 15)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.service.cluster import Cluster
-from tests.service.conftest import redis_database
+from tests.service.conftest import emptied_redis_database
 from tests.utils.processes import free_port, pid_gone
 from tests.utils.s3 import keys_in
 
@@ -40,9 +40,7 @@ LONG = MEDIUM | {"training": {"epochs": 500, "batch_size": 16}}
 @pytest.fixture
 def broker_url(redis_url: str) -> str:
     """An emptied Redis database of the real server, for one test."""
-    url = redis_database(redis_url, "distributed")
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return emptied_redis_database(redis_url, "distributed")
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import time
 
 import boto3
 import pytest
-import redis
 
 from tests.service.cluster import Cluster
-from tests.service.conftest import redis_database
+from tests.service.conftest import emptied_redis_database
 from tests.service.test_distributed import worker_pid
 from tests.utils.images import image_tree
 
@@ -34,9 +33,7 @@ def bucket_tree(tmp_path, s3_bucket, s3_endpoint) -> str:
 @pytest.fixture
 def broker_url(redis_url: str) -> str:
     """An emptied Redis database of the real server, for one test."""
-    url = redis_database(redis_url, "datasets")
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return emptied_redis_database(redis_url, "datasets")
 
 
 @pytest.fixture
