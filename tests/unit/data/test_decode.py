@@ -232,18 +232,24 @@ def test_pils_bomb_guard_is_unreadable_and_never_a_warning(monkeypatch):
         decode(encoded(gradient(50, 50), "PNG"))
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (pytest,
+# hundreds of MB), which would hide the child's own growth.
 MEASURE = """
-import resource, sys
+import sys
 from otrt_core.data.decode import Unreadable, decode, header
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 data, max_pixels = open(sys.argv[1], "rb").read(), int(sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 for read in (header, decode):
     try:
         read(data, max_pixels=max_pixels)
         print("decoded")
     except Unreadable as error:
         print(error.reason)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak() - before)
 """
 
 
@@ -252,7 +258,7 @@ def peak_growth(path, max_pixels: int) -> tuple[list[str], int]:
     its peak memory grew meanwhile (MiB)."""
     command = [sys.executable, "-c", MEASURE, str(path), str(max_pixels)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    *said, growth_kib = done.stdout.split()  # ru_maxrss is in KiB on Linux
+    *said, growth_kib = done.stdout.splitlines()  # VmHWM is in KiB
     return said, int(growth_kib) // 1024
 
 
