@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from otrt_core.data.shard_writer import INDEX, ShardIndex, ShardInfo
+from otrt_core.data.sources import s3_client
 from otrt_core.data.streamed import Snapshot
 from otrt_core.errors import UserError
 
@@ -104,15 +105,7 @@ class ShardReader:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self._client is None or self._client_pid != os.getpid():  # not a parent's, forked
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.s3_endpoint_url,
-                config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
-            )
-            self._client_pid = os.getpid()
+            self._client, self._client_pid = s3_client(self.s3_endpoint_url), os.getpid()
         parsed = urlparse(self.location)
         key = f"{parsed.path.strip('/')}/{name}".lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)

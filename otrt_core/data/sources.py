@@ -243,6 +243,21 @@ def _is_directory(entry: os.DirEntry) -> bool:
 # --- an S3 prefix ----------------------------------------------------------------------
 
 
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 S3 client as otrt uses one everywhere: path-style addressing (MinIO and
+    moto's server take it), standard retries, bounded timeouts, the default credentials."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
 class S3Source:
     """The objects under ``prefix`` (``""`` or ending in ``/``) in an S3 bucket, through boto3
     with its default credential chain; keys are relative to the prefix."""
@@ -251,16 +266,7 @@ class S3Source:
         self.bucket, self.prefix = bucket, prefix
         self.uri = f"s3://{bucket}/{prefix}"
         self.endpoint = endpoint_url or "AWS"
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                s3={"addressing_style": "path"},  # MinIO and moto's server take it
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=5,
-                read_timeout=60,
-            ),
-        )
+        self.client = s3_client(endpoint_url)
 
     def check(self) -> None:
         """:class:`SourceUnavailable` unless the bucket exists and lets us list the prefix."""

@@ -27,12 +27,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from otrt_core.data.sources import s3_client
 from otrt_core.jobs.storage import (
     CHUNK,
     HashingWriter,
@@ -65,16 +64,7 @@ class S3Storage:
         self.root = Path(cache_dir).resolve()
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         self.endpoint = endpoint_url or "AWS"
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                s3={"addressing_style": "path"},  # MinIO and moto's server take it
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=5,
-                read_timeout=60,
-            ),
-        )
+        self.client = s3_client(endpoint_url)
 
     @classmethod
     def from_url(cls, url: str, cache_dir: Path, **options) -> S3Storage:
