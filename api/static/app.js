@@ -380,6 +380,48 @@ async function sweepsPage() {
   return () => clearInterval(timer);
 }
 
+// --- registered datasets -----------------------------------------------------------------
+
+const imageCount = (ds) => (ds.counts ? Object.values(ds.counts).reduce((n, perClass) => n + Object.values(perClass).reduce((a, b) => a + b, 0), 0) : null);
+
+async function datasetsPage() {
+  const body = el("tbody");
+  view.replaceChildren(el("h2", {}, "Datasets"),
+    el("table", { id: "datasets" }, el("thead", {}, el("tr", {}, ...["dataset", "name", "status", "images", "classes", "unreadable", "created"].map((h) => el("th", {}, h)))), body));
+  const refresh = async () => {
+    const page = await getJSON("/v1/datasets/registered?limit=100");
+    body.replaceChildren(...page.data.map((ds) => el("tr", { "data-dataset": ds.id },
+      el("td", {}, el("a", { href: `#/datasets/${ds.id}` }, ds.id)), el("td", {}, ds.name), el("td", {}, statusBadge(ds.status)),
+      el("td", {}, `${imageCount(ds) ?? ""}`), el("td", {}, `${(ds.classes || []).length}`),
+      el("td", {}, `${ds.unreadable?.count ?? ""}`), el("td", {}, ds.created_at.slice(0, 19).replace("T", " ")))));
+  };
+  await refresh();
+  const timer = setInterval(refresh, 2000);
+  return () => clearInterval(timer);
+}
+
+async function datasetPage(datasetId) {
+  const refresh = async () => {
+    const ds = await getJSON(`/v1/datasets/${datasetId}`);
+    const counts = el("tbody", { id: "counts" }, ...Object.entries(ds.counts || {}).flatMap(([split, perClass]) =>
+      Object.entries(perClass).map(([name, n]) => el("tr", {}, el("td", {}, split), el("td", {}, name), el("td", {}, `${n}`)))));
+    const unreadable = el("ul", { id: "unreadable" }, ...(ds.unreadable?.files || []).map((f) => el("li", {}, `${f.name}: ${f.reason}`)));
+    const images = ds.images ? `${ds.images.min.join("x")} to ${ds.images.max.join("x")}, median ${ds.images.median.join("x")}; ${ds.images.modes.join(", ")}` : "";
+    view.replaceChildren(el("h2", {}, `${ds.name} `, statusBadge(ds.status)),
+      el("p", {}, `${ds.id} from ${ds.source} (${ds.format})`),
+      ds.error ? el("p", { class: "error" }, `${ds.error.code}: ${ds.error.message}`) : null,
+      ds.status === "ready" ? null : el("p", {}, "Progress ", progressBar(ds.progress.fraction || 0)),
+      images ? el("p", { id: "images" }, `Images: ${images}`) : null,
+      el("table", {}, el("thead", {}, el("tr", {}, ...["split", "class", "images"].map((h) => el("th", {}, h)))), counts),
+      el("h3", {}, `Unreadable files: ${ds.unreadable?.count ?? 0}`), unreadable);
+    return ds;
+  };
+  const ds = await refresh();
+  if (ds.status === "ready" || ds.status === "failed") return () => {};
+  const timer = setInterval(async () => { const now = await refresh(); if (now.status === "ready" || now.status === "failed") clearInterval(timer); }, 1000);
+  return () => clearInterval(timer);
+}
+
 // The metric of each finished trial against one field's value: numbers on a linear or log
 // axis, other values (choices) as evenly spaced labels.
 function scatter(canvas, trials, field) {
@@ -461,7 +503,8 @@ async function route() {
   stopPage = () => {};
   const [, page, id] = location.hash.split("/");
   try {
-    const pages = { jobs: id && (() => jobPage(id)), new: newJobPage, sweeps: () => (id ? sweepPage(id) : sweepsPage()) };
+    const pages = { jobs: id && (() => jobPage(id)), new: newJobPage, sweeps: () => (id ? sweepPage(id) : sweepsPage()),
+      datasets: () => (id ? datasetPage(id) : datasetsPage()) };
     stopPage = (await (pages[page] || jobsPage)()) || (() => {});
   } catch (error) {
     view.replaceChildren(el("p", { class: "error" }, `Error: ${error.message}`));

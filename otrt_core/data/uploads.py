@@ -31,6 +31,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 FLOAT32 = 4  # bytes per decoded input value
 
 
+SKIP = "; register the zip (POST /v1/datasets) to skip and list its unreadable files"
+
+
+class NeedsRegistration(UserError):
+    """An ImageFolder zip that is safe but not one array (its images differ in size, or
+    some are unreadable): it is used through a registered dataset (otrt_core.data.convert,
+    which skips and lists unreadable files), not as it is."""
+
+
 @dataclass(frozen=True)
 class ZipLimits:
     max_members: int = 200_000
@@ -111,7 +120,8 @@ def image_costs(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[st
             except Image.DecompressionBombError as error:
                 raise TooLarge(f"{info.filename}: {error}") from None
             except (OSError, ValueError, zipfile.BadZipFile) as error:
-                raise UserError(f"{info.filename} is not a readable image: {error}") from None
+                message = f"{info.filename} is not a readable image: {error}{SKIP}"
+                raise NeedsRegistration(message) from None
             yield info.filename, width * height * (bands + 3 * FLOAT32)
 
 
@@ -210,9 +220,8 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
                             image = Image.open(stream)
                             image.load()
                     except (UnidentifiedImageError, OSError) as error:
-                        raise UserError(
-                            f"{info.filename} is not a readable image: {error}"
-                        ) from None
+                        message = f"{info.filename} is not a readable image: {error}{SKIP}"
+                        raise NeedsRegistration(message) from None
                     images.append(image)
                     labels.append(label)
             return images, labels
@@ -222,7 +231,10 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
 
     every = train_images + test_images
     if len({image.size for image in every}) != 1:
-        raise UserError("all images must have the same size")
+        raise NeedsRegistration(
+            "its images differ in size: register it (POST /v1/datasets with this file_… as "
+            "source) and train on the ds_… dataset, decoded to one dataset.image_size"
+        )
     mode = "L" if all(image.mode in ("L", "1", "I;16") for image in every) else "RGB"
 
     def stack(images: list) -> np.ndarray:

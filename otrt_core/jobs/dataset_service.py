@@ -66,7 +66,7 @@ class DatasetService:
             record = self.files.get(file_id, owner)
         except FileNotFound:
             raise Invalid.at(["body", "source"], f"no file {file_id}") from None
-        if record.purpose != "dataset" or record.format != "zip":
+        if record.purpose != "dataset" or record.format != "imagefolder_zip":
             message = (
                 f"{file_id} is not an uploaded .zip dataset: an .npz is used as it is "
                 "(name its id in a job's dataset.name)"

@@ -275,9 +275,12 @@ def _is_shape(value: Any) -> bool:
 
 def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a dataset file: shapes and class count, or ``UserError``."""
-    from otrt_core.data.uploads import ZipLimits, load_dataset_file
+    from otrt_core.data.uploads import NeedsRegistration, ZipLimits, load_dataset_file
 
-    arrays = load_dataset_file(path, ZipLimits(max_decoded_bytes=max_decoded_bytes))
+    try:
+        arrays = load_dataset_file(path, ZipLimits(max_decoded_bytes=max_decoded_bytes))
+    except NeedsRegistration as error:  # sound, but for POST /v1/datasets only
+        return "imagefolder_zip", {"input_shape": None, "registration": error.message}
     details = {
         "input_shape": list(arrays.x_train.shape[1:]),
         "num_classes": int(arrays.y_train.max()) + 1,

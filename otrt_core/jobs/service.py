@@ -294,6 +294,9 @@ class Service:
             record = self._owned_file(owner, spec.dataset.name, "dataset")
             if isinstance(record, str):
                 problems.append({"loc": ["body", "dataset", "name"], "msg": record})
+            elif record.details.get("input_shape") is None:
+                message = f"{record.id}: {record.details['registration']}"
+                problems.append({"loc": ["body", "dataset", "name"], "msg": message})
             else:
                 inputs["dataset_file_id"] = record.id
                 input_shape = tuple(record.details["input_shape"])

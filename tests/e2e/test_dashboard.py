@@ -206,3 +206,25 @@ def test_a_sweep_page_shows_its_trials_the_metric_by_value_and_the_best_job(brow
     page.screenshot(path=str(OUTPUT / "dashboard-sweep.png"), full_page=True)
     page.click(f"#best a[href='#/jobs/{best['job_id']}']")
     page.wait_for_selector("#job-header [data-status='succeeded']")
+
+
+def test_a_pushed_folder_shows_its_counts_and_unreadable_files(browser, served, tmp_path):
+    """`push_dataset` (as `otrt datasets push`) of images of varying sizes, one truncated:
+    the dashboard lists the dataset, then shows its counts and the unreadable file."""
+    import otrt
+    from tests.utils.images import awkward_files, image_tree
+
+    url, key = served
+    image_tree(tmp_path / "shop", classes=2, per_class=15, sizes=(30, 90))
+    awkward_files(tmp_path / "shop" / "train" / "class_1")
+    with otrt.Client(url, key, timeout=60) as client:
+        dataset = client.wait_dataset(client.push_dataset(tmp_path / "shop")["id"], timeout=120)
+    assert dataset["status"] == "ready", dataset["error"]
+
+    page = signed_in_page(browser, url, key, "/datasets")
+    page.click(f"tr[data-dataset='{dataset['id']}'] a")
+    page.wait_for_selector("#counts tr")
+    counts = page.text_content("#counts")
+    assert "class_0" in counts and "class_1" in counts
+    assert "truncated.jpg" in page.text_content("#unreadable")
+    page.screenshot(path=str(OUTPUT / "dashboard-dataset.png"), full_page=True)

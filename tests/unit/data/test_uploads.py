@@ -121,7 +121,10 @@ def test_image_zip_of_colour_images_is_rgb(tmp_path):
         ({"../evil.png": png(), "train/a/0.png": png()}, "unsafe path"),
         ({"/abs.png": png()}, "unsafe path"),
         ({"train/a/0.png": png()}, "at least two classes"),
-        ({"train/a/0.png": png(), "train/b/0.png": png(size=(3, 3))}, "same size"),
+        (
+            {"train/a/0.png": png(), "train/b/0.png": png(size=(3, 3))},
+            "differ in size: register it",
+        ),
         ({"train/a/0.png": png(), "train/b/0.png": b"not an image"}, "not a readable image"),
         (
             {"train/a/0.png": png(), "train/b/0.png": png(), "test/c/0.png": png()},
@@ -209,3 +212,18 @@ def test_empty_or_corrupt_npz_files_are_input_errors(tmp_path, content):
     (tmp_path / "d.npz").write_bytes(content)
     with pytest.raises(UserError, match="not a readable zip"):
         load_dataset_file(tmp_path / "d.npz")
+
+
+def test_a_sound_zip_that_is_not_one_array_is_accepted_for_registration(tmp_path):
+    """Images of varying sizes, or an unreadable one: the upload is kept (its members are
+    safe), and its details say to register it rather than name it in a job."""
+    from otrt_core.jobs.inspection import inspect_dataset
+
+    path = tmp_path / "shop.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train/a/0.png", png(size=(8, 8)))
+        archive.writestr("train/b/0.png", png(size=(12, 9)))
+        archive.writestr("train/b/1.jpg", b"")
+    format, details = inspect_dataset(path, 1 << 20)
+    assert format == "imagefolder_zip" and details["input_shape"] is None
+    assert "POST /v1/datasets" in details["registration"]
