@@ -144,6 +144,8 @@ class _Tree:
 
     def place(self, folders: tuple[str, ...]) -> tuple[str, str | None] | str:
         """(split, class name) for an image in ``folders``, or why it has no place."""
+        if folders[: len(self.base)] != self.base:
+            return f"outside {'/'.join(self.base)}/"
         inner = folders[len(self.base) :]
         if self.unlabeled:
             return UNLABELED, None
@@ -266,8 +268,8 @@ def _webdataset(source: Source, max_member_bytes: int) -> Layout:
 
     Members are read into memory, never extracted: an absolute or ``..`` path is the
     problem "unsafe member path", a link or device "unsafe member (a link or a device)",
-    one over ``max_member_bytes`` "too large"; a shard that breaks off is reported and the
-    sample it was in dropped.
+    one over ``max_member_bytes`` "too large"; a shard that breaks off (cut short, or
+    garbled) is reported, and its last sample, which may have lost members, dropped.
     """
     shards, class_files = [], []
     for item in source.list():
@@ -314,8 +316,11 @@ def _tar_samples(
     wanted = {*IMAGE_FIELDS, "cls"}
     key, fields = None, {}
     try:
-        with source.open(shard.key) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
+        with (
+            source.open(shard.key) as stream,
+            tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndMarked) as tar,
+        ):
+            for member in _members(tar):
                 where = f"{shard.key}:{member.name}"
                 reason = _unsafe(member)
                 if reason:
@@ -336,6 +341,29 @@ def _tar_samples(
                 yield key, fields
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         problems.append((shard.key, f"unreadable tar ({error})"))
+
+
+class _EndMarked(tarfile.TarInfo):
+    """A tar header that marks its archive ``complete`` on reading tar's end-of-archive
+    block: tarfile takes a header cut short or garbled for the end too, silently."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.complete = True
+            raise
+
+
+def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members of a streamed archive, each forgotten once read (tarfile keeps them all,
+    as WebDataset's own reader also undoes); a ``ReadError`` when it breaks off."""
+    for member in tar:
+        tar.members = []
+        yield member
+    if not getattr(tar, "complete", False):
+        raise tarfile.ReadError("it breaks off before its end")
 
 
 def _unsafe(member: tarfile.TarInfo) -> str | None:
