@@ -123,10 +123,10 @@ class Clock:
 class Checkpoints:
     """The run's training state in one file, written atomically (temp, fsync, rename)."""
 
-    def __init__(self, path: Path, run: Run, clock: Clock) -> None:
+    def __init__(self, path: Path, run: Run, clock: Clock, every: float = math.inf) -> None:
         self.path, self.run, self.clock = path, run, clock
         self.best_state: dict[str, Tensor] | None = None  # weights of the best validation epoch
-        self.every = math.inf  # seconds between checkpoints inside an epoch
+        self.every = every  # seconds between checkpoints inside an epoch
         self.saved_at = 0.0  # the clock's reading at the last save
 
     def due(self) -> bool:
@@ -184,7 +184,9 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     if run.group.world > 1:
         run.forward_student = data_parallel(run.student, run.term, run.device)
     spec = run.spec  # with the training values sized for the data
-    checkpoints = Checkpoints(options.out_dir / CHECKPOINT, run, clock)
+    checkpoints = Checkpoints(
+        options.out_dir / CHECKPOINT, run, clock, every=options.checkpoint_seconds
+    )
     resumed = options.resume and checkpoints.path.exists()
     progress = checkpoints.load() if resumed else Progress()
     emit(
@@ -201,7 +203,6 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             data_path="streamed" if run.data.streamed else "memory",
         )
     )
-    checkpoints.every = options.checkpoint_seconds
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
         sums = train_epoch(run, progress, checkpoints, options.should_stop, clock, emit)
         record = from_leader(
@@ -304,11 +305,9 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[tuple[Tensor, Te
     training, group = run.spec.training, run.group
     if run.data.streamed:
         stream = run.data.stream
+        mean, std = run.data.mean.to(run.device), run.data.std.to(run.device)  # once an epoch
         for x, y in stream.epoch(epoch, start, training.batch_size, group.rank, group.world):
-            inputs = to_device(
-                x, run.device, run.data.mean.to(run.device), run.data.std.to(run.device)
-            )
-            yield inputs, y.to(run.device, non_blocking=True), None
+            yield to_device(x, run.device, mean, std), y.to(run.device, non_blocking=True), None
         return
     order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
     order = order.to(run.inputs.device)  # one copy per epoch, not per step
