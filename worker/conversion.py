@@ -76,7 +76,7 @@ class ConversionFollower:
             case protocol.Converted():
                 self.details = event.details
             case protocol.Error() | protocol.Warning():
-                message = self.executor._one_line(event.message)
+                message = self.executor.one_line(event.message)
                 if isinstance(event, protocol.Error):
                     self.error = message
                 store.add_event(self.lease, event.kind, message, {"message": message})
@@ -131,19 +131,19 @@ def run_conversion(
     follower = ConversionFollower(datasets, executor, lease)
     deadline = time.monotonic() + limits.max_seconds
     try:
-        reason = executor._follow(child, lease, follower, shutting_down, deadline)
+        reason = executor.follow(child, lease, follower, shutting_down, deadline)
     except BaseException:
         child.stop()
-        executor._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
+        executor.end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
         raise
     code = child.wait()
     if reason == "lease_lost":
         return reason
     if reason == "cancel":
         datasets.update(lease, status=FAILED, error={"code": "cancelled", "message": "cancelled"})
-        return executor._end(lease, states.CANCELLED, "cancelled; the converter stopped")
+        return executor.end(lease, states.CANCELLED, "cancelled; the converter stopped")
     if reason == "shutdown":
-        return executor._end(lease, states.QUEUED, "stopped; requeued to resume")
+        return executor.end(lease, states.QUEUED, "stopped; requeued to resume")
     if code == protocol.EXIT_OK and follower.details is not None:
         _store_snapshot(executor, job.dataset_id, snapshot)
         datasets.update(
@@ -155,7 +155,7 @@ def run_conversion(
         )
         shutil.rmtree(out_dir, ignore_errors=True)
         message = f"ready: {_summary(follower.details)}"
-        return executor._end(lease, states.SUCCEEDED, message, progress={"fraction": 1.0})
+        return executor.end(lease, states.SUCCEEDED, message, progress={"fraction": 1.0})
     if code == protocol.EXIT_INVALID and follower.error:
         return _failed(executor, datasets, lease, protocol.INVALID_INPUT, follower.error)
     if reason == "time_limit":
@@ -210,6 +210,6 @@ def _summary(details: dict[str, Any]) -> str:
 
 
 def _failed(executor, datasets: DatasetStore, lease: Lease, code: str, message: str) -> str:
-    message = executor._one_line(message)
+    message = executor.one_line(message)
     datasets.update(lease, status=FAILED, error={"code": code, "message": message})
-    return executor._fail(lease, code, message)
+    return executor.fail(lease, code, message)

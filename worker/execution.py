@@ -60,6 +60,10 @@ class Executor:
     datasets: DatasetStore | None = None
     conversion_limits: ConversionLimits = field(default_factory=ConversionLimits)
 
+    def __post_init__(self) -> None:
+        if self.datasets is None:  # over the job store's own database
+            self.datasets = DatasetStore(self.store.sessions, self.store)
+
     def announce(self) -> None:
         """Tells the registry this executor is up and what it offers."""
         if self.registry is not None:
@@ -84,14 +88,15 @@ class Executor:
         job_id = lease.job_id
         job = self.store.get(job_id)
         if job.kind == CONVERSION:
-            datasets = self.datasets or DatasetStore(self.store.sessions, self.store)
-            return run_conversion(self, datasets, self.conversion_limits, lease, job, shutting_down)
+            return run_conversion(
+                self, self.datasets, self.conversion_limits, lease, job, shutting_down
+            )
         out_dir = self.work_root / job_id
         try:
             inputs = self._trainer_inputs(job, out_dir)
         except LookupError as error:  # an input vanished since submission
             message = f"an input of the job is gone: {error.args[0]}"
-            return self._fail(lease, protocol.INPUT_MISSING, message)
+            return self.fail(lease, protocol.INPUT_MISSING, message)
         resume = self._checkpoint_here(job_id, out_dir)
         trainer = TrainerProcess(
             inputs,
@@ -109,19 +114,19 @@ class Executor:
             job.progress,
             trainer.pid,
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
-            clean=self._one_line,
+            clean=self.one_line,
             on_epoch=lambda record: self._on_epoch(job, out_dir, record),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
         )
         try:
-            reason = self._follow(trainer, lease, follower, shutting_down, deadline)
+            reason = self.follow(trainer, lease, follower, shutting_down, deadline)
         except BaseException:  # a time limit or a worker shutting down mid-job
             trainer.stop()
             if self.storage.shared:
                 self._push_checkpoint(job_id, out_dir)
-            self._end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
+            self.end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
             raise
         code = trainer.wait()
         status = self._finish(lease, code, reason, follower, trainer, out_dir)
@@ -216,9 +221,7 @@ class Executor:
         """Where the trainer reads a registered dataset's shards: the store's own
         directory on this host, or its s3:// location; ``LookupError`` if it is gone."""
         try:
-            dataset = (self.datasets or DatasetStore(self.store.sessions, self.store)).get(
-                dataset_id
-            )
+            dataset = self.datasets.get(dataset_id)
         except DatasetNotFound:
             raise LookupError(dataset_id) from None
         if dataset.shards is None:
@@ -245,7 +248,7 @@ class Executor:
         except LookupError:
             raise LookupError(ref) from None
 
-    def _follow(
+    def follow(
         self,
         trainer: TrainerProcess,
         lease: Lease,
@@ -300,11 +303,11 @@ class Executor:
             return reason
         job_id = lease.job_id
         if reason == "cancel":
-            return self._end(lease, states.CANCELLED, "cancelled; the trainer stopped")
+            return self.end(lease, states.CANCELLED, "cancelled; the trainer stopped")
         if reason == "pruned":
             epoch = follower.progress.get("epoch")
             message = f"stopped by its sweep's early stopping (ASHA) after epoch {epoch}"
-            return self._end(
+            return self.end(
                 lease,
                 states.CANCELLED,
                 message,
@@ -314,11 +317,11 @@ class Executor:
             )
         if reason == "time_limit":
             message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
-            return self._fail(lease, "time_limit", message)
+            return self.fail(lease, "time_limit", message)
         if code == protocol.EXIT_OK:
             self._publish(lease, out_dir, protocol.ARTIFACTS)
             accuracy = follower.done.test_accuracy if follower.done else None
-            return self._end(
+            return self.end(
                 lease,
                 states.SUCCEEDED,
                 f"succeeded; test accuracy {accuracy:.1%}" if accuracy is not None else "succeeded",
@@ -327,30 +330,30 @@ class Executor:
                 eta_seconds=0.0,
             )
         if code == protocol.EXIT_STOPPED or reason == "shutdown":
-            return self._end(lease, states.QUEUED, "stopped with a checkpoint; requeued to resume")
+            return self.end(lease, states.QUEUED, "stopped with a checkpoint; requeued to resume")
         if code in (protocol.EXIT_INVALID, protocol.EXIT_DIVERGED) and follower.error:
             diverged = code == protocol.EXIT_DIVERGED
             error_code = protocol.DIVERGED if diverged else protocol.INVALID_INPUT
-            return self._fail(lease, error_code, follower.error)
+            return self.fail(lease, error_code, follower.error)
         if code == protocol.EXIT_MAX_RUNTIME:
-            return self._fail(lease, protocol.MAX_RUNTIME, "training.max_runtime_s ran out")
+            return self.fail(lease, protocol.MAX_RUNTIME, "training.max_runtime_s ran out")
         # Anything else is otrt's fault, not the user's: the details stay in the server log.
         log.error("job %s: trainer exited %d:\n%s", job_id, code, trainer.stderr_tail())
         message = f"the trainer failed (exit {code}); the server log has the details"
-        return self._fail(lease, protocol.INTERNAL_ERROR, message)
+        return self.fail(lease, protocol.INTERNAL_ERROR, message)
 
-    def _fail(self, lease: Lease, code: str, message: str) -> str:
-        message = self._one_line(message)
-        return self._end(lease, states.FAILED, message, error={"code": code, "message": message})
+    def fail(self, lease: Lease, code: str, message: str) -> str:
+        message = self.one_line(message)
+        return self.end(lease, states.FAILED, message, error={"code": code, "message": message})
 
-    def _one_line(self, message: str) -> str:
+    def one_line(self, message: str) -> str:
         """A message fit for the client: its first line, no server path, bounded."""
         for root in (self.work_root.resolve(), self.storage.root):
             message = message.replace(f"{root}/", "").replace(str(root), "")
         lines = message.strip().splitlines() or [""]
         return lines[0][:MESSAGE_CHARS]
 
-    def _end(self, lease: Lease, status: str, message: str, **fields: Any) -> str:
+    def end(self, lease: Lease, status: str, message: str, **fields: Any) -> str:
         try:
             self.store.transition(lease.job_id, status, message, lease=lease, **fields)
         except states.IllegalTransition as error:
