@@ -121,6 +121,11 @@ class MetricRecord(BaseModel):
     ot_distance: float | None = None
     lr: float | None = None
     seconds: float | None = None
+    losses: dict[str, float] | None = Field(
+        default=None,
+        description="Each part of the training loss per labeled input: `task`, "
+        "`regularizer`, `kd`.",
+    )
 
 
 class EventOut(_FromRow):
@@ -202,6 +207,11 @@ class ReportOut(BaseModel):
         default=None, description="Student over teacher: `params`, `macs`, `latency_b1`."
     )
     int8: Int8Out
+    collapsed: bool = Field(
+        default=False,
+        description="The student ended at chance, or stayed there for the second half of "
+        "training (a `warning` event says why).",
+    )
 
 
 class SweepTrialOut(BaseModel):

@@ -45,7 +45,7 @@ ARTIFACTS = (
 # --- the OT regularizer's options (METHOD.md) -------------------------------------------
 SOLVERS = ("auto", "exact", "assignment", "sinkhorn")
 SPATIAL_MODES = ("pool", "flatten")
-NORMALIZATIONS = ("none", "center", "standardize", "unit")
+NORMALIZATIONS = ("none", "center", "standardize", "unit", "rms")
 # Real costs sit in a narrow band far above zero: even relative to the spread,
 # epsilon = 0.05 overestimates Omega by 13-30% at widths 64-2048, while 0.002
 # with 50 epsilon-scaled iterations stays within 1% of exact (docs/ot.md).
@@ -122,6 +122,8 @@ class Epoch:
     ot_distance: float | None
     lr: float
     seconds: float
+    # The mean of each part of the loss per labeled input: task, regularizer, kd.
+    losses: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

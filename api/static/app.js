@@ -221,6 +221,7 @@ async function jobPage(jobId) {
       el("table", {}, el("tr", {}, ...["", "parameters", "MACs / input", "batch 1", "batch 64", "accuracy"].map((h) => el("th", {}, h))),
         row("student", report.student, report.test_accuracy), report.teacher ? row("teacher", report.teacher, null) : null,
         row("student, int8", report.int8, report.int8.accuracy)),
+      report.collapsed ? el("p", { class: "error", id: "report-collapsed" }, "The student collapsed: it is at chance. The job's warning event names each loss part's share and the likely fix.") : null,
       report.int8.warning ? el("p", { class: "error" }, report.int8.warning) : null,
       el("button", { id: "open-report", onclick: async () => {
         const page = await (await api(`/v1/jobs/${jobId}/artifacts/report.html`)).blob();

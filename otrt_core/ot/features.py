@@ -47,10 +47,14 @@ def neurons(
         ``pool``: the spatial mean per channel, :math:`u_j \\in R^n`.
         ``flatten``: the whole map over the batch, :math:`u_j \\in R^{n H W}`.
         Ignored for dense layers.
-    normalize : {"none", "center", "standardize", "unit"}
+    normalize : {"none", "center", "standardize", "unit", "rms"}
         ``center`` subtracts each neuron's mean over its m responses,
         ``standardize`` also divides by their standard deviation, ``unit``
-        scales each row to unit L2 norm. Constant neurons become zero rows.
+        scales each row to unit L2 norm (constant neurons become zero rows).
+        ``rms`` divides the whole layer by its root mean square over the batch
+        and its neurons, :math:`u / \\sqrt{\\mathrm{mean}(u^2)}`, detached: the
+        neurons' relative scales are kept, and scaling the layer by any
+        :math:`s > 0` changes nothing, neither the value nor the gradient.
     size : int or sequence of int, optional
         With ``flatten``: the spatial size (``L`` or ``(H, W)``) to adaptively
         average-pool the maps to, so that two layers with different map sizes
@@ -118,6 +122,10 @@ def _resize_maps(x: Tensor, size: int | Sequence[int]) -> Tensor:
 def _normalize_rows(rows: Tensor, normalize: str) -> Tensor:
     if normalize == "none":
         return rows
+    if normalize == "rms":
+        # Detached, so that the scale is a unit, not something to learn: the
+        # student's gradient is the same at every scale of either side.
+        return rows * torch.rsqrt(rows.detach().square().mean() + _EPS)
     if normalize == "unit":
         return rows * torch.rsqrt(rows.square().sum(dim=1, keepdim=True) + _EPS)
     centered = rows - rows.mean(dim=1, keepdim=True)

@@ -27,6 +27,12 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "—" if value is None or math.isnan(value) else f"{value * 100:.{digits}f}%"
 
 
+COLLAPSED = (
+    "The student collapsed: it is at chance (the job's warning event names each loss "
+    "part's share and the likely fix)."
+)
+
+
 def render(report: dict[str, Any], history: Sequence[dict], plan: np.ndarray | None) -> str:
     """The page, from ``report.json``'s content, the epochs' history and the OT plan."""
     lo, hi = report["ci95"]
@@ -43,6 +49,7 @@ def render(report: dict[str, Any], history: Sequence[dict], plan: np.ndarray | N
         f"<h1>{html.escape(report['title'])}</h1>",
         summary,
         f'<p class="note">{html.escape(warning)}</p>' if warning else "",
+        f'<p class="note">{COLLAPSED}</p>' if report.get("collapsed") else "",
         "<h2>Size and speed</h2>",
         _cost_table(report),
         "<h2>Per class</h2>",

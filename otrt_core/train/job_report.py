@@ -45,10 +45,12 @@ def write_report(
     history: list[dict],
     plan: np.ndarray | None,
     emit,
+    collapsed: bool = False,
 ) -> dict[str, Any]:
     """Writes the three files beside the student's ``student.onnx``; returns the report.
 
-    ``logits`` are the selected student's on the test split.
+    ``logits`` are the selected student's on the test split; ``collapsed``, whether the
+    collapse guard fired on it.
     """
     data, threads = run.data, torch.get_num_threads()
     input_shape = tuple(data.x_train.shape[1:])
@@ -75,6 +77,7 @@ def write_report(
             / report["teacher"]["latency_ms"]["b1"],
         }
     report["int8"] = _int8(run, student_onnx, out_dir / protocol.STUDENT_INT8, report, threads)
+    report["collapsed"] = collapsed
     if report["int8"].get("warning"):
         emit(protocol.Warning(message=report["int8"]["warning"]))
     with atomic_path(out_dir / protocol.REPORT) as temp:

@@ -39,6 +39,7 @@ from otrt_core.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from otrt_core.train.collapse import collapse_warning
 from otrt_core.train.distributed import (
     STOP_EVERY,
     Group,
@@ -54,6 +55,9 @@ from otrt_core.train.predict import input_batches, predict
 from otrt_core.train.setup import Limits, Run, StreamOptions, build_run, pick_device
 
 STEP_LINES_PER_EPOCH = 4
+# An epoch's running sums over its labeled inputs, in this order: the loss, the correct
+# answers, the OT distance, the inputs, and the loss's parts (task, regularizer, kd).
+SUMS = ("loss", "correct", "ot_distance", "count", "task", "regularizer", "kd")
 AUGMENT_STREAM = 104729  # seeds a batch's augmentation apart from its unlabeled draw
 
 Emit = Callable[[protocol.Event], None]
@@ -101,8 +105,8 @@ class Progress:
 
     epoch: int = 0  # completed epochs
     batch: int = 0  # completed batches of the current epoch
-    # The current epoch's running sums (loss*n, correct, ot*n, n) up to ``batch``, so a
-    # resumed epoch reports the same train_loss and train_accuracy as an uninterrupted one.
+    # The current epoch's running sums (see :data:`SUMS`) up to ``batch``, so a resumed
+    # epoch reports the same train_loss and train_accuracy as an uninterrupted one.
     sums: list[float] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_accuracy: float = -1.0
@@ -250,7 +254,7 @@ def train_epoch(
     clock: Clock,
     emit: Emit,
 ) -> Tensor:
-    """Trains the rest of epoch ``progress.epoch``; returns its sums (loss*n, correct, ot*n, n).
+    """Trains the rest of epoch ``progress.epoch``; returns its sums (:data:`SUMS`).
 
     Saves a checkpoint and raises ``TrainingStopped`` when asked to stop or out of time.
     With several ranks, the sums are this rank's (rank 0's carry a resumed epoch's).
@@ -258,7 +262,9 @@ def train_epoch(
     epoch, group = progress.epoch, run.group
     run.student.train()
     # Sums stay on the device: reading them every step would sync the GPU.
-    carried = progress.sums if group.leader and progress.sums else [0.0] * 4
+    carried = [0.0] * len(SUMS)
+    if group.leader and progress.sums:  # a checkpoint of an earlier version has fewer sums
+        carried[: len(progress.sums)] = progress.sums
     sums = torch.tensor(carried, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
     batches = epoch_batches(run, epoch, progress.batch)
@@ -276,7 +282,7 @@ def train_epoch(
         sums += train_step(run, x, y, indices, epoch, batch)
         progress.batch = batch + 1
         if progress.batch % step_line_every == 0 and progress.batch < run.steps_per_epoch:
-            loss_sum, _, ot_sum, count = summed(sums, group).tolist()  # a few syncs per epoch
+            loss_sum, _, ot_sum, count, *_ = summed(sums, group).tolist()  # a few syncs
             check_finite(loss_sum, epoch, progress.batch, run)
             emit(
                 protocol.Step(
@@ -343,7 +349,7 @@ def train_step(
     """One optimizer step on a batch: the streamed inputs ``x``, or (``x`` None) the
     inputs at ``labeled``, plus an unlabeled batch when the run uses one.
 
-    Returns (loss * n, correct, ot_distance * n, n) for the labeled inputs, on the device.
+    Returns the batch's sums (:data:`SUMS`) over its n labeled inputs, on the device.
     """
     spec = run.spec
     indices, views = labeled, None
@@ -367,12 +373,13 @@ def train_step(
     with run.autocast():
         student_features = (run.forward_student or run.student.forward_stages)(x)
         logits = student_features["logits"][:n]  # the unlabeled rows have no label
-        loss = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
+        task = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
         teacher_features = teacher_outputs(run, x, indices, views) if run.needs_teacher else {}
         out = run.term(teacher_features, student_features)
-        loss = loss + out.loss
+        kd = torch.zeros((), device=run.device)
         if run.extra_kd is not None:
-            loss = loss + run.extra_kd(teacher_features, student_features).loss
+            kd = run.extra_kd(teacher_features, student_features).loss
+        loss = task + out.loss + kd
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -385,6 +392,9 @@ def train_step(
             (logits.argmax(dim=1) == y).sum().float(),
             ot_value.float() * n,
             torch.tensor(float(n), device=run.device),
+            task.detach().float() * n,
+            out.loss.detach().float() * n,
+            kd.detach().float() * n,
         ]
     )
 
@@ -416,7 +426,7 @@ def teacher_outputs(
 
 def epoch_record(run: Run, epoch: int, sums: Tensor, clock: Clock) -> dict[str, Any]:
     """The epoch's line of the history, validation included."""
-    loss_sum, correct, ot_sum, count = sums.tolist()
+    loss_sum, correct, ot_sum, count, *parts = sums.tolist()
     check_finite(loss_sum, epoch, run.steps_per_epoch, run)
     val_loss, val_accuracy = evaluate(
         run.student, run.data.x_val, run.data.y_val, run.device, run.spec.training.batch_size
@@ -432,6 +442,11 @@ def epoch_record(run: Run, epoch: int, sums: Tensor, clock: Clock) -> dict[str, 
         "ot_distance": ot_sum / count if count and run.spec.regularizer.kind == "ot" else None,
         "lr": run.scheduler.get_last_lr()[0],
         "seconds": clock(),
+        # The mean of each loss part per labeled input (the collapse guard reads them).
+        "losses": {
+            part: value / count if count else math.nan
+            for part, value in zip(SUMS[4:], parts, strict=True)
+        },
     }
 
 
@@ -467,6 +482,7 @@ def write_outputs(
         "history": progress.history,
         "seconds": clock(),
     }
+    metrics["collapsed"] = collapsed(run, progress, test_accuracy, emit)
     save_weights(out_dir / STUDENT_WEIGHTS, student)
     sample = data.x_test[:16] if len(data.x_test) else data.x_train[:16]
     onnx = export_onnx(student, sample, out_dir / STUDENT_ONNX)
@@ -480,7 +496,15 @@ def write_outputs(
         plan = sample_plan(run)  # of the selected student
         save_plan(out_dir / PLAN, plan)
     if len(data.y_test):
-        write_report(run, test_logits.cpu().numpy(), out_dir, progress.history, plan, emit)
+        write_report(
+            run,
+            test_logits.cpu().numpy(),
+            out_dir,
+            progress.history,
+            plan,
+            emit,
+            collapsed=metrics["collapsed"],
+        )
     emit(
         protocol.Done(
             test_accuracy=test_accuracy,
@@ -490,6 +514,16 @@ def write_outputs(
         )
     )
     return metrics
+
+
+def collapsed(run: Run, progress: Progress, test_accuracy: float, emit: Emit) -> bool:
+    """The collapse guard (:mod:`otrt_core.train.collapse`) on the selected student's test
+    accuracy (its best validation accuracy without a test split): warns when it fires."""
+    final = test_accuracy if math.isfinite(test_accuracy) else progress.best_val_accuracy
+    why = collapse_warning(progress.history, final, run.data.num_classes, run.spec.regularizer.kind)
+    if why is not None:
+        emit(protocol.Warning(message=why))
+    return why is not None
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from otrt_core.ot import ot_distance, transport
+from otrt_core.protocol import NORMALIZATIONS
 from tests.utils.features import relu_features
 
 
@@ -81,7 +82,7 @@ def test_pool_compares_a_conv_layer_with_a_dense_one():
     )
 
 
-@pytest.mark.parametrize("normalize", ["none", "center", "standardize", "unit"])
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
 @pytest.mark.parametrize("solver", ["exact", "assignment", "sinkhorn"])
 def test_single_input_and_constant_neurons_give_finite_values_and_gradients(normalize, solver):
     teacher = torch.ones(1, 5)

@@ -5,6 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from otrt_core.ot import neurons
+from otrt_core.protocol import NORMALIZATIONS
 
 
 def test_dense_layer_gives_one_row_per_neuron():
@@ -58,7 +59,7 @@ def test_unit_gives_rows_of_unit_norm():
     assert_close(rows.norm(dim=1), torch.ones(6, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("normalize", ["none", "center", "standardize", "unit"])
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
 @pytest.mark.parametrize("n", [1, 7])
 def test_constant_neurons_and_a_single_input_stay_finite(normalize, n):
     x = torch.zeros(n, 3, requires_grad=True)  # every neuron constant
@@ -87,3 +88,36 @@ def test_half_precision_inputs_become_float32_and_float64_stays():
 def test_bad_inputs_get_clear_errors(x, kwargs, message):
     with pytest.raises(ValueError, match=message):
         neurons(x, **kwargs)
+
+
+def test_rms_divides_the_layer_by_its_root_mean_square():
+    x = torch.randn(10, 6, dtype=torch.float64)
+    rows = neurons(x, normalize="rms")
+    assert_close(rows, x.T / x.square().mean().sqrt())  # neurons' relative scales kept
+
+
+@pytest.mark.parametrize("scale", [1e-3, 100.0])
+def test_rms_makes_the_distance_and_its_gradient_blind_to_either_sides_scale(scale):
+    from otrt_core.ot import ot_distance
+
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(16, 5, generator=generator, dtype=torch.float64)
+    student = torch.randn(16, 7, generator=generator, dtype=torch.float64)
+
+    def value_and_grad(t, s):
+        s = s.clone().requires_grad_(True)
+        omega = ot_distance(t, s, solver="exact", normalize="rms")
+        omega.backward()
+        return omega.detach(), s.grad
+
+    # Within 1e-5: the 1e-12 that keeps rsqrt finite is 1e-6 of a mean square of 1e-6.
+    close = {"rtol": 1e-5, "atol": 1e-8}
+    omega, grad = value_and_grad(teacher, student)
+    scaled_omega, scaled_grad = value_and_grad(scale * teacher, student)
+    assert_close(scaled_omega, omega, **close)
+    assert_close(scaled_grad, grad, **close)
+    # The student at another scale: the same distance, a gradient scaled by 1/scale.
+    student_omega, student_grad = value_and_grad(teacher, scale * student)
+    assert_close(student_omega, omega, **close)
+    assert_close(student_grad * scale, grad, **close)
+    assert omega > 0

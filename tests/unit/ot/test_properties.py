@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from otrt_core.ot import cost_matrix, neurons, ot_distance, transport
+from otrt_core.protocol import NORMALIZATIONS
 
 layer = st.fixed_dictionaries(
     {
@@ -16,7 +17,7 @@ layer = st.fixed_dictionaries(
         "q": st.integers(1, 10),
         "maps": st.sampled_from([(), (3,), (2, 2)]),
         "spatial": st.sampled_from(["pool", "flatten"]),
-        "normalize": st.sampled_from(["none", "center", "standardize", "unit"]),
+        "normalize": st.sampled_from(NORMALIZATIONS),
         "seed": st.integers(0, 2**16),
     }
 )

@@ -329,8 +329,10 @@ def test_patience_stops_once_validation_stops_improving(tmp_path):
     metrics, events = run(spec, tmp_path)
     assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3
     assert metrics["selected_epoch"] == 1
-    (warning,) = [e for e in events if e["event"] == "warning"]
-    assert warning["message"].startswith("stopped early after epoch 3")
+    early, collapsed = [e["message"] for e in events if e["event"] == "warning"]
+    assert early.startswith("stopped early after epoch 3")
+    # Weights that never moved leave the student at chance: the guard says so.
+    assert collapsed.startswith("the student collapsed") and metrics["collapsed"]
 
 
 def test_warmup_rises_linearly_then_the_schedule_takes_over():
