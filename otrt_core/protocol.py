@@ -91,6 +91,8 @@ class Start:
     # "memory" (tensors, on the device when they fit) or "streamed" (a registered
     # dataset's shards, decoded by loader workers).
     data_path: str = "memory"
+    # The numbers used for the spec's "auto" weights, by dotted path ("regularizer.weight").
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

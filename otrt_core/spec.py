@@ -35,20 +35,31 @@ from otrt_core.protocol import (
 )
 
 Mode = Literal["supervised", "transfer", "distill", "transfer_distill"]
-RegularizerKind = Literal["none", "ot", "l2sp", "kd", "fitnet", "at"]
+RegularizerKind = Literal["none", "ot", "l2sp", "kd", "fitnet", "at", "wkd_f"]
+KDKind = Literal["kl", "wkd"]
 Solver = Literal[SOLVERS]  # type: ignore[valid-type]
 Spatial = Literal[SPATIAL_MODES]  # type: ignore[valid-type]
 Normalize = Literal[NORMALIZATIONS]  # type: ignore[valid-type]
 
 MODES_WITH_TEACHER = ("transfer", "distill", "transfer_distill")
 
-# Starting points from METHOD.md's pilot; bench/reproduce.py is where they are revisited.
+# A weight of "auto" is set from the first steps so that the term's gradient on the
+# student is a fixed fraction of the task loss's (otrt_core.train.balance).
+AUTO: Literal["auto"] = "auto"
+
+# The terms each mode turns on, balanced against the task ("auto") and blind to either
+# side's scale ("rms"): bench/reproduce.py --only mnist-few chose them (docs/reproduce.md).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "supervised": {"kind": "none", "weight": 0.0, "normalize": "none"},
+    # In transfer the student starts as the teacher: the term and its gradient start
+    # at 0, with nothing for "auto" to balance; standardize is blind to scale already.
     "transfer": {"kind": "ot", "weight": 1.0, "normalize": "standardize"},
-    "distill": {"kind": "ot", "weight": 1.0, "normalize": "none"},
-    "transfer_distill": {"kind": "ot", "weight": 10.0, "normalize": "center"},
+    "distill": {"kind": "ot", "weight": AUTO, "normalize": "rms"},
+    "transfer_distill": {"kind": "ot", "weight": AUTO, "normalize": "rms"},
 }
+# The fraction of the task loss's gradient norm an "auto" weight gives its term
+# (bench/reproduce.py --only mnist-few chose them).
+DEFAULT_AUTO_RATIO = 0.5
 
 
 # Bounds on what a job may ask for: every number a user sends is finite and
@@ -207,16 +218,36 @@ class DatasetSpec(_Strict):
         return (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
+Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT)] | Literal["auto"]
+
+
+def is_auto(weight: float | str | None) -> bool:
+    return weight == AUTO
+
+
 class LayerPairSpec(_Strict):
     teacher: str = "penultimate"
     student: str = "penultimate"
-    weight: float = Field(default=1.0, ge=0.0, le=MAX_WEIGHT)
+    weight: Weight = Field(
+        default=1.0,
+        description='w_l, or "auto": each auto pair\'s gradient an equal share of the '
+        "task loss's before lambda applies.",
+    )
 
 
 class RegularizerSpec(_Strict):
     kind: RegularizerKind | None = Field(default=None, description="Default: by mode.")
-    weight: float | None = Field(
-        default=None, ge=0.0, le=MAX_WEIGHT, description="lambda. Default: by mode."
+    weight: Weight | None = Field(
+        default=None,
+        description='lambda, or "auto" (its gradient auto_ratio times the task loss\'s, set '
+        'from the first steps; spec.json records the number). Default: "auto" for every '
+        "kind but l2sp (0.1).",
+    )
+    auto_ratio: float = Field(
+        default=DEFAULT_AUTO_RATIO,
+        gt=0.0,
+        le=100.0,
+        description="With weight \"auto\": the term's gradient norm over the task loss's.",
     )
     layers: list[LayerPairSpec] = Field(
         default_factory=lambda: [LayerPairSpec()], min_length=1, max_length=64
@@ -234,8 +265,30 @@ class RegularizerSpec(_Strict):
 
 
 class KDSpec(_Strict):
-    weight: float = Field(default=0.0, ge=0.0, le=MAX_WEIGHT)
+    kind: KDKind = Field(
+        default="kl",
+        description="kl: Hinton's KD; wkd: WKD-L, entropic OT between the non-target "
+        "classes' distributions over a cost between classes from the teacher (METHOD.md).",
+    )
+    weight: Weight = Field(
+        default=0.0, description='Added KD\'s weight (gamma for wkd), or "auto"; 0 is off.'
+    )
     temperature: float = Field(default=4.0, gt=0.0, le=1000.0)
+    unlabeled: bool | None = Field(
+        default=None,
+        description="KD also on the unlabeled batch, with the teacher's soft labels (the "
+        "transfer set). Default: regularizer.unlabeled.",
+    )
+    auto_ratio: float = Field(
+        default=DEFAULT_AUTO_RATIO,
+        gt=0.0,
+        le=100.0,
+        description="With weight \"auto\": KD's gradient norm over the task loss's.",
+    )
+
+    @property
+    def on(self) -> bool:
+        return self.weight != 0
 
 
 class TrainingSpec(_Strict):
@@ -356,9 +409,9 @@ class SpecError(ValueError):
 # weights, KD needs the teacher's task).
 KINDS_BY_MODE: dict[str, tuple[str, ...]] = {
     "supervised": ("none",),
-    "transfer": ("none", "ot", "l2sp", "fitnet", "at"),
-    "distill": ("none", "ot", "kd", "fitnet", "at"),
-    "transfer_distill": ("none", "ot", "fitnet", "at"),
+    "transfer": ("none", "ot", "l2sp", "fitnet", "at", "wkd_f"),
+    "distill": ("none", "ot", "kd", "fitnet", "at", "wkd_f"),
+    "transfer_distill": ("none", "ot", "fitnet", "at", "wkd_f"),
 }
 
 
@@ -378,25 +431,37 @@ def resolve_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
     return spec
 
 
-# The usual weight of each baseline with otrt's loss definitions (those of Tian
-# et al.'s CRD code): 1000 for AT, 100 for FitNets; L2-SP's alpha of Li et al.
-BASELINE_WEIGHTS = {"none": 0.0, "kd": 1.0, "fitnet": 100.0, "at": 1000.0, "l2sp": 0.1}
+# A kind named without a weight is balanced against the task, since the literature's
+# weights (100 for FitNets, 1000 for AT) assume a teacher's scale; L2-SP's alpha (Li et
+# al.) acts on weights, not on a gradient there is at the start, so it keeps its number.
+DEFAULT_WEIGHTS: dict[str, float | str] = {"none": 0.0, "l2sp": 0.1}
+# Kinds whose term reads unlabeled inputs (through the teacher).
+POOL_KINDS = ("ot", "fitnet", "at", "kd", "wkd_f")
 
 
 def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
     defaults = MODE_DEFAULTS[spec.mode]
     regularizer = spec.regularizer
     kind = regularizer.kind or defaults["kind"]
-    default_weight = defaults["weight"] if kind == "ot" else BASELINE_WEIGHTS[kind]
+    default_weight = defaults["weight"] if kind == "ot" else DEFAULT_WEIGHTS.get(kind, AUTO)
+    # KD reads the pool when asked, by default when the representation term does.
+    kd = spec.kd
+    kd_unlabeled = kd.unlabeled if kd.unlabeled is not None else regularizer.unlabeled and kd.on
+    reads_pool = regularizer.unlabeled or kd_unlabeled
     updates = {
         "kind": kind,
         "weight": regularizer.weight if regularizer.weight is not None else default_weight,
         "normalize": regularizer.normalize or defaults["normalize"],
         # Without one, the unlabeled batch is the labeled batch (set by the trainer if sized).
         "unlabeled_batch_size": regularizer.unlabeled_batch_size
-        or (spec.training.batch_size if regularizer.unlabeled else None),
+        or (spec.training.batch_size if reads_pool else None),
     }
-    spec = spec.model_copy(update={"regularizer": regularizer.model_copy(update=updates)})
+    spec = spec.model_copy(
+        update={
+            "regularizer": regularizer.model_copy(update=updates),
+            "kd": kd.model_copy(update={"unlabeled": kd_unlabeled}),
+        }
+    )
     if spec.mode == "transfer" and spec.teacher is not None:
         student = {
             "architecture": spec.student.architecture or spec.teacher.architecture,
@@ -464,8 +529,16 @@ def _check(spec: JobSpec) -> list[Problem]:
             f"mode {spec.mode!r} admits regularizers {', '.join(allowed)}; "
             f"got {spec.regularizer.kind!r}",
         )
-    if spec.kd.weight > 0 and spec.mode != "distill":
+    if spec.kd.on and spec.mode != "distill":
         problem(("kd", "weight"), "KD needs the teacher's task: only mode 'distill' can add it")
+    if spec.kd.on and spec.regularizer.kind == "kd":
+        problem(
+            ("kd", "weight"),
+            "regularizer.kind 'kd' is KD already (regularizer.weight weighs it): leave kd.weight "
+            "at 0, or pick another regularizer.kind to add KD to",
+        )
+    if spec.kd.unlabeled and not spec.kd.on and spec.regularizer.kind != "kd":
+        problem(("kd", "unlabeled"), 'KD is off: set kd.weight (a number or "auto")')
 
     # Dataset options.
     if dataset and spec.dataset.classes is not None:
@@ -479,21 +552,25 @@ def _check(spec: JobSpec) -> list[Problem]:
                 ("dataset", "classes"),
                 f"{dataset.name} has classes 0..{dataset.num_classes - 1}; got {classes}",
             )
-    if (
-        spec.regularizer.unlabeled
-        and spec.dataset.train_subset is None
-        and not is_dataset_file(spec.dataset.name)
+    has_pool = spec.dataset.train_subset is not None or is_dataset_file(spec.dataset.name)
+    for loc, asked in (
+        (("regularizer", "unlabeled"), spec.regularizer.unlabeled),
+        (("kd", "unlabeled"), spec.kd.unlabeled),
     ):
+        if asked and not has_pool:
+            problem(
+                loc,
+                "unlabeled inputs are the training inputs left out by dataset.train_subset "
+                "(or an uploaded .npz's x_unlabeled): set it",
+            )
+    if spec.regularizer.unlabeled and spec.regularizer.kind not in POOL_KINDS:
         problem(
             ("regularizer", "unlabeled"),
-            "unlabeled inputs are the training inputs left out by dataset.train_subset "
-            "(or an uploaded .npz's x_unlabeled): set it",
+            f"only {', '.join(POOL_KINDS)} can use unlabeled inputs",
         )
-    if spec.regularizer.unlabeled and spec.regularizer.kind not in ("ot", "fitnet", "at"):
-        problem(("regularizer", "unlabeled"), "only ot, fitnet and at can use unlabeled inputs")
 
     # Layer pairs name real stages.
-    if spec.regularizer.kind in ("ot", "fitnet", "at"):
+    if spec.regularizer.kind in ("ot", "fitnet", "at", "wkd_f"):
         teacher_stages = _stages(spec.teacher.architecture) if spec.teacher else None
         student_stages = _stages(spec.student.architecture)
         for index, pair in enumerate(spec.regularizer.layers):

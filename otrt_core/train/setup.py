@@ -25,7 +25,7 @@ from otrt_core.train.batches import BatchGatherer, seeded
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
 from otrt_core.train.distributed import Group
 from otrt_core.train.teacher_cache import TeacherCache
-from otrt_core.train.terms import KDTerm, Term, build_term
+from otrt_core.train.terms import Term, build_kd, build_term, class_cost
 
 DATASET_LOC = ("dataset", "name")
 VIEW_STREAM = 7919  # seeds the teacher cache's views apart from the batch order
@@ -370,7 +370,7 @@ class Run:
     student: StagedModel
     teacher: StagedModel | None
     term: Term
-    extra_kd: KDTerm | None  # kd.weight added to another regularizer (distill)
+    kd: Term | None  # kd.weight's KD (or WKD-L) added to another regularizer (distill)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     inputs: Tensor  # labeled training inputs, then the unlabeled pool when it is used
@@ -394,7 +394,7 @@ class Run:
     @property
     def needs_teacher(self) -> bool:
         return self.teacher is not None and (
-            self.term.needs_teacher_features or self.extra_kd is not None
+            self.term.needs_teacher_features or self.kd is not None
         )
 
 
@@ -425,21 +425,31 @@ def build_run(
     data = load_data(spec, datasets_root, dataset_path, stream, device)
     spec = sized_for_data(spec, len(data.y_train))
     training = spec.training
-    if data.streamed and spec.regularizer.unlabeled:
+    if data.streamed and (spec.regularizer.unlabeled or spec.kd.unlabeled):
         message = "unlabeled inputs of a streamed dataset are not supported yet: use a smaller one"
         raise UserError(message, ("regularizer", "unlabeled"))
     models = build_models(spec, data, teacher_path, student_init_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:
         teacher.to(device)
-    term = build_term(spec, teacher, student).to(device)
+    cost = None
+    if (
+        teacher is not None
+        and spec.kd.kind == "wkd"
+        and (spec.kd.on or spec.regularizer.kind == "kd")
+    ):
+        # WKD-L's cost between classes, once per job from the labeled training inputs.
+        cost = class_cost(teacher, data.x_train, data.y_train, training.batch_size)
+    term = build_term(spec, teacher, student, cost).to(device)
+    kd = build_kd(spec.kd.weight, spec, cost).to(device) if spec.kd.on else None
     optimizer = make_optimizer(training, [*student.parameters(), *term.parameters()])
     steps_per_epoch = math.ceil(len(data.y_train) / training.batch_size)
     scheduler = make_schedule(optimizer, training, steps_per_epoch * training.epochs)
 
     # Labeled inputs, then the unlabeled pool when the term uses it, so that one
     # index space serves batches and the teacher cache alike.
-    use_unlabeled = spec.regularizer.unlabeled and len(data.x_unlabeled) > 0
+    reads_pool = term.reads_pool or (kd is not None and kd.reads_pool)
+    use_unlabeled = reads_pool and len(data.x_unlabeled) > 0
     inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
     labels = data.y_train
     # Datasets that fit live on the device: batches are gathered there, with no
@@ -464,7 +474,7 @@ def build_run(
         student=student,
         teacher=teacher,
         term=term,
-        extra_kd=KDTerm(spec.kd.weight, spec.kd.temperature) if spec.kd.weight > 0 else None,
+        kd=kd,
         optimizer=optimizer,
         scheduler=scheduler,
         inputs=inputs,
@@ -490,7 +500,7 @@ def _teacher_cache(
     """The run's teacher cache: read from ``shared_dir`` when a run of the same teacher
     outputs wrote it there, else built (and, when it fits in memory, written there)."""
     spec, training = run.spec, run.spec.training
-    stages = {pair.teacher for pair in spec.regularizer.layers}
+    stages = run.term.teacher_stages
     # The OT term pools each map to its channel means: that is all it reads.
     pooled = spec.regularizer.kind == "ot" and spec.regularizer.spatial == "pool"
     shared = None
@@ -531,7 +541,7 @@ def _cache_key(spec: JobSpec, stages: set[str], pooled: bool, count: int) -> str
         "dataset": spec.dataset.model_dump(mode="json"),
         "seed": spec.training.seed,
         "views": spec.training.teacher_views,
-        "unlabeled": spec.regularizer.unlabeled,
+        "unlabeled": spec.regularizer.unlabeled or bool(spec.kd.unlabeled),
         "stages": sorted(stages),
         "pooled": pooled,
         "inputs": count,
@@ -567,7 +577,7 @@ def sized_for_data(spec: JobSpec, labeled: int) -> JobSpec:
         }
     )
     regularizer = spec.regularizer
-    if regularizer.unlabeled and regularizer.unlabeled_batch_size is None:
+    if (regularizer.unlabeled or spec.kd.unlabeled) and regularizer.unlabeled_batch_size is None:
         regularizer = regularizer.model_copy(update={"unlabeled_batch_size": batch_size})
     return spec.model_copy(update={"training": training, "regularizer": regularizer})
 

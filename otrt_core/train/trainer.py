@@ -33,6 +33,7 @@ from otrt_core.protocol import (
     STUDENT_WEIGHTS,
 )
 from otrt_core.spec import JobSpec
+from otrt_core.train import balance
 from otrt_core.train.batches import seeded
 from otrt_core.train.checkpoint import (
     load_checkpoint,
@@ -53,6 +54,7 @@ from otrt_core.train.export import export_onnx
 from otrt_core.train.job_report import write_report
 from otrt_core.train.predict import input_batches, predict
 from otrt_core.train.setup import Limits, Run, StreamOptions, build_run, pick_device
+from otrt_core.train.terms import Features, on_rows
 
 STEP_LINES_PER_EPOCH = 4
 # An epoch's running sums over its labeled inputs, in this order: the loss, the correct
@@ -112,6 +114,8 @@ class Progress:
     best_val_accuracy: float = -1.0
     best_epoch: int = 0
     elapsed: float = 0.0  # training seconds of earlier attempts and this one
+    # The numbers chosen for the spec's "auto" weights, by dotted path (train.balance).
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 class Clock:
@@ -193,6 +197,11 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
     )
     resumed = options.resume and checkpoints.path.exists()
     progress = checkpoints.load() if resumed else Progress()
+    balanced = balance.balanced_terms(spec, run.term, run.kd)
+    if balanced and not progress.weights:
+        progress.weights = from_leader(balanced_weights(run, balanced), run.group)
+    balance.apply(balanced, progress.weights)
+    run.spec = spec = balance.resolved(spec, progress.weights)
     emit(
         protocol.Start(
             epoch=progress.epoch,
@@ -205,6 +214,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             history=progress.history,
             world_size=run.group.world,
             data_path="streamed" if run.data.streamed else "memory",
+            weights=progress.weights,
         )
     )
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
@@ -351,34 +361,16 @@ def train_step(
 
     Returns the batch's sums (:data:`SUMS`) over its n labeled inputs, on the device.
     """
-    spec = run.spec
-    indices, views = labeled, None
-    if x is None:
-        if run.use_unlabeled:
-            pool = torch.randint(
-                len(run.data.x_unlabeled),
-                (spec.regularizer.unlabeled_batch_size,),
-                generator=seeded(spec.training.seed, epoch, batch),
-            )
-            pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
-            pool = pool.to(run.inputs.device) + len(run.data.x_train)
-            indices = torch.cat([labeled, pool])
-        x = run.gather_inputs(indices)
-    if run.augmenter is not None:
-        x, views = augmented(run, x, indices, epoch, batch)
-    if run.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x, indices, views = step_inputs(run, x, labeled, epoch, batch)
     n = len(y)
-
     with run.autocast():
-        student_features = (run.forward_student or run.student.forward_stages)(x)
+        student_features, teacher_features = forward(run, x, indices, views)
         logits = student_features["logits"][:n]  # the unlabeled rows have no label
-        task = F.cross_entropy(logits, y, label_smoothing=spec.training.label_smoothing)
-        teacher_features = teacher_outputs(run, x, indices, views) if run.needs_teacher else {}
-        out = run.term(teacher_features, student_features)
+        task = task_loss(run, student_features, y)
+        out = on_rows(run.term, teacher_features, student_features, y)
         kd = torch.zeros((), device=run.device)
-        if run.extra_kd is not None:
-            kd = run.extra_kd(teacher_features, student_features).loss
+        if run.kd is not None:
+            kd = on_rows(run.kd, teacher_features, student_features, y).loss
         loss = task + out.loss + kd
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -397,6 +389,83 @@ def train_step(
             kd.detach().float() * n,
         ]
     )
+
+
+def step_inputs(
+    run: Run, x: Tensor | None, labeled: Tensor | None, epoch: int, batch: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A step's inputs as the models see them, the rows they came from (labeled, then
+    the unlabeled batch when the run draws one) and their cached views: the streamed
+    ``x``, or (``x`` None) the inputs at ``labeled``; augmented when the run augments."""
+    indices, views = labeled, None
+    if x is None:
+        if run.use_unlabeled:
+            pool = torch.randint(
+                len(run.data.x_unlabeled),
+                (run.spec.regularizer.unlabeled_batch_size,),
+                generator=seeded(run.spec.training.seed, epoch, batch),
+            )
+            pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
+            pool = pool.to(run.inputs.device) + len(run.data.x_train)
+            indices = torch.cat([labeled, pool])
+        x = run.gather_inputs(indices)
+    if run.augmenter is not None:
+        x, views = augmented(run, x, indices, epoch, batch)
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, indices, views
+
+
+def forward(
+    run: Run, x: Tensor, indices: Tensor | None, views: Tensor | None, ddp: bool = True
+) -> tuple[Features, Features]:
+    """The student's stages on ``x`` (through DDP with several ranks, unless ``ddp`` is
+    false: for what syncs no gradient) and the teacher's."""
+    student_forward = run.forward_student if ddp else None
+    student_features = (student_forward or run.student.forward_stages)(x)
+    teacher_features = teacher_outputs(run, x, indices, views) if run.needs_teacher else {}
+    return student_features, teacher_features
+
+
+def task_loss(run: Run, student_features: Features, labels: Tensor) -> Tensor:
+    """Cross-entropy on the labeled rows (the first ``len(labels)``)."""
+    logits = student_features["logits"][: len(labels)]
+    return F.cross_entropy(logits, labels, label_smoothing=run.spec.training.label_smoothing)
+
+
+def balanced_weights(run: Run, balanced: list[balance.Balanced]) -> dict[str, float]:
+    """The "auto" weights from the gradients on the first batches of epoch 1, before any
+    step (:mod:`otrt_core.train.balance`). The models' buffers (BatchNorm's running
+    statistics) and the random state are as they were after, so that the run is the
+    one it would be with those numbers given."""
+    buffers = [
+        (buffer, buffer.clone())
+        for module in (run.student, run.term, *([run.kd] if run.kd is not None else []))
+        for buffer in module.buffers()
+    ]
+    devices = [run.device] if run.device.type == "cuda" else []
+    batches = epoch_batches(run, 0, 0)
+
+    def batch_features(batch: int):
+        def features() -> tuple[Features, Features, Tensor]:
+            x, y, labeled = next(batches)
+            x, indices, views = step_inputs(run, x, labeled, 0, batch)
+            with run.autocast():
+                return (*forward(run, x, indices, views, ddp=False), y)
+
+        return features
+
+    run.student.train()
+    with torch.random.fork_rng(devices=devices):
+        chosen = balance.balance(
+            balanced,
+            (batch_features(b) for b in range(min(balance.BATCHES, run.steps_per_epoch))),
+            lambda student, labels: task_loss(run, student, labels),
+            [p for p in run.student.parameters() if p.requires_grad],
+        )
+    for buffer, saved in buffers:
+        buffer.copy_(saved)
+    return chosen
 
 
 def augmented(
@@ -564,7 +633,7 @@ def sample_plan(run: Run) -> np.ndarray:
     data = run.data
     x = (data.x_val if len(data.x_val) else data.x_train)[: run.spec.training.batch_size]
     x = x.to(run.device)
-    out = run.term(run.teacher.forward_stages(x), run.student.forward_stages(x))
+    out = run.term(run.teacher.forward_stages(x), run.student.forward_stages(x), None)
     run.student.train(was_training)
     first = next(iter(out.plans.values()))
     return first.float().cpu().numpy()

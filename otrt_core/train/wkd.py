@@ -117,7 +117,7 @@ def _log_kernel_product(kernel: Tensor, log_scaling: Tensor, over_rows: bool) ->
         total = (kernel * scaling[:, :, None]).sum(dim=1)
     else:
         total = (kernel * scaling[:, None, :]).sum(dim=2)
-    return total.clamp_min(torch.finfo(total.dtype).tiny).log()
+    return shift + total.clamp_min(torch.finfo(total.dtype).tiny).log()
 
 
 def wkd_logit_loss(

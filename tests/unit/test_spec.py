@@ -29,8 +29,8 @@ def problems(body: dict) -> dict[tuple, str]:
     ("mode", "kind", "weight", "normalize"),
     [
         ("transfer", "ot", 1.0, "standardize"),
-        ("distill", "ot", 1.0, "none"),
-        ("transfer_distill", "ot", 10.0, "center"),
+        ("distill", "ot", "auto", "rms"),
+        ("transfer_distill", "ot", "auto", "rms"),
     ],
 )
 def test_defaults_follow_the_mode(mode, kind, weight, normalize):
@@ -76,17 +76,16 @@ def test_every_cross_field_problem_is_reported_at_once():
             "teacher": {"architecture": "resnet20", "checkpoint": "t.pt"},
             "student": {"architecture": "resnet8"},
             "dataset": {"name": "digits", "classes": [3, 3, 12]},
-            "regularizer": {"kind": "kd", "unlabeled": True, "layers": [{"teacher": "stage9"}]},
+            "regularizer": {"kind": "l2sp", "unlabeled": True, "layers": [{"teacher": "stage9"}]},
             "kd": {"weight": 1.0},
         }
     )
     assert "architecture must be the teacher's" in found[("student", "architecture")]
-    assert "admits regularizers" in found[("regularizer", "kind")]
     assert "only mode 'distill'" in found[("kd", "weight")]
     assert "distinct" in found[("dataset", "classes")]
     assert "0..9" in found[("dataset", "classes")]
     assert "train_subset" in found[("regularizer", "unlabeled")]
-    assert "only ot, fitnet and at" in found[("regularizer", "unlabeled")]
+    assert "only ot, fitnet, at, kd, wkd_f" in found[("regularizer", "unlabeled")]
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -118,11 +117,56 @@ def test_unlabeled_inputs_may_come_from_a_dataset_file():
     assert spec.regularizer.unlabeled and spec.dataset.train_subset is None
 
 
-@pytest.mark.parametrize(("kind", "weight"), [("kd", 1.0), ("fitnet", 100.0), ("at", 1000.0)])
-def test_baselines_default_to_their_usual_weight(kind, weight):
+@pytest.mark.parametrize(("kind", "weight"), [("kd", "auto"), ("fitnet", "auto"), ("at", "auto")])
+def test_baselines_default_to_a_weight_balanced_against_the_task(kind, weight):
     layers = [{"teacher": "stage2", "student": "stage2"}]
     spec = resolve_spec(distill(regularizer={"kind": kind, "layers": layers}))
     assert spec.regularizer.weight == weight
+    given = resolve_spec(distill(regularizer={"kind": kind, "layers": layers, "weight": 3.0}))
+    assert given.regularizer.weight == 3.0
+
+
+def test_l2sp_keeps_its_number_and_kd_stays_off_unless_asked():
+    spec = resolve_spec(distill(mode="transfer", student={"architecture": "cnn1d"}))
+    assert spec.kd.weight == 0 and not spec.kd.on
+    l2sp = resolve_spec(
+        distill(mode="transfer", student={"architecture": "cnn1d"}, regularizer={"kind": "l2sp"})
+    )
+    assert l2sp.regularizer.weight == 0.1
+
+
+SUBSET = {"name": "mnist1d", "train_subset": 10}  # the rest of the training set is the pool
+
+
+def test_kd_reads_the_pool_when_the_representation_term_does_unless_told():
+    pool = {"unlabeled": True}
+    both = resolve_spec(distill(dataset=SUBSET, regularizer=pool, kd={"weight": "auto"}))
+    assert both.kd.unlabeled and both.kd.weight == "auto"
+    alone = resolve_spec(
+        distill(dataset=SUBSET, regularizer=pool, kd={"weight": 1.0, "unlabeled": False})
+    )
+    assert alone.kd.unlabeled is False
+    kd_only = resolve_spec(distill(dataset=SUBSET, kd={"weight": 1.0, "unlabeled": True}))
+    assert kd_only.kd.unlabeled and not kd_only.regularizer.unlabeled
+    # KD off: nothing of its reads the pool, and a resolved spec resolves to itself.
+    off = resolve_spec(distill(dataset=SUBSET, regularizer=pool))
+    assert off.kd.unlabeled is False and resolve_spec(off.model_dump()) == off
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        ({"kd": {"unlabeled": True}, "dataset": SUBSET}, ("kd", "unlabeled"), "KD is off"),
+        ({"kd": {"weight": 1.0, "unlabeled": True}}, ("kd", "unlabeled"), "train_subset"),
+        ({"kd": {"weight": 1.0}, "regularizer": {"kind": "kd"}}, ("kd", "weight"), "KD already"),
+        ({"kd": {"weight": "heavy"}}, ("kd", "weight"), "auto"),
+        ({"regularizer": {"weight": -1}}, ("regularizer", "weight"), "greater than or equal"),
+        ({"kd": {"kind": "emd"}}, ("kd", "kind"), "wkd"),
+    ],
+)
+def test_bad_kd_and_weight_fields_are_named(body, loc, message):
+    found = problems(distill(**body))
+    assert any(key[: len(loc)] == loc and message in msg for key, msg in found.items()), found
 
 
 def test_augmentation_is_named_or_listed_with_each_ops_own_parameter():

@@ -47,7 +47,7 @@ def test_the_baselines_train_the_same_student_alone_and_with_kd_on_the_same_data
     assert scratch.student.architecture == "mlp_small" and scratch.training.seed == 6
     assert scratch.dataset == trial_spec(sweep(), {}, 1).dataset
     kd = baseline_spec(sweep(), "kd", 1)
-    assert kd.mode == "distill" and kd.regularizer.kind == "kd" and kd.regularizer.weight == 1.0
+    assert kd.mode == "distill" and kd.regularizer.kind == "kd" and kd.regularizer.weight == "auto"
     assert kd.teacher.checkpoint == "file_teacher" and kd.training.seed == 6
 
 

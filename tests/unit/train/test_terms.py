@@ -9,6 +9,8 @@ from otrt_core.models import build_model
 from otrt_core.train.terms import ATTerm, FitNetTerm, KDTerm, L2SPTerm
 from tests.utils.specs import digits_spec
 
+NO_LABELS = torch.zeros(0, dtype=torch.long)  # labels only WKD-L reads
+
 # KL(p || q) for p = (3/4, 1/4), q = (1/2, 1/2).
 KL = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
 
@@ -18,7 +20,7 @@ def test_kd_is_weight_t2_times_the_kl_of_the_softened_distributions(temperature)
     # Teacher logits whose softmax at this temperature is (3/4, 1/4); the student's is uniform.
     teacher = {"logits": torch.tensor([[temperature * math.log(3.0), 0.0]])}
     student = {"logits": torch.zeros(1, 2)}
-    out = KDTerm(weight=3.0, temperature=temperature)(teacher, student)
+    out = KDTerm(weight=3.0, temperature=temperature)(teacher, student, NO_LABELS)
     assert out.loss.item() == pytest.approx(3.0 * temperature**2 * KL, rel=1e-6)
     assert out.logs["kd"].item() == pytest.approx(temperature**2 * KL, rel=1e-6)
 
@@ -37,7 +39,7 @@ def test_fitnets_is_the_weighted_mse_of_the_regressed_student_to_the_teacher():
         regressor.bias.fill_(1.0)
     t = torch.arange(2 * regressor.out_features, dtype=torch.float32).view(2, -1) / 10
     s = torch.randn(2, regressor.in_features)
-    out = term({"penultimate": t}, {"penultimate": s})
+    out = term({"penultimate": t}, {"penultimate": s}, NO_LABELS)
     assert out.loss.item() == pytest.approx(2.0 * 0.5 * (t - 1).pow(2).mean().item(), rel=1e-6)
 
 
@@ -51,9 +53,9 @@ def test_attention_transfer_compares_normalized_energy_maps():
     teacher = {pair.teacher: torch.tensor([[[[3.0, 0.0]], [[4.0, 0.0]]]])}  # energy on the left
     student = {pair.student: torch.tensor([[[[0.0, 0.0, 2.0, 2.0]]]])}  # pooled: on the right
     # a(t) = (1, 0), a(s) = (0, 1): mean squared difference 1.
-    assert ATTerm(spec)(teacher, student).loss.item() == pytest.approx(10.0, rel=1e-6)
+    assert ATTerm(spec)(teacher, student, NO_LABELS).loss.item() == pytest.approx(10.0, rel=1e-6)
     scaled = {pair.student: teacher[pair.teacher] * 5}  # the same map, louder
-    assert ATTerm(spec)(teacher, scaled).loss.item() == pytest.approx(0.0, abs=1e-7)
+    assert ATTerm(spec)(teacher, scaled, NO_LABELS).loss.item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_l2sp_is_half_alpha_drift_plus_half_beta_head_norm():
@@ -70,4 +72,4 @@ def test_l2sp_is_half_alpha_drift_plus_half_beta_head_norm():
     drift = sum(p.numel() for p in body) * 0.25
     head_norm = sum(p.pow(2).sum().item() for p in head)
     expected = 0.5 * (0.1 * drift + spec.regularizer.l2sp_beta * head_norm)
-    assert term({}, {}).loss.item() == pytest.approx(expected, rel=1e-5)
+    assert term({}, {}, NO_LABELS).loss.item() == pytest.approx(expected, rel=1e-5)
