@@ -21,6 +21,10 @@ setting had before those defaults existed (``--recipes`` picks). The teachers
 keep one fixed recipe. Training sets are subsampled to fit 2 CPU cores (the
 table says how); ``--quick`` runs one seed of a few configurations in a
 minute, for CI.
+
+``--only mnist-few`` runs instead the protocol that chose the distillation
+terms' defaults (bench/mnist_few.py: MNIST with few labels, the untuned
+service defaults, every seed's line appended to bench/results/ as it ends).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from bench import mnist_few
 from otrt_core.settings import Settings
 from otrt_core.spec import resolve_spec
 from otrt_core.train import RunOptions, train
@@ -453,7 +458,13 @@ def main() -> None:
     parser.add_argument(
         "--out", default="bench/out/reproduce", help="directory for JSON and markdown"
     )
+    parser.add_argument(
+        "--rows", nargs="+", metavar="PREFIX", help="mnist-few: the rows whose names start so"
+    )
     args = parser.parse_args()
+    if args.only == ["mnist-few"]:
+        mnist_few.run(list(range(args.seeds)), teacher_epochs=8, rows=args.rows)
+        return
     if Settings().torch_threads:
         torch.set_num_threads(Settings().torch_threads)
     seeds = list(range(1 if args.quick else args.seeds))

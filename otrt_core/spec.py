@@ -437,6 +437,8 @@ def resolve_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
 DEFAULT_WEIGHTS: dict[str, float | str] = {"none": 0.0, "l2sp": 0.1}
 # Kinds whose term reads unlabeled inputs (through the teacher).
 POOL_KINDS = ("ot", "fitnet", "at", "kd", "wkd_f")
+# Kinds whose term compares layer pairs (regularizer.layers).
+LAYER_KINDS = ("ot", "fitnet", "at", "wkd_f")
 
 
 def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
@@ -456,6 +458,8 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
         "unlabeled_batch_size": regularizer.unlabeled_batch_size
         or (spec.training.batch_size if reads_pool else None),
     }
+    if kind == "wkd_f":
+        updates["layers"] = [_on_maps(pair, spec) for pair in regularizer.layers]
     spec = spec.model_copy(
         update={
             "regularizer": regularizer.model_copy(update=updates),
@@ -469,6 +473,19 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
         }
         spec = spec.model_copy(update={"student": spec.student.model_copy(update=student)})
     return spec
+
+
+def _on_maps(pair: LayerPairSpec, spec: JobSpec) -> LayerPairSpec:
+    """WKD-F compares feature maps: a side left at ``penultimate`` (a vector) takes its
+    zoo model's last stage before it, the last map before pooling."""
+    sides = {"teacher": spec.teacher.architecture if spec.teacher else None}
+    sides["student"] = spec.student.architecture
+    update = {}
+    for side, architecture in sides.items():
+        stages = _stages(architecture)
+        if getattr(pair, side) == "penultimate" and stages and stages.index("penultimate") > 0:
+            update[side] = stages[stages.index("penultimate") - 1]
+    return pair.model_copy(update=update)
 
 
 def _check(spec: JobSpec) -> list[Problem]:
@@ -570,7 +587,7 @@ def _check(spec: JobSpec) -> list[Problem]:
         )
 
     # Layer pairs name real stages.
-    if spec.regularizer.kind in ("ot", "fitnet", "at", "wkd_f"):
+    if spec.regularizer.kind in LAYER_KINDS:
         teacher_stages = _stages(spec.teacher.architecture) if spec.teacher else None
         student_stages = _stages(spec.student.architecture)
         for index, pair in enumerate(spec.regularizer.layers):

@@ -15,9 +15,8 @@ from typing import Any
 
 from otrt_core.catalog import from_library
 from otrt_core.errors import UserError, nearest_first
-from otrt_core.spec import JobSpec, takes_flattened
+from otrt_core.spec import LAYER_KINDS, JobSpec, takes_flattened
 
-LAYER_KINDS = ("ot", "fitnet", "at")
 MAX_LISTED = 25  # layer names a problem lists
 
 

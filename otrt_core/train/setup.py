@@ -19,7 +19,7 @@ from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.models.graph import GraphModel
 from otrt_core.models.views import InputView
-from otrt_core.spec import JobSpec, ModelInput, TrainingSpec, takes_flattened
+from otrt_core.spec import LAYER_KINDS, JobSpec, ModelInput, TrainingSpec, takes_flattened
 from otrt_core.train.augment import Augmenter, Op, standard
 from otrt_core.train.batches import BatchGatherer, seeded
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
@@ -130,7 +130,7 @@ def build_models(
     ``distill`` checks that the teacher was trained on the dataset's classes.
     Each model sees the batches through its own ``input`` view.
     """
-    layers = spec.regularizer.layers if spec.regularizer.kind in ("ot", "fitnet", "at") else []
+    layers = spec.regularizer.layers if spec.regularizer.kind in LAYER_KINDS else []
     teacher = None
     if spec.teacher is not None:
         if teacher_path is None or not teacher_path.exists():

@@ -238,22 +238,23 @@ class WKDFeatureTerm(Term):
     over the spatial positions of the teacher's map and of the student's, projected to
     the teacher's channels (1x1 conv, BN, ReLU; trained with the student).
 
-    WKD-F compares maps: a pair that names a vector stage (the default
-    ``penultimate``) uses that model's last map stage before pooling instead.
+    Pairs name maps: the spec resolves a zoo model's ``penultimate`` to its last map.
     """
 
     def __init__(self, spec: JobSpec, teacher: StagedModel, student: StagedModel) -> None:
         reg = spec.regularizer
         super().__init__(number(reg.weight), [number(p.weight) for p in reg.layers])
+        self.pairs = reg.layers
         t_shapes, s_shapes = _stage_shapes(teacher, student)
-        self.pairs = [
-            LayerPairSpec(
-                teacher=_map_stage(pair.teacher, t_shapes, teacher, "teacher"),
-                student=_map_stage(pair.student, s_shapes, student, "student"),
-                weight=pair.weight,
-            )
-            for pair in reg.layers
-        ]
+        for index, pair in enumerate(self.pairs):
+            for side, shapes in (("teacher", t_shapes), ("student", s_shapes)):
+                if len(shapes[getattr(pair, side)]) < 3:
+                    raise UserError(
+                        f"WKD-F compares feature maps; the {side}'s {getattr(pair, side)!r} "
+                        "is a vector: name a map (of an ONNX graph, a conv layer's output "
+                        "tensor), or use fitnet or ot",
+                        ("regularizer", "layers", index, side),
+                    )
         self.projectors = nn.ModuleList(
             wkd.WKDFeatureProjector(
                 s_shapes[p.student][1], t_shapes[p.teacher][1], len(s_shapes[p.student]) - 2
@@ -274,20 +275,6 @@ class WKDFeatureTerm(Term):
             )
         )
         return TermOutput(loss=self.weight * loss, logs={"wkd_f": loss.detach()})
-
-
-def _map_stage(name: str, shapes: dict[str, torch.Size], model: StagedModel, side: str) -> str:
-    """``name``, or the model's last map stage when ``name`` is a vector."""
-    if len(shapes[name]) > 2:
-        return name
-    maps = [stage for stage in model.stage_names if stage in shapes and len(shapes[stage]) > 2]
-    if not maps:
-        raise UserError(
-            f"WKD-F compares feature maps and the {side} has none (its stages are vectors): "
-            "use fitnet or ot",
-            ("regularizer", "kind"),
-        )
-    return maps[-1]
 
 
 class ATTerm(Term):

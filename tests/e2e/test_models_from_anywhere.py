@@ -132,3 +132,62 @@ def test_the_sdk_pages_through_library_names(served):
     assert timm_names == sorted(timm_names) and "timm/convnext_atto" in timm_names
     assert "torchvision/resnet18" in vision and all("resnet" in name for name in vision)
     assert {entry["source"] for entry in zoo} == {"zoo"}
+
+
+# Each distillation term with the conv net's ONNX graph as the teacher, on the service's
+# weights ("auto" where a kind is named without one).
+TERMS = {
+    "ot": {},
+    "kd": {"regularizer": {"kind": "kd"}},
+    "wkd-l": {"regularizer": {"kind": "kd"}, "kd": {"kind": "wkd"}},
+    "ot + wkd-l": {"kd": {"kind": "wkd", "weight": "auto"}},
+    "fitnet": {"regularizer": {"kind": "fitnet"}},
+    "at": {
+        "regularizer": {
+            "kind": "at",
+            "layers": [{"teacher": "/Relu_1_output_0", "student": "stage2"}],
+        }
+    },
+    "wkd-f": {
+        "regularizer": {
+            "kind": "wkd_f",
+            "layers": [{"teacher": "/Relu_1_output_0", "student": "stage2"}],
+        }
+    },
+}
+
+
+def test_an_onnx_teacher_teaches_with_every_term_over_http(served, tmp_path):
+    url, key = served
+    conv = torch_graph(tmp_path / "conv.onnx")
+    with Client(url, key, timeout=120) as client:
+        teacher = {
+            "checkpoint": client.upload(conv, "model")["id"],
+            "input": {"mean": [0.3], "std": [0.37]},
+        }
+        ids = {
+            name: client.create_job(
+                {
+                    "mode": "distill",
+                    "teacher": teacher,
+                    "student": {"architecture": "cnn_small"},
+                    "dataset": {"name": "digits"},
+                    "training": TRAINING,
+                    **parts,
+                }
+            )["id"]
+            for name, parts in TERMS.items()
+        }
+        for name, job_id in ids.items():
+            job = client.wait(job_id, timeout=600)
+            assert job["status"] == "succeeded", (name, job)
+            assert job["metrics"]["test_accuracy"] > 0.6, (name, job["metrics"]["test_accuracy"])
+            events = list(client.events(job_id))
+            (started,) = [e for e in events if e["type"] == "started"]
+            # Every weight left to "auto" was set, and the job's spec.json holds the number.
+            spec = json.loads(client.download(job_id, "spec.json", tmp_path).read_text())
+            for path, number in started["data"]["weights"].items():
+                section, *rest = path.split(".")
+                assert rest == ["weight"] and spec[section]["weight"] == pytest.approx(number)
+            assert started["data"]["weights"], name
+            assert not any("collapsed" in e["message"] for e in events), name

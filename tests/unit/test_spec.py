@@ -182,3 +182,18 @@ def test_augmentation_is_named_or_listed_with_each_ops_own_parameter():
         )
     with pytest.raises(SpecError, match="augment"):
         resolve_spec(base | {"dataset": {"name": "digits", "augment": [{"op": "shear"}]}})
+
+
+def test_wkd_f_takes_each_zoo_models_last_map_for_penultimate():
+    spec = resolve_spec(
+        distill(
+            teacher={"architecture": "cnn", "checkpoint": "t.safetensors"},
+            student={"architecture": "cnn_small"},
+            dataset={"name": "digits"},
+            regularizer={"kind": "wkd_f", "layers": [{}, {"teacher": "stage1"}]},
+        )
+    )
+    pairs = [(p.teacher, p.student) for p in spec.regularizer.layers]
+    assert pairs == [("stage3", "stage3"), ("stage1", "stage3")]  # cnn: stage1..3, penultimate
+    assert spec.regularizer.weight == "auto"
+    assert resolve_spec(spec.model_dump()) == spec
