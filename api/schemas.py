@@ -228,6 +228,10 @@ class SweepTrialOut(BaseModel):
     )
     metric: float | None
     test_accuracy: float | None
+    collapsed: bool = Field(
+        default=False,
+        description="The trial's student ended at chance (it counts at its accuracy).",
+    )
 
 
 class SweepBest(BaseModel):

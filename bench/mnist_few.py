@@ -74,32 +74,36 @@ class Row:
     body: dict[str, Any]  # merged into the setting's job body, section by section
 
 
-def rms(**extra: Any) -> dict[str, Any]:
-    return {"regularizer": {"normalize": "rms", **extra}}
+def ot(setting: str, normalize: str, ratio: float, *, pool: bool = False, kd: bool = False):
+    """The OT row of a scale treatment and an auto ratio (weight "auto" throughout)."""
+    name = f"ot{' + pool' if pool else ''}{' + kd' if kd else ''} [{normalize}, {ratio:g}]"
+    body: dict[str, Any] = {
+        "regularizer": {"normalize": normalize, "auto_ratio": ratio, "unlabeled": pool}
+    }
+    if kd:
+        body["kd"] = {"weight": "auto", "auto_ratio": ratio}
+    return Row(setting, name, body)
 
 
+D, TD = "distill", "transfer_distill"
 ROWS = [
-    Row("distill", "scratch", {"regularizer": {"kind": "none"}}),
-    Row("distill", "default (ot)", {}),
-    Row("distill", "ot [standardize]", {"regularizer": {"normalize": "standardize"}}),
-    Row("distill", "ot [unit]", {"regularizer": {"normalize": "unit"}}),
-    Row("distill", "ot [ratio 0.2]", rms(auto_ratio=0.2)),
-    Row("distill", "ot [ratio 1]", rms(auto_ratio=1.0)),
-    Row("distill", "kd", {"regularizer": {"kind": "kd"}}),
-    Row("distill", "kd + pool", {"regularizer": {"kind": "kd"}, "kd": {"unlabeled": True}}),
-    Row("distill", "ot + kd", {"kd": {"weight": "auto"}}),
-    Row("transfer_distill", "scratch", {"regularizer": {"kind": "none"}}),
-    Row("transfer_distill", "default (ot) + pool", {"regularizer": {"unlabeled": True}}),
-    Row(
-        "transfer_distill",
-        "ot [standardize] + pool",
-        {"regularizer": {"unlabeled": True, "normalize": "standardize"}},
-    ),
-    Row(
-        "transfer_distill", "fitnet + pool", {"regularizer": {"kind": "fitnet", "unlabeled": True}}
-    ),
-    Row("scale", "default (ot)", {}),
-    Row("scale", "ot + kd", {"kd": {"weight": "auto"}}),
+    Row(D, "scratch", {"regularizer": {"kind": "none"}}),
+    *(ot(D, normalize, 0.5) for normalize in ("rms", "standardize", "unit")),
+    *(ot(D, "rms", ratio) for ratio in (0.2, 1.0)),
+    Row(D, "kd", {"regularizer": {"kind": "kd"}}),
+    Row(D, "kd + pool", {"regularizer": {"kind": "kd"}, "kd": {"unlabeled": True}}),
+    ot(D, "rms", 0.5, kd=True),
+    Row(TD, "scratch", {"regularizer": {"kind": "none"}}),
+    *(ot(TD, normalize, 0.5, pool=True) for normalize in ("rms", "standardize")),
+    Row(TD, "fitnet + pool", {"regularizer": {"kind": "fitnet", "unlabeled": True}}),
+    ot("scale", "rms", 0.5),
+    ot("scale", "rms", 0.5, kd=True),
+    # The second piece, after the first showed rms and standardize at 0.5 collapsing.
+    *(ot(D, normalize, 0.2) for normalize in ("standardize", "unit")),
+    ot(D, "rms", 0.1),
+    *(ot(TD, normalize, 0.2, pool=True) for normalize in ("rms", "standardize", "unit")),
+    ot(TD, "rms", 0.1, pool=True),
+    *(ot("scale", normalize, 0.2) for normalize in ("rms", "unit")),
 ]
 
 

@@ -221,6 +221,17 @@ class DatasetSpec(_Strict):
 Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT)] | Literal["auto"]
 
 
+AutoRatio = Annotated[
+    float,
+    Field(
+        gt=0.0,
+        le=100.0,
+        description="With weight \"auto\": the term's gradient norm over the task loss's, "
+        "on the first batches.",
+    ),
+]
+
+
 def is_auto(weight: float | str | None) -> bool:
     return weight == AUTO
 
@@ -243,12 +254,7 @@ class RegularizerSpec(_Strict):
         'from the first steps; spec.json records the number). Default: "auto" for every '
         "kind but l2sp (0.1).",
     )
-    auto_ratio: float = Field(
-        default=DEFAULT_AUTO_RATIO,
-        gt=0.0,
-        le=100.0,
-        description="With weight \"auto\": the term's gradient norm over the task loss's.",
-    )
+    auto_ratio: AutoRatio = DEFAULT_AUTO_RATIO
     layers: list[LayerPairSpec] = Field(
         default_factory=lambda: [LayerPairSpec()], min_length=1, max_length=64
     )
@@ -279,12 +285,7 @@ class KDSpec(_Strict):
         description="KD also on the unlabeled batch, with the teacher's soft labels (the "
         "transfer set). Default: regularizer.unlabeled.",
     )
-    auto_ratio: float = Field(
-        default=DEFAULT_AUTO_RATIO,
-        gt=0.0,
-        le=100.0,
-        description="With weight \"auto\": KD's gradient norm over the task loss's.",
-    )
+    auto_ratio: AutoRatio = DEFAULT_AUTO_RATIO
 
     @property
     def on(self) -> bool:

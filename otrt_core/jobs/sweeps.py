@@ -293,6 +293,8 @@ class SweepRunner:
                     "status": job_status,
                     "metric": job_metric(job) if job is not None else None,
                     "test_accuracy": _test_accuracy(job),
+                    # A collapsed student counts at its accuracy; this says why it is low.
+                    "collapsed": bool(job is not None and (job.metrics or {}).get("collapsed")),
                 }
             )
         finished = sweep.status in sweep_status.TERMINAL
