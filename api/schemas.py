@@ -64,6 +64,11 @@ class Metrics(BaseModel):
     best_val_accuracy: float | None = None
     ot_distance: float | None = None
     test_accuracy: float | None = None
+    collapsed: bool | None = Field(
+        default=None,
+        description="Once succeeded: whether the student ended at chance, or stayed there "
+        "for the second half of training (a `warning` event says why).",
+    )
 
 
 class JobError(BaseModel):

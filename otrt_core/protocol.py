@@ -170,6 +170,7 @@ class Done:
     best_val_accuracy: float
     selected_epoch: int
     seconds: float
+    collapsed: bool = False  # the collapse guard fired (otrt_core.train.collapse)
 
 
 @dataclass(frozen=True)

@@ -320,12 +320,14 @@ class Executor:
             return self.fail(lease, "time_limit", message)
         if code == protocol.EXIT_OK:
             self._publish(lease, out_dir, protocol.ARTIFACTS)
-            accuracy = follower.done.test_accuracy if follower.done else None
+            done = follower.done
+            accuracy = done.test_accuracy if done else None
             return self.end(
                 lease,
                 states.SUCCEEDED,
                 f"succeeded; test accuracy {accuracy:.1%}" if accuracy is not None else "succeeded",
-                metrics=follower.metrics | {"test_accuracy": accuracy},
+                metrics=follower.metrics
+                | {"test_accuracy": accuracy, "collapsed": bool(done and done.collapsed)},
                 progress=follower.progress | {"fraction": 1.0},
                 eta_seconds=0.0,
             )

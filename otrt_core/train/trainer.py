@@ -580,6 +580,7 @@ def write_outputs(
             best_val_accuracy=progress.best_val_accuracy,
             selected_epoch=selected_epoch,
             seconds=clock(),
+            collapsed=metrics["collapsed"],
         )
     )
     return metrics

@@ -115,11 +115,23 @@ def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
         }
         with pytest.raises(Invalid, match="nearest first: layer2"):
             client.create_job(body | {"regularizer": {"layers": [{"teacher": "layer_2"}]}})
-        job = client.wait(client.create_job(body)["id"], timeout=600)
-        assert job["status"] == "succeeded", job
-        reported = job["metrics"]["test_accuracy"]
-        assert downloaded_accuracy(client, job["id"], tmp_path) == pytest.approx(reported, abs=1e-6)
-        assert reported > 0.6
+        # WKD-F on timm's module path, beside WKD-L with its class cost from timm's features.
+        wkd = body | {
+            "kd": {"kind": "wkd", "weight": "auto"},
+            "regularizer": {
+                "kind": "wkd_f",
+                "layers": [{"teacher": "layer2", "student": "stage2"}],
+            },
+        }
+        ids = [client.create_job(b)["id"] for b in (body, wkd)]
+        for job_id in ids:
+            job = client.wait(job_id, timeout=600)
+            assert job["status"] == "succeeded", job
+            reported = job["metrics"]["test_accuracy"]
+            assert downloaded_accuracy(client, job_id, tmp_path) == pytest.approx(
+                reported, abs=1e-6
+            )
+            assert reported > 0.6 and not job["metrics"]["collapsed"]
 
 
 def test_the_sdk_pages_through_library_names(served):

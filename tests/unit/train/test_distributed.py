@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from otrt_core import protocol
+from otrt_core.spec import resolve_spec
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
 
 pytestmark = pytest.mark.slow
@@ -100,3 +101,38 @@ def test_a_stop_reaches_every_rank_leaves_no_process_and_the_run_resumes(tmp_pat
     history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 11))
     assert [h["train_loss"] for h in history] == pytest.approx(straight, rel=1e-4)
+
+
+def test_wkd_terms_and_auto_weights_train_under_two_ranks(tmp_path):
+    """WKD-F's projector is a parameter of the term, which DDP wraps with the student;
+    the auto weights come from rank 0 (a rank's own share would give another number)."""
+    from otrt_core.train import RunOptions, train
+
+    teacher = {"mode": "supervised", "student": {"architecture": "cnn"}, "dataset": SPEC["dataset"]}
+    teacher_spec = resolve_spec(teacher | {"training": SPEC["training"]})
+    train(teacher_spec, RunOptions(out_dir=tmp_path / "teacher", device="cpu"), lambda e: None)
+    spec = {
+        "mode": "distill",
+        "teacher": {"architecture": "cnn", "checkpoint": "teacher"},
+        "student": {"architecture": "cnn_small"},
+        "dataset": SPEC["dataset"],
+        "regularizer": {"kind": "wkd_f"},
+        "kd": {"kind": "wkd", "weight": "auto"},
+        "training": SPEC["training"] | {"gpus": 2, "epochs": 4},
+    }
+    spec_path = tmp_path / "wkd.json"
+    spec_path.write_text(json.dumps(spec))
+    inputs = TrainerInputs(spec_path, teacher=tmp_path / "teacher" / "student.safetensors")
+    trainer = TrainerProcess(
+        inputs, tmp_path / "wkd", resume=False, device="cpu", env=ONE_THREAD, processes=2
+    )
+    events = events_of(trainer)
+    assert trainer.wait() == protocol.EXIT_OK
+    (started,) = [e for e in events if e["event"] == "start"]
+    assert started["world_size"] == 2
+    assert set(started["weights"]) == {"regularizer.weight", "kd.weight"}
+    written = json.loads((tmp_path / "wkd" / "spec.json").read_text())
+    assert written["kd"]["weight"] == pytest.approx(started["weights"]["kd.weight"])
+    assert written["regularizer"]["layers"][0]["teacher"] == "stage3"  # cnn's last map
+    metrics = json.loads((tmp_path / "wkd" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.8 and not metrics["collapsed"]
