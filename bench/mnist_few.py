@@ -104,6 +104,14 @@ ROWS = [
     *(ot(TD, normalize, 0.2, pool=True) for normalize in ("rms", "standardize", "unit")),
     ot(TD, "rms", 0.1, pool=True),
     *(ot("scale", normalize, 0.2) for normalize in ("rms", "unit")),
+    # The third: the defaults chosen from the first two (rms; auto ratio 0.2 for OT and
+    # FitNets, 0.5 for KD), as a job that names none of them gets them.
+    Row(D, "defaults: ot", {}),
+    Row(D, "defaults: ot + kd", {"kd": {"weight": "auto"}}),
+    Row(TD, "defaults: ot + pool", {"regularizer": {"unlabeled": True}}),
+    Row(TD, "defaults: fitnet + pool", {"regularizer": {"kind": "fitnet", "unlabeled": True}}),
+    Row("scale", "defaults: ot", {}),
+    Row("scale", "defaults: ot + kd", {"kd": {"weight": "auto"}}),
 ]
 
 
