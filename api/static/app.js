@@ -69,14 +69,18 @@ async function followEvents(jobId, onEvent, signal) {
   }
 }
 
+// Children left out with null or undefined (a conditional part) are skipped, never printed.
+const present = (children) => children.filter((c) => c !== null && c !== undefined);
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
   }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
+  node.append(...present(children));
   return node;
 };
+// Every page and card is (re)built through fill: replaceChildren would print "null".
+const fill = (node, ...children) => node.replaceChildren(...present(children));
 const fmtEta = (s) => (s == null ? "" : s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
 const statusBadge = (status) => el("span", { class: `status ${status}`, "data-status": status }, status);
 const progressBar = (fraction) => el("span", { class: "bar" }, el("span", { style: `width:${Math.round(100 * fraction)}%` }));
@@ -87,12 +91,12 @@ async function jobsPage() {
   const filter = el("select", { id: "status-filter" },
     ...["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"].map((s) => el("option", { value: s }, s || "all statuses")));
   const body = el("tbody");
-  view.replaceChildren(el("h2", {}, "Jobs"), filter,
+  fill(view, el("h2", {}, "Jobs"), filter,
     el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ...["job", "status", "mode", "student", "progress", "ETA", "created"].map((h) => el("th", {}, h)))), body));
   const refresh = async () => {
     const query = filter.value ? `?status=${filter.value}&limit=100` : "?limit=100";
     const page = await getJSON(`/v1/jobs${query}`);
-    body.replaceChildren(...page.data.map((job) => el("tr", { "data-job": job.id },
+    fill(body, ...page.data.map((job) => el("tr", { "data-job": job.id },
       el("td", {}, el("a", { href: `#/jobs/${job.id}` }, job.id)), el("td", {}, statusBadge(job.status)),
       el("td", {}, job.spec.mode), el("td", {}, job.spec.student.architecture),
       el("td", {}, progressBar(job.progress.fraction)), el("td", {}, fmtEta(job.eta_seconds)),
@@ -177,7 +181,7 @@ async function jobPage(jobId) {
   const reportCard = el("div", { class: "card", id: "report-card", hidden: "" });
   const card = (title, ...body) => el("div", { class: "card" }, el("h3", {}, title), ...body);
   const legend = (...names) => el("div", { class: "legend" }, ...names.map((n, i) => el("span", { style: `color:${COLORS[i]}` }, `— ${n}`)));
-  view.replaceChildren(header,
+  fill(view, header,
     el("div", { class: "grid" },
       card("Loss", legend("train", "validation"), charts.loss),
       card("Accuracy", legend("train", "validation"), charts.accuracy),
@@ -195,7 +199,7 @@ async function jobPage(jobId) {
   const renderJob = (job) => {
     const cancel = TERMINAL.has(job.status) ? null : el("button", { class: "danger", id: "cancel", onclick: async () => { await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }); refresh(); } }, "Cancel");
     const accuracy = job.metrics.test_accuracy == null ? "" : ` · test accuracy ${(100 * job.metrics.test_accuracy).toFixed(1)}%`;
-    header.replaceChildren(...[el("h2", {}, `${jobId} `, statusBadge(job.status)),
+    fill(header, ...[el("h2", {}, `${jobId} `, statusBadge(job.status)),
       el("p", {}, `${job.spec.mode}: ${job.spec.teacher ? job.spec.teacher.architecture + " → " : ""}${job.spec.student.architecture} on ${job.spec.dataset.name} · epoch ${job.progress.epoch}/${job.progress.epochs ?? "?"} `,
         progressBar(job.progress.fraction), ` ${fmtEta(job.eta_seconds) && "ETA " + fmtEta(job.eta_seconds)}${accuracy}`),
       job.error ? el("p", { class: "error" }, `${job.error.code}: ${job.error.message}`) : null, cancel].filter(Boolean));
@@ -203,7 +207,7 @@ async function jobPage(jobId) {
   };
   const showArtifacts = async () => {
     const list = await getJSON(`/v1/jobs/${jobId}/artifacts`);
-    artifacts.replaceChildren(...list.map((a) => el("li", {}, el("a", { href: "#", "data-artifact": a.name, onclick: (e) => { e.preventDefault(); download(jobId, a.name); } }, a.name), ` ${(a.bytes / 1024).toFixed(1)} KiB`)));
+    fill(artifacts, ...list.map((a) => el("li", {}, el("a", { href: "#", "data-artifact": a.name, onclick: (e) => { e.preventDefault(); download(jobId, a.name); } }, a.name), ` ${(a.bytes / 1024).toFixed(1)} KiB`)));
     if (list.some((a) => a.name === "plan.npy")) {
       heatmap(planCanvas, parseNpy(await (await api(`/v1/jobs/${jobId}/artifacts/plan.npy`)).arrayBuffer()));
       planCard.hidden = false;
@@ -215,7 +219,7 @@ async function jobPage(jobId) {
     const ms = (v) => `${v.toFixed(2)} ms`;
     const row = (name, c, accuracy) => el("tr", {}, el("td", {}, name), el("td", {}, c.params == null ? "—" : c.params.toLocaleString()),
       el("td", {}, c.macs == null ? "—" : c.macs.toLocaleString()), el("td", {}, ms(c.latency_ms.b1)), el("td", {}, ms(c.latency_ms.b64)), el("td", {}, pct(accuracy)));
-    reportCard.replaceChildren(el("h3", {}, "Report"),
+    fill(reportCard, el("h3", {}, "Report"),
       el("p", { id: "report-summary" }, `test accuracy ${pct(report.test_accuracy)} (95% interval ${pct(report.ci95[0])}–${pct(report.ci95[1])}) · ` +
         `calibration error ${pct(report.ece)}` + (report.teacher_agreement == null ? "" : ` · agreement with the teacher ${pct(report.teacher_agreement)}`)),
       el("table", {}, el("tr", {}, ...["", "parameters", "MACs / input", "batch 1", "batch 64", "accuracy"].map((h) => el("th", {}, h))),
@@ -292,7 +296,7 @@ async function newJobPage() {
     field("Batch size", "training.batch_size", input("batch-size", { type: "number", value: "128" })),
     field("Learning rate", "training.lr", input("lr", { type: "number", step: "any", value: "0.05" })),
     el("p", { class: "error", id: "form-error" }), el("button", { type: "submit", id: "submit" }, "Submit job"));
-  view.replaceChildren(el("h2", {}, "New job"), form);
+  fill(view, el("h2", {}, "New job"), form);
   const value = (id) => form.querySelector(`#${id}`).value.trim();
   // A layer pair names a teacher layer and a student layer: a graph's tensors (with their
   // shapes, from the upload's details) or a zoo architecture's stages.
@@ -309,7 +313,7 @@ async function newJobPage() {
       for (const [selector, items] of [[".pair-teacher", teacherLayers()], [".pair-student", studentLayers()]]) {
         const node = row.querySelector(selector);
         const kept = node.value;
-        node.replaceChildren(...options(items));
+        fill(node, ...options(items));
         if (items.some(([name]) => name === kept)) node.value = kept;
       }
     }
@@ -367,11 +371,11 @@ const points = (g) => (g == null ? "" : `${g >= 0 ? "+" : ""}${(100 * g).toFixed
 
 async function sweepsPage() {
   const body = el("tbody");
-  view.replaceChildren(el("h2", {}, "Sweeps"),
+  fill(view, el("h2", {}, "Sweeps"),
     el("table", { id: "sweeps" }, el("thead", {}, el("tr", {}, ...["sweep", "status", "search", "points", "best", "created"].map((h) => el("th", {}, h)))), body));
   const refresh = async () => {
     const page = await getJSON("/v1/sweeps?limit=100");
-    body.replaceChildren(...page.data.map((sweep) => el("tr", { "data-sweep": sweep.id },
+    fill(body, ...page.data.map((sweep) => el("tr", { "data-sweep": sweep.id },
       el("td", {}, el("a", { href: `#/sweeps/${sweep.id}` }, sweep.id)), el("td", {}, statusBadge(sweep.status)),
       el("td", {}, sweep.search), el("td", {}, `${sweep.points.planned}/${sweep.points.total}`),
       el("td", {}, pct(sweep.best?.metric)), el("td", {}, sweep.created_at.slice(0, 19).replace("T", " ")))));
@@ -387,11 +391,11 @@ const imageCount = (ds) => (ds.counts ? Object.values(ds.counts).reduce((n, perC
 
 async function datasetsPage() {
   const body = el("tbody");
-  view.replaceChildren(el("h2", {}, "Datasets"),
+  fill(view, el("h2", {}, "Datasets"),
     el("table", { id: "datasets" }, el("thead", {}, el("tr", {}, ...["dataset", "name", "status", "images", "classes", "unreadable", "created"].map((h) => el("th", {}, h)))), body));
   const refresh = async () => {
     const page = await getJSON("/v1/datasets/registered?limit=100");
-    body.replaceChildren(...page.data.map((ds) => el("tr", { "data-dataset": ds.id },
+    fill(body, ...page.data.map((ds) => el("tr", { "data-dataset": ds.id },
       el("td", {}, el("a", { href: `#/datasets/${ds.id}` }, ds.id)), el("td", {}, ds.name), el("td", {}, statusBadge(ds.status)),
       el("td", {}, `${imageCount(ds) ?? ""}`), el("td", {}, `${(ds.classes || []).length}`),
       el("td", {}, `${ds.unreadable?.count ?? ""}`), el("td", {}, ds.created_at.slice(0, 19).replace("T", " ")))));
@@ -408,7 +412,7 @@ async function datasetPage(datasetId) {
       Object.entries(perClass).map(([name, n]) => el("tr", {}, el("td", {}, split), el("td", {}, name), el("td", {}, `${n}`)))));
     const unreadable = el("ul", { id: "unreadable" }, ...(ds.unreadable?.files || []).map((f) => el("li", {}, `${f.name}: ${f.reason}`)));
     const images = ds.images ? `${ds.images.min.join("x")} to ${ds.images.max.join("x")}, median ${ds.images.median.join("x")}; ${ds.images.modes.join(", ")}` : "";
-    view.replaceChildren(el("h2", {}, `${ds.name} `, statusBadge(ds.status)),
+    fill(view, el("h2", {}, `${ds.name} `, statusBadge(ds.status)),
       el("p", {}, `${ds.id} from ${ds.source} (${ds.format})`),
       ds.error ? el("p", { class: "error" }, `${ds.error.code}: ${ds.error.message}`) : null,
       ds.status === "ready" ? null : el("p", {}, "Progress ", progressBar(ds.progress.fraction || 0)),
@@ -466,27 +470,27 @@ async function sweepPage(sweepId) {
   const charts = el("div", { class: "grid", id: "sweep-charts" });
   const cancel = el("button", { class: "danger", id: "cancel-sweep", onclick: async () => {
     cancel.disabled = true; await api(`/v1/sweeps/${sweepId}/cancel`, { method: "POST" }); } }, "Cancel sweep");
-  view.replaceChildren(el("h2", {}, `Sweep ${sweepId}`), cancel, summary, charts,
+  fill(view, el("h2", {}, `Sweep ${sweepId}`), cancel, summary, charts,
     el("h3", {}, "Trials"),
     el("table", { id: "trials" }, el("thead", {}, el("tr", {}, ...["job", "role", "point", "seed", "values", "status", "metric", "test"].map((h) => el("th", {}, h)))), body));
   let timer = null;
   const refresh = async () => {
     const sweep = await getJSON(`/v1/sweeps/${sweepId}`);
     const best = sweep.best;
-    summary.replaceChildren(
+    fill(summary, 
       el("p", {}, statusBadge(sweep.status), ` ${sweep.search} search, ${sweep.points.planned}/${sweep.points.total} points, up to ${sweep.parallel} jobs at once`),
       best ? el("p", { id: "best" }, "Best: point ", String(best.point), ` at ${pct(best.metric)} `,
         el("a", { href: `#/jobs/${best.job_id}` }, best.job_id), ` (${Object.entries(best.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ")})`) : el("p", {}, "No finished point yet."),
       ...Object.entries(sweep.compare).map(([kind, gain]) => el("p", { "data-compare": kind },
         `Over ${kind}: ${points(gain.gain)} points`, gain.ci95 ? ` (95% interval ${points(gain.ci95[0])} to ${points(gain.ci95[1])}, ${gain.seeds} seeds)` : "")));
-    body.replaceChildren(...sweep.trials.map((t) => el("tr", { "data-trial": t.job_id || "" },
+    fill(body, ...sweep.trials.map((t) => el("tr", { "data-trial": t.job_id || "" },
       el("td", {}, t.job_id ? el("a", { href: `#/jobs/${t.job_id}` }, t.job_id) : ""), el("td", {}, t.role),
       el("td", {}, t.point ?? ""), el("td", {}, String(t.seed)),
       el("td", {}, Object.entries(t.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ")),
       el("td", {}, statusBadge(t.status)), el("td", {}, pct(t.metric)), el("td", {}, pct(t.test_accuracy)))));
     const fields = [...new Set(sweep.trials.flatMap((t) => Object.keys(t.params)))];
     if (charts.children.length !== fields.length) {
-      charts.replaceChildren(...fields.map((field) => el("div", { class: "card" }, el("h3", {}, `${sweep.metric} against ${field}`), el("canvas", { "data-field": field }))));
+      fill(charts, ...fields.map((field) => el("div", { class: "card" }, el("h3", {}, `${sweep.metric} against ${field}`), el("canvas", { "data-field": field }))));
     }
     for (const canvas of charts.querySelectorAll("canvas")) scatter(canvas, sweep.trials, canvas.dataset.field);
     cancel.hidden = TERMINAL.has(sweep.status);
@@ -508,7 +512,7 @@ async function route() {
       datasets: () => (id ? datasetPage(id) : datasetsPage()) };
     stopPage = (await (pages[page] || jobsPage)()) || (() => {});
   } catch (error) {
-    view.replaceChildren(el("p", { class: "error" }, `Error: ${error.message}`));
+    fill(view, el("p", { class: "error" }, `Error: ${error.message}`));
   }
 }
 

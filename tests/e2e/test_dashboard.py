@@ -99,6 +99,9 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     page.wait_for_selector("#report-card:not([hidden])")
     summary = page.text_content("#report-summary")
     assert "test accuracy" in summary and "agreement with the teacher" in summary
+    # A healthy student: no collapse line, and no part left out is printed as "null".
+    assert page.locator("#report-collapsed").count() == 0
+    assert "null" not in page.text_content("#report-card")
     page.screenshot(path=str(OUTPUT / "dashboard-job.png"), full_page=True)
 
     # The full report opens in its own tab, drawn from report.html alone.
@@ -228,3 +231,26 @@ def test_a_pushed_folder_shows_its_counts_and_unreadable_files(browser, served, 
     assert "class_0" in counts and "class_1" in counts
     assert "truncated.jpg" in page.text_content("#unreadable")
     page.screenshot(path=str(OUTPUT / "dashboard-dataset.png"), full_page=True)
+
+
+def test_a_collapsed_student_is_flagged_on_its_job_page(browser, served):
+    """A learning rate that cannot move the weights leaves the student at chance: the
+    report card says it collapsed, beside the job's warning in the log."""
+    url, key = served
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "mode": "supervised",
+        "student": {"architecture": "mlp_small"},
+        "dataset": {"name": "digits"},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 1e-9},
+    }
+    created = httpx.post(f"{url}/v1/jobs", json=body, headers=headers, timeout=60)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    page = signed_in_page(browser, url, key, f"/jobs/{job_id}")
+    page.wait_for_selector("#report-collapsed", timeout=180_000)
+    assert "collapsed" in page.text_content("#report-collapsed")
+    assert "null" not in page.text_content("#report-card")
+    job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
+    assert job["metrics"]["collapsed"] is True
+    page.screenshot(path=str(OUTPUT / "dashboard-collapsed.png"), full_page=True)
