@@ -277,15 +277,16 @@ def train_epoch(
         carried[: len(progress.sums)] = progress.sums
     sums = torch.tensor(carried, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
-    batches = epoch_batches(run, epoch, progress.batch)
-    for batch in range(progress.batch, run.steps_per_epoch):
+    first = progress.batch  # where this attempt starts the epoch
+    batches = epoch_batches(run, epoch, first)
+    for batch in range(first, run.steps_per_epoch):
         reason = stop_reason(run, batch, should_stop, clock)
         if reason is not None:
             progress.batch, progress.sums = batch, summed(sums, group).tolist()
             checkpoints.save(progress)
             emit(protocol.Stopped(reason=reason, epoch=epoch, batch=batch))
             raise TrainingStopped(reason)
-        if batch > progress.batch and checkpoints.due() and agreed(run, batch):
+        if batch > first and checkpoints.due() and agreed(run, batch):
             progress.batch, progress.sums = batch, summed(sums, group).tolist()
             checkpoints.save(progress)  # the loader's state is the batch: it resumes there
         x, y, indices = next(batches)
@@ -478,7 +479,7 @@ def augmented(
         views = torch.randint(run.cache.views, (len(indices),), generator=generator)
         params = run.cache.params(indices, views)
     else:
-        views, params = None, run.augmenter.draw(len(indices), generator)
+        views, params = None, run.augmenter.draw(len(x), generator)
     return run.augmenter.apply(x, params), views
 
 

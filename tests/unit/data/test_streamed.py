@@ -28,12 +28,12 @@ def snapshot_dir(tmp_path_factory):
     return out
 
 
-def spec(**training):
+def spec(augment="standard", **training):
     return resolve_spec(
         {
             "mode": "supervised",
             "student": {"architecture": "cnn_small"},
-            "dataset": {"name": "ds_test", "image_size": 24, "augment": "standard"},
+            "dataset": {"name": "ds_test", "image_size": 24, "augment": augment},
             "training": {"epochs": 2, "batch_size": 8, "lr": 0.05, "seed": 3} | training,
         }
     )
@@ -71,14 +71,26 @@ def test_each_epoch_and_seed_draws_its_own_order(snapshot_dir, tmp_path):
     assert not torch.equal(first, second) and not torch.equal(first, other_seed)  # reordered
 
 
-def run(snapshot_dir, out_dir, **options):
+def run(snapshot_dir, out_dir, job=None, **options):
     events = []
     stream = StreamOptions(
         location=str(snapshot_dir), cache_dir=out_dir / "cache", workers=2, in_memory_bytes=0
     )
     run_options = RunOptions(out_dir=out_dir, device="cpu", stream=stream, **options)
-    metrics = train(spec(), run_options, emit=lambda event: events.append(event_line(event)))
+    job = job or spec()
+    metrics = train(job, run_options, emit=lambda event: events.append(event_line(event)))
     return metrics, events
+
+
+def test_augment_ops_apply_to_streamed_batches_on_the_device(snapshot_dir, tmp_path):
+    ops = [{"op": "flip"}, {"op": "noise", "std": 0.1}]
+    first, events = run(snapshot_dir, tmp_path / "a", job=spec(augment=ops))
+    assert events[0]["data_path"] == "streamed"
+    again, _ = run(snapshot_dir, tmp_path / "b", job=spec(augment=ops))
+    plain, _ = run(snapshot_dir, tmp_path / "c", job=spec(augment="none"))
+    history = [r["train_loss"] for r in first["history"]]
+    assert history == [r["train_loss"] for r in again["history"]]  # seeded: the same views
+    assert history != [r["train_loss"] for r in plain["history"]]  # and views they are
 
 
 def test_a_streamed_run_stopped_mid_epoch_resumes_to_an_uninterrupted_runs_weights(

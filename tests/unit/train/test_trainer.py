@@ -22,6 +22,7 @@ from otrt_core.train import (
     TrainingStopped,
     train,
 )
+from otrt_core.train.checkpoint import load_checkpoint
 from otrt_core.train.setup import build_models, load_data
 from otrt_core.train.trainer import evaluate
 from tests.utils.specs import digits_spec
@@ -362,3 +363,35 @@ def test_label_smoothing_raises_the_task_loss_it_trains_on(tmp_path):
         metrics, _ = run(spec, tmp_path / str(smoothing))
         losses[smoothing] = metrics["history"][-1]["train_loss"]
     assert losses[0.3] > losses[0.0] + 0.1  # smoothed targets keep the loss away from 0
+
+
+def test_a_run_killed_mid_epoch_resumes_from_the_checkpoint_inside_the_epoch(tmp_path):
+    """Checkpoints inside an epoch (every batch here): the file as a SIGKILL would leave
+    it mid-epoch resumes to the uninterrupted run's weights."""
+    import shutil
+
+    spec = digits_spec(training={"epochs": 2, "batch_size": 64})
+    whole, _ = run(spec, tmp_path / "whole")
+    steps = math.ceil(len(load_data(spec, None).y_train) / 64)
+    seen, calls = [], iter(range(10**6))
+    left = tmp_path / "left" / "checkpoint.pt"
+
+    def copy_mid_epoch_two() -> bool:  # the trainer asks before each batch
+        if next(calls) == steps + 5:
+            left.parent.mkdir()
+            shutil.copy(tmp_path / "split" / CHECKPOINT, left)
+            seen.append(load_checkpoint(left)["progress"]["batch"])
+        return False
+
+    run(spec, tmp_path / "split", should_stop=copy_mid_epoch_two, checkpoint_seconds=1e-9)
+    assert seen == [4]  # written before batch 5 of epoch 2, not only at the epoch's end
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copy(left, resumed_dir / CHECKPOINT)
+    _, events = run(spec, resumed_dir, resume=True)
+    assert events[0]["resumed"] and events[0]["step"] == steps + 4
+    expected = load_file(tmp_path / "whole" / "student.safetensors")
+    got = load_file(resumed_dir / "student.safetensors")
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert whole["epochs_run"] == 2
