@@ -190,7 +190,9 @@ class EpochBatches:
                 Sample(self.split, int(row), _sample_seed(self.epoch_seed, position))
                 for row, position in zip(rows, positions, strict=True)
             ]
-            yield samples[self.rank :: self.world]
+            # A last batch shorter than the ranks is cycled: every rank gets a row.
+            cycled = [samples[i % len(samples)] for i in range(max(len(samples), self.world))]
+            yield cycled[self.rank :: self.world]
 
 
 def shard_order(snapshot: Snapshot, split: str, rows: np.ndarray, seed: int) -> np.ndarray:

@@ -84,8 +84,18 @@ def data_parallel(student: nn.Module, term: nn.Module, device: torch.device) -> 
 
 
 def share(indices: Tensor, group: Group) -> Tensor:
-    """This rank's share of a global batch's indices."""
-    return indices if group.world == 1 else indices[group.rank :: group.world]
+    """This rank's share of a global batch's indices (every ``world``-th one), from the
+    batch cycled to at least ``world`` rows (:func:`at_least`)."""
+    if group.world == 1:
+        return indices
+    return indices[at_least(len(indices), group.world, indices.device)][group.rank :: group.world]
+
+
+def at_least(count: int, world: int, device: torch.device | None = None) -> Tensor:
+    """Positions ``0..count-1``, cycled to ``world`` when ``count`` is smaller: a last
+    batch shorter than the ranks gives every rank a row (as DistributedSampler pads),
+    where an empty share would make a NaN loss."""
+    return torch.arange(max(count, world), device=device) % max(count, 1)
 
 
 def summed(values: Tensor, group: Group) -> Tensor:

@@ -114,3 +114,15 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_to_an_uninterrupted_runs_weigh
         assert torch.equal(whole[name], split[name]), name
     losses = [record["train_loss"] for record in metrics["history"]]
     assert np.allclose(losses, [r["train_loss"] for r in whole_metrics["history"]])
+
+
+def test_a_last_batch_shorter_than_the_ranks_gives_every_rank_a_row(snapshot_dir, tmp_path):
+    snapshot = open_snapshot(str(snapshot_dir), tmp_path / "cache", 1 << 30)
+    train_rows, _, _, _ = job_rows(snapshot, spec())
+    rows = train_rows.rows[:9]  # batches of 4: the last holds one row
+    shares = [
+        list(EpochBatches(snapshot, "train", rows, batch_size=4, seed=0, epoch=0, rank=r, world=2))
+        for r in (0, 1)
+    ]
+    assert [len(b) for b in shares[0]] == [2, 2, 1] and [len(b) for b in shares[1]] == [2, 2, 1]
+    assert shares[0][-1] == shares[1][-1]  # the one row, on both ranks

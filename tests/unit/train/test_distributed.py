@@ -9,6 +9,7 @@ resumes from the checkpoint rank 0 wrote.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -30,8 +31,11 @@ SPEC = {
 ONE_THREAD = {"OTRT_TORCH_THREADS": "1"}
 
 
-def start(tmp_path: Path, name: str, gpus: int, epochs: int = 3, resume=False) -> TrainerProcess:
-    spec = SPEC | {"training": SPEC["training"] | {"gpus": gpus, "epochs": epochs}}
+def start(
+    tmp_path: Path, name: str, gpus: int, epochs: int = 3, resume=False, batch_size: int = 64
+) -> TrainerProcess:
+    training = {"gpus": gpus, "epochs": epochs, "batch_size": batch_size}
+    spec = SPEC | {"training": SPEC["training"] | training}
     spec_path = tmp_path / f"{name}.json"
     spec_path.write_text(json.dumps(spec))
     return TrainerProcess(
@@ -136,3 +140,15 @@ def test_wkd_terms_and_auto_weights_train_under_two_ranks(tmp_path):
     assert written["regularizer"]["layers"][0]["teacher"] == "stage3"  # cnn's last map
     metrics = json.loads((tmp_path / "wkd" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.8 and not metrics["collapsed"]
+
+
+def test_a_last_batch_shorter_than_the_ranks_trains_on_every_rank(tmp_path):
+    """Global batches of n - 1 rows: the last holds one, cycled so that each of the two
+    ranks has a row (an empty share made a NaN loss)."""
+    from otrt_core.train.setup import load_data
+
+    labeled = len(load_data(resolve_spec(SPEC), None).y_train)
+    trainer = start(tmp_path, "short", gpus=2, epochs=2, batch_size=labeled - 1)
+    events = events_of(trainer)
+    assert trainer.wait() == protocol.EXIT_OK
+    assert len(losses(events)) == 2 and all(math.isfinite(loss) for loss in losses(events))
