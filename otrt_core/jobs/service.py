@@ -308,6 +308,7 @@ class Service:
                 inputs["dataset_id"] = dataset.id
                 size = image_size(spec, dataset.details["images"]["median"])
                 input_shape = (dataset.details["channels"], *size)
+                problems += registered_class_problems(spec, dataset.id, dataset.details)
         elif spec.dataset.name.endswith((".npz", ".zip")):
             msg = "file paths are for `otrt train`; upload the file and name its file_… id"
             problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
@@ -589,3 +590,23 @@ class Service:
         if sweep.status not in TERMINAL:
             raise NotFound(f"sweep {sweep_id} is {sweep.status}: its artifacts come when it ends")
         return sweep
+
+
+def registered_class_problems(
+    spec: JobSpec, dataset_id: str, details: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A registered dataset as a job's labeled data: it has training images with labels,
+    and every class ``dataset.classes`` names."""
+    names = details.get("classes") or []
+    if "train" not in (details.get("counts") or {}):
+        msg = (
+            f"{dataset_id} is a pool of unlabeled images (no class folders): a job's dataset "
+            "needs labels"
+        )
+        return [{"loc": ["body", "dataset", "name"], "msg": msg}]
+    missing = [c for c in spec.dataset.classes or [] if not 0 <= c < len(names)]
+    if not missing:
+        return []
+    listed = ", ".join(f"{i}: {name}" for i, name in enumerate(names))
+    msg = f"{dataset_id} has classes 0..{len(names) - 1} ({listed}); it lacks {missing}"
+    return [{"loc": ["body", "dataset", "classes"], "msg": msg}]
