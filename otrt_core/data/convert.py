@@ -102,8 +102,8 @@ class Tally:
         per_split[label] = per_split.get(label, 0) + 1
         if len(self.sizes) < SIZES_KEPT:
             self.sizes.append([height, width])
-        self.min_size = _corner(self.min_size, [height, width], min)
-        self.max_size = _corner(self.max_size, [height, width], max)
+        self.min_size = _by_area(self.min_size, [height, width], min)
+        self.max_size = _by_area(self.max_size, [height, width], max)
         if mode not in self.modes:
             self.modes.append(mode)
 
@@ -113,9 +113,11 @@ class Tally:
         os.replace(temp, path)
 
 
-def _corner(current: list[int] | None, size: list[int], pick) -> list[int]:
-    """The elementwise min or max of two ``[h, w]`` sizes."""
-    return size if current is None else [pick(a, b) for a, b in zip(current, size, strict=True)]
+def _by_area(current: list[int] | None, size: list[int], pick) -> list[int]:
+    """The smaller or the larger (``pick``: min or max) of two ``[h, w]`` images by pixel
+    count: a real image's size, where per axis photos of 1600x1200 and 3000x4000 gave
+    1200x1200 and 4000x4000."""
+    return size if current is None else pick(current, size, key=lambda hw: hw[0] * hw[1])
 
 
 Emit = Any  # a callable taking a protocol event
