@@ -27,7 +27,14 @@ from typing import Any
 from otrt_core import protocol
 from otrt_core.data.shard_writer import INDEX, SHARD_BYTES, ShardIndex
 from otrt_core.jobs import states
-from otrt_core.jobs.dataset_store import CONVERTING, FAILED, INSPECTING, READY, DatasetStore
+from otrt_core.jobs.dataset_store import (
+    CONVERTING,
+    FAILED,
+    INSPECTING,
+    READY,
+    DatasetStore,
+    snapshot_prefix,
+)
 from otrt_core.jobs.files import FileNotFound
 from otrt_core.jobs.store import Lease
 from otrt_core.jobs.tables import Job
@@ -49,11 +56,6 @@ class ConversionLimits:
     max_unreadable_fraction: float = 0.1
     shard_bytes: int = SHARD_BYTES
     max_seconds: float = 7 * 86_400  # a wall-clock backstop per attempt
-
-
-def snapshot_prefix(dataset_id: str) -> str:
-    """Where a dataset's shards live in the object store."""
-    return f"datasets/{dataset_id}"
 
 
 class ConversionFollower:

@@ -8,6 +8,7 @@ the job; a worker does the rest. The API never lists a bucket or decodes an imag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,11 @@ from otrt_core.jobs.dataset_store import (
     READY,
     DatasetNotFound,
     DatasetStore,
+    snapshot_prefix,
 )
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.refusals import Conflict, Invalid, NotFound
+from otrt_core.jobs.storage import Storage
 from otrt_core.jobs.store import JobStore, Page
 from otrt_core.jobs.tables import Dataset, JobEvent
 
@@ -35,6 +38,7 @@ class DatasetService:
     datasets: DatasetStore
     jobs: JobStore
     files: FileRecords
+    storage: Storage
     dispatch: Callable[[str], None]
     allowed_sources: list[str]
 
@@ -109,6 +113,10 @@ class DatasetService:
         if dataset.status in (INSPECTING, CONVERTING):
             raise Conflict(f"{dataset_id} is still being converted")
         self.datasets.delete(dataset_id)
+        # The snapshot goes with the row (a failed removal leaves objects no row names,
+        # never a row whose shards are gone).
+        for key in self.storage.modified_before(snapshot_prefix(dataset_id), math.inf):
+            self.storage.delete(key)
 
     def usable(self, owner: str, dataset_id: str) -> Dataset | str:
         """The dataset a job names, or why it cannot train on it."""

@@ -17,6 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from otrt_core.jobs.store import JobStore, Lease, Page, holds, new_id, newest_page
 from otrt_core.jobs.tables import Dataset, Job, utcnow
 
+
+def snapshot_prefix(dataset_id: str) -> str:
+    """Where a dataset's shards live in the object store."""
+    return f"datasets/{dataset_id}"
+
+
 INSPECTING, CONVERTING, READY, FAILED = "inspecting", "converting", "ready", "failed"
 DATASET_STATUSES = (INSPECTING, CONVERTING, READY, FAILED)
 CONVERSION = "dataset"  # the kind of a conversion job

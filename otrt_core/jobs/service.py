@@ -92,6 +92,7 @@ class Service:
             DatasetStore(self.store.sessions, self.store),
             self.store,
             self.files,
+            self.storage,
             self._dispatch,
             self.allowed_sources,
         )

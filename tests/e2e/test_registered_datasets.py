@@ -30,8 +30,12 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, photos):
-    data_dir = tmp_path_factory.mktemp("served")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, photos, data_dir):
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.jpg").write_bytes(b"not yours")
     os.symlink(outside, photos.parent / "link-out")
@@ -144,15 +148,18 @@ def test_a_larger_one_streams_and_a_student_distills_from_it_with_augmentation(c
     assert started["data_path"] == "streamed" and started["teacher_cache"] == "off"
 
 
-def test_a_dataset_in_use_cannot_be_deleted_and_a_finished_one_can(client, photos):
+def test_a_dataset_in_use_cannot_be_deleted_and_a_finished_one_can(client, photos, data_dir):
     dataset = client.wait_dataset(client.register_dataset(f"file://{photos}")["id"], timeout=120)
     job = client.create_job(_job(dataset, 16))
     with pytest.raises(otrt.client.Conflict):
         client.delete_dataset(dataset["id"])
     client.wait(job["id"], timeout=300)
+    snapshot = data_dir / "store" / "datasets" / dataset["id"]
+    assert any(snapshot.rglob("*.tar"))  # the shards the job read
     client.delete_dataset(dataset["id"])
     with pytest.raises(otrt.client.NotFound):
         client.dataset(dataset["id"])
+    assert not any(p.is_file() for p in snapshot.rglob("*"))  # the snapshot went with it
 
 
 def test_the_image_bomb_as_a_folder_is_converted_one_image_at_a_time(
