@@ -90,6 +90,13 @@ def train(
             "whatever dataset.name names (a ds_… id)."
         ),
     ] = None,
+    pool_shards: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered pool's snapshot (a directory, or s3://bucket/prefix/), "
+            "whatever dataset.unlabeled names (a ds_… id)."
+        ),
+    ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
     from otrt.train_command import DataOptions, InputFiles, rank_exit_code, run_train
@@ -113,6 +120,7 @@ def train(
                 student_init=student_init_file,
                 teacher_cache_dir=teacher_cache_dir,
                 dataset_shards=dataset_shards,
+                pool_shards=pool_shards,
             ),
             group,
             DataOptions(

@@ -37,6 +37,7 @@ class InputFiles:
     student_init: Path | None = None
     teacher_cache_dir: Path | None = None  # teacher caches shared between runs
     dataset_shards: str | None = None  # a registered dataset's snapshot: a dir or s3://…
+    pool_shards: str | None = None  # a registered pool's (dataset.unlabeled): a dir or s3://…
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,18 @@ def run_train(
         threading.Thread(target=_set_at_eof, args=(sys.stdin.fileno(), stop), daemon=True).start()
     inputs = inputs or InputFiles()
     data = data or DataOptions()
-    stream = None
-    if inputs.dataset_shards is not None:
-        stream = engine.StreamOptions(
-            location=inputs.dataset_shards,
-            cache_dir=out_dir / "shard-cache",
+
+    def snapshot(location: str | None, cache: str) -> engine.StreamOptions | None:
+        if location is None:
+            return None
+        return engine.StreamOptions(
+            location=location,
+            cache_dir=out_dir / cache,
             s3_endpoint_url=data.s3_endpoint_url,
             workers=data.loader_workers,
             in_memory_bytes=data.in_memory_bytes,
         )
+
     options = engine.RunOptions(
         out_dir=out_dir,
         teacher_path=inputs.teacher
@@ -122,7 +126,8 @@ def run_train(
         resume=resume,
         should_stop=stop.is_set,
         group=group,
-        stream=stream,
+        stream=snapshot(inputs.dataset_shards, "shard-cache"),
+        pool=snapshot(inputs.pool_shards, "pool-shard-cache"),
         checkpoint_seconds=data.checkpoint_seconds,
     )
     with Reporter(sys.stdout.isatty(), quiet=not group.leader) as emit:

@@ -93,6 +93,7 @@ class Start:
     data_path: str = "memory"
     # The numbers used for the spec's "auto" weights, by dotted path ("regularizer.weight").
     weights: dict[str, float] = field(default_factory=dict)
+    unlabeled_inputs: int = 0  # the pool the unlabeled batches are drawn from
 
 
 @dataclass(frozen=True)

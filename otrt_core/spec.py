@@ -195,6 +195,13 @@ class DatasetSpec(_Strict):
         default=None, ge=1, le=10**9, description="Labeled training examples kept per class."
     )
     val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    unlabeled: str | None = Field(
+        default=None,
+        max_length=NAME_MAX_CHARS,
+        description="A registered dataset (ds_…) whose images are the unlabeled pool that "
+        "regularizer.unlabeled and kd.unlabeled read (any labels ignored), instead of the "
+        "training inputs train_subset leaves out. Decoded in the labeled data's view.",
+    )
     augment: Literal["none", "standard"] | list[AugmentOp] = Field(
         default="none",
         max_length=8,
@@ -577,16 +584,36 @@ def _check(spec: JobSpec) -> list[Problem]:
                 ("dataset", "classes"),
                 f"{dataset.name} has classes 0..{dataset.num_classes - 1}; got {classes}",
             )
-    has_pool = spec.dataset.train_subset is not None or is_dataset_file(spec.dataset.name)
+    pool = spec.dataset.unlabeled
+    registered = spec.dataset.name.startswith("ds_")
+    # A registered dataset's pool is registered too: train_subset's leftovers stay unread.
+    has_pool = pool is not None or (
+        not registered
+        and (spec.dataset.train_subset is not None or is_dataset_file(spec.dataset.name))
+    )
+    if pool is not None and not pool.startswith("ds_"):
+        problem(("dataset", "unlabeled"), "name a registered dataset (ds_…) as the pool")
+    if pool is not None and not (spec.regularizer.unlabeled or spec.kd.unlabeled):
+        problem(
+            ("dataset", "unlabeled"),
+            "nothing reads the pool: set regularizer.unlabeled (or kd.unlabeled)",
+        )
     for loc, asked in (
         (("regularizer", "unlabeled"), spec.regularizer.unlabeled),
         (("kd", "unlabeled"), spec.kd.unlabeled),
     ):
-        if asked and not has_pool:
+        if asked and not has_pool and registered:
             problem(
                 loc,
-                "unlabeled inputs are the training inputs left out by dataset.train_subset "
-                "(or an uploaded .npz's x_unlabeled): set it",
+                "a registered dataset's unlabeled inputs are a registered pool: "
+                "name it in dataset.unlabeled",
+            )
+        elif asked and not has_pool:
+            problem(
+                loc,
+                "unlabeled inputs are the training inputs left out by dataset.train_subset, "
+                "an uploaded .npz's x_unlabeled, or a registered pool (dataset.unlabeled): "
+                "set one",
             )
     if spec.regularizer.unlabeled and spec.regularizer.kind not in POOL_KINDS:
         problem(

@@ -203,6 +203,7 @@ class Executor:
         if job.dataset_file_id:
             dataset = self._local(job.dataset_file_id, job.owner)
         shards = self._snapshot(job.dataset_id) if job.dataset_id else None
+        pool = job.spec["dataset"].get("unlabeled")
         init = self._local(job.init_file_id, job.owner) if job.init_file_id else None
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "job-spec.json"
@@ -215,6 +216,7 @@ class Executor:
             student_init=init,
             teacher_cache_dir=shared,
             dataset_shards=shards,
+            pool_shards=self._snapshot(pool) if pool else None,
         )
 
     def _snapshot(self, dataset_id: str) -> str:

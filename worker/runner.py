@@ -43,6 +43,7 @@ class TrainerInputs:
     student_init: Path | None = None
     teacher_cache_dir: Path | None = None  # shared by the trials of one sweep
     dataset_shards: str | None = None  # a registered dataset's snapshot: a dir or s3://…
+    pool_shards: str | None = None  # a registered pool's (dataset.unlabeled)
 
     def arguments(self) -> list[str]:
         files = [
@@ -51,6 +52,7 @@ class TrainerInputs:
             ("--student-init-file", self.student_init),
             ("--teacher-cache-dir", self.teacher_cache_dir),
             ("--dataset-shards", self.dataset_shards),
+            ("--pool-shards", self.pool_shards),
         ]
         return [str(self.spec)] + [arg for flag, path in files if path for arg in (flag, str(path))]
 

@@ -34,6 +34,7 @@ from otrt_core.spec import JobSpec
 TEST_FRACTION = 0.15  # of the training images, held out when the source has no test/
 FLOAT32 = 4
 DATASET_LOC = ("dataset", "name")
+POOL_LOC = ("dataset", "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,42 @@ def job_rows(snapshot: Snapshot, spec: JobSpec) -> tuple[Rows, Rows, Rows, int]:
     else:
         val = Rows("train", pool[chosen.val], chosen.y_val)
     return train, val, test, chosen.num_classes
+
+
+POOL_SPLITS = ("train", "val", "test", "unlabeled")
+
+
+def pool_inputs(
+    snapshot: Snapshot, like: PreparedData, *, in_memory_bytes: int, workers: int
+) -> Tensor:
+    """Every image of ``snapshot`` (a registered pool: any labels ignored) decoded in the
+    view of the labeled data ``like``: its size and channels, normalized with its
+    statistics. ``UserError`` when they would not fit ``in_memory_bytes``."""
+    channels, height, width = like.x_train.shape[1:]
+    parts = [
+        Rows(split, np.arange(count), np.zeros(count, dtype=np.int64))
+        for split in POOL_SPLITS
+        if (count := snapshot.index.count(split))
+    ]
+    images = sum(len(part.rows) for part in parts)
+    if images == 0:
+        raise UserError("the pool has no images", POOL_LOC)
+    decoded = images * channels * height * width * FLOAT32
+    if decoded > in_memory_bytes:
+        raise UserError(
+            f"the pool's {images} images take {decoded / 2**20:.0f} MiB decoded at "
+            f"{height}x{width}, past the in-memory limit of {in_memory_bytes / 2**20:.0f} MiB "
+            "(streamed pools are not supported yet): use fewer or a smaller image_size",
+            POOL_LOC,
+        )
+    return torch.cat(
+        [
+            StreamedInputs(
+                snapshot, part, (height, width), channels, like.mean, like.std, workers
+            ).decoded()
+            for part in parts
+        ]
+    )
 
 
 def load_registered(

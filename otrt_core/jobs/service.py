@@ -315,6 +315,8 @@ class Service:
             problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
         else:
             input_shape = catalog().datasets[spec.dataset.name].input_shape
+        if spec.dataset.unlabeled is not None:
+            problems += self._pool_problems(owner, spec.dataset.unlabeled)
         for where, msg in library_layer_problems(spec, input_shape, self._layers):
             problems.append({"loc": ["body", *where], "msg": msg})
         if spec.student.init is not None:
@@ -329,6 +331,18 @@ class Service:
             sides = ("teacher", "student") if copied else ("teacher",)
             problems += self._model_problems(spec, sides, model, input_shape, loc)
         return inputs
+
+    def _pool_problems(self, owner: str, pool_id: str) -> list[dict[str, Any]]:
+        """A registered dataset named as the unlabeled pool: the caller's, ready, and not
+        empty (a labeled one serves too: its labels are ignored)."""
+        loc = ["body", "dataset", "unlabeled"]
+        pool = self.datasets.usable(owner, pool_id)
+        if isinstance(pool, str):
+            return [{"loc": loc, "msg": pool}]
+        counts = (pool.details or {}).get("counts") or {}
+        if not any(_images(split) for split in counts.values()):
+            return [{"loc": loc, "msg": f"{pool_id} holds no images"}]
+        return []
 
     def _student_init(
         self, owner: str, spec: JobSpec, input_shape, inputs: dict, problems: list
@@ -611,3 +625,8 @@ def registered_class_problems(
     listed = ", ".join(f"{i}: {name}" for i, name in enumerate(names))
     msg = f"{dataset_id} has classes 0..{len(names) - 1} ({listed}); it lacks {missing}"
     return [{"loc": ["body", "dataset", "classes"], "msg": msg}]
+
+
+def _images(split: int | dict[str, int]) -> int:
+    """The images of one split of a dataset's counts (per class, or a pool's total)."""
+    return split if isinstance(split, int) else sum(split.values())

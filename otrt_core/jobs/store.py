@@ -215,17 +215,15 @@ class JobStore:
             )
 
     def live_jobs_using_dataset(self, dataset_id: str) -> int:
-        """Training jobs not yet ended that read the registered dataset."""
+        """Training jobs not yet ended that read the registered dataset, as their data or
+        as their unlabeled pool (``dataset.unlabeled``, in the spec alone)."""
         with self.sessions() as session:
-            return session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    Job.dataset_id == dataset_id,
-                    Job.kind == "train",
-                    Job.status.in_(states.LIVE),
+            live = session.execute(
+                select(Job.dataset_id, Job.spec).where(
+                    Job.kind == "train", Job.status.in_(states.LIVE)
                 )
-            )
+            ).all()
+        return sum(dataset_id in (data, spec["dataset"].get("unlabeled")) for data, spec in live)
 
     def queued_count(self, *, key_id: str | None, owner: str) -> int:
         """Jobs waiting to run that count against ``key_id`` (or ``owner``, without a key)."""

@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -59,9 +59,32 @@ def load_data(
     dataset_path: Path | None = None,
     stream: StreamOptions | None = None,
     device: torch.device | None = None,
+    pool: StreamOptions | None = None,
 ) -> PreparedData:
     """The job's splits: a built-in dataset, a user's file when ``dataset_path`` is given,
-    or a registered dataset's snapshot (``stream``)."""
+    or a registered dataset's snapshot (``stream``); with ``dataset.unlabeled``, the
+    unlabeled inputs from the registered pool's snapshot (``pool``)."""
+    data = _labeled_data(spec, datasets_root, dataset_path, stream, device)
+    if spec.dataset.unlabeled is None:
+        return data
+    if pool is None:
+        message = f"the registered pool {spec.dataset.unlabeled!r} needs its snapshot's location"
+        raise UserError(message, ("dataset", "unlabeled"))
+    from otrt_core.data.registered import pool_inputs
+    from otrt_core.data.shard_reader import open_snapshot
+
+    snapshot = open_snapshot(pool.location, pool.cache_dir, pool.cache_bytes, pool.s3_endpoint_url)
+    inputs = pool_inputs(snapshot, data, in_memory_bytes=pool.in_memory_bytes, workers=pool.workers)
+    return replace(data, x_unlabeled=inputs)
+
+
+def _labeled_data(
+    spec: JobSpec,
+    datasets_root: Path | None,
+    dataset_path: Path | None,
+    stream: StreamOptions | None,
+    device: torch.device | None,
+) -> PreparedData:
     if spec.dataset.name.startswith("ds_"):
         if stream is None:
             message = f"the registered dataset {spec.dataset.name!r} needs its snapshot's location"
@@ -419,10 +442,11 @@ def build_run(
     student_init_path: Path | None = None,
     shared_cache_dir: Path | None = None,
     stream: StreamOptions | None = None,
+    pool: StreamOptions | None = None,
 ) -> Run:
     torch.manual_seed(spec.training.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_data(spec, datasets_root, dataset_path, stream, device)
+    data = load_data(spec, datasets_root, dataset_path, stream, device, pool)
     spec = sized_for_data(spec, len(data.y_train))
     training = spec.training
     if data.streamed and (spec.regularizer.unlabeled or spec.kd.unlabeled):

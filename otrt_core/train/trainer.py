@@ -98,6 +98,7 @@ class RunOptions:
     limits: Limits = field(default_factory=Limits)
     group: Group = field(default_factory=Group)  # ranks under torchrun (train.distributed)
     stream: StreamOptions | None = None  # a registered dataset's snapshot (dataset.name ds_…)
+    pool: StreamOptions | None = None  # a registered pool's snapshot (dataset.unlabeled ds_…)
     checkpoint_seconds: float = 600.0  # checkpoints inside an epoch this often, too
 
 
@@ -187,6 +188,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         limits=options.limits,
         shared_cache_dir=options.shared_cache_dir,
         stream=options.stream,
+        pool=options.pool,
     )
     run.group = options.group
     if run.group.world > 1:
@@ -215,6 +217,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             world_size=run.group.world,
             data_path="streamed" if run.data.streamed else "memory",
             weights=progress.weights,
+            unlabeled_inputs=len(run.data.x_unlabeled) if run.use_unlabeled else 0,
         )
     )
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):

@@ -178,3 +178,61 @@ def test_the_image_bomb_as_a_folder_is_converted_one_image_at_a_time(
     assert dataset["status"] == "ready", dataset["error"]
     assert dataset["images"]["max"] == [6000, 6000]
     assert dataset["bytes"] < 100_000  # stored at 512 px, not as found
+
+
+def test_a_registered_pool_feeds_ot_and_kd_on_a_registered_dataset(client, dataset, photos):
+    """dataset.unlabeled: a folder of images with no class folders, registered once, is
+    the unlabeled batch's pool (the representation term and KD both read it); a labeled
+    dataset serves as a pool too (its labels ignored); the pool in use is not deleted."""
+    import numpy as np
+
+    from tests.utils.images import class_image
+
+    folder = photos.parent / "pool"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for n in range(30):
+        class_image(n % 3, 48, 64, rng).save(folder / f"{n:02d}.jpg", quality=90)
+    pool = client.wait_dataset(client.register_dataset(f"file://{folder}/")["id"], timeout=120)
+    assert pool["status"] == "ready" and pool["classes"] == [] and "train" not in pool["counts"]
+    teacher = client.wait(client.create_job(_job(dataset, 16))["id"], timeout=300)
+    assert teacher["status"] == "succeeded", teacher["error"]
+
+    def distill(pool_id: str, **reads) -> dict:
+        job = _job(
+            dataset,
+            16,
+            mode="distill",
+            teacher={"architecture": "cnn_small", "checkpoint": teacher["id"]},
+            **reads,
+        )
+        job["dataset"]["unlabeled"] = pool_id
+        return job
+
+    reads = {"regularizer": {"unlabeled": True}, "kd": {"weight": "auto"}}
+    for body, loc in (
+        (_job(pool, 16), ["body", "dataset", "name"]),  # a pool has no labels to learn
+        (distill(pool["id"]), ["body", "dataset", "unlabeled"]),  # nothing reads it
+        (distill("ds_000000000000000000000000", **reads), ["body", "dataset", "unlabeled"]),
+    ):
+        with pytest.raises(otrt.client.Invalid) as refused:
+            client.create_job(body)
+        assert refused.value.errors[0]["loc"] == loc, refused.value.errors
+
+    job = client.create_job(distill(pool["id"], **reads))
+    with pytest.raises(otrt.client.Conflict):
+        client.delete_dataset(pool["id"])  # a live job reads it
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    started = _start(client, job["id"])
+    assert started["unlabeled_inputs"] == 30 and set(started["weights"]) == {
+        "regularizer.weight",
+        "kd.weight",
+    }
+    assert job["spec"]["kd"]["unlabeled"] is True  # KD reads the pool with OT
+    # A labeled dataset as the pool: every image it has, labels ignored.
+    labeled_pool = client.create_job(distill(dataset["id"], **reads))
+    labeled_pool = client.wait(labeled_pool["id"], timeout=300)
+    assert labeled_pool["status"] == "succeeded", labeled_pool["error"]
+    assert _start(client, labeled_pool["id"])["unlabeled_inputs"] == 64
+    client.delete_dataset(pool["id"])

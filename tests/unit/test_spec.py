@@ -197,3 +197,28 @@ def test_wkd_f_takes_each_zoo_models_last_map_for_penultimate():
     assert pairs == [("stage3", "stage3"), ("stage1", "stage3")]  # cnn: stage1..3, penultimate
     assert spec.regularizer.weight == "auto"
     assert resolve_spec(spec.model_dump()) == spec
+
+
+@pytest.mark.parametrize(
+    ("dataset", "regularizer", "message"),
+    [
+        ({"unlabeled": "file_1"}, {"unlabeled": True}, "name a registered dataset"),
+        ({"unlabeled": "ds_1"}, {}, "nothing reads the pool"),
+        (
+            {"name": "ds_0123456789abcdef01234567", "train_subset": 5},
+            {"unlabeled": True},
+            "name it in dataset.unlabeled",
+        ),
+    ],
+)
+def test_a_registered_pool_is_named_where_it_is_read(dataset, regularizer, message):
+    body = distill(dataset={"name": "mnist1d"} | dataset, regularizer=regularizer)
+    found = problems(body)
+    assert any(message in msg for msg in found.values()), found
+
+
+def test_a_registered_pool_is_a_pool_for_every_dataset():
+    spec = resolve_spec(
+        distill(dataset={"name": "mnist1d", "unlabeled": "ds_1"}, regularizer={"unlabeled": True})
+    )
+    assert spec.dataset.unlabeled == "ds_1" and spec.regularizer.unlabeled
