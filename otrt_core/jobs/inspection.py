@@ -276,11 +276,22 @@ def _is_shape(value: Any) -> bool:
 def inspect_dataset(path: Path, max_decoded_bytes: int) -> tuple[str, dict[str, Any]]:
     """``(format, details)`` of a dataset file: shapes and class count, or ``UserError``."""
     from otrt_core.data.uploads import NeedsRegistration, ZipLimits, load_dataset_file
+    from otrt_core.errors import TooLarge
 
     try:
         arrays = load_dataset_file(path, ZipLimits(max_decoded_bytes=max_decoded_bytes))
     except NeedsRegistration as error:  # sound, but for POST /v1/datasets only
         return "imagefolder_zip", {"input_shape": None, "registration": error.message}
+    except TooLarge as error:
+        if path.suffix != ".zip":
+            raise
+        # Too large to decode as one array, not to register: the converter decodes one
+        # image at a time, each within its own bound (a bomb's images are refused there).
+        advice = (
+            f"{error.message}: too large to train on as one array; register it (POST "
+            "/v1/datasets) and train on the ds_… dataset, which streams"
+        )
+        return "imagefolder_zip", {"input_shape": None, "registration": advice}
     details = {
         "input_shape": list(arrays.x_train.shape[1:]),
         "num_classes": int(arrays.y_train.max()) + 1,
