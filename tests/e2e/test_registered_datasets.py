@@ -236,3 +236,14 @@ def test_a_registered_pool_feeds_ot_and_kd_on_a_registered_dataset(client, datas
     assert labeled_pool["status"] == "succeeded", labeled_pool["error"]
     assert _start(client, labeled_pool["id"])["unlabeled_inputs"] == 64
     client.delete_dataset(pool["id"])
+
+
+def test_a_pushed_folder_past_the_in_memory_limit_registers_and_trains(client, photos):
+    """`otrt datasets push` of the photos: decoded they take far more than the server's
+    in-memory limit (60 images at 40-120 px, 15 bytes a pixel against 300 kB), which
+    refused the upload before; the converter decodes one at a time."""
+    dataset = client.wait_dataset(client.push_dataset(photos)["id"], timeout=120)
+    assert dataset["status"] == "ready", dataset["error"]
+    assert dataset["counts"]["train"] == {"class_0": 24, "class_1": 20, "class_2": 20}
+    job = client.wait(client.create_job(_job(dataset, 16))["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
