@@ -144,6 +144,16 @@ class Warning:
 
 
 @dataclass(frozen=True)
+class Checkpointed:
+    """A checkpoint inside an epoch is on disk (after ``batch`` batches of ``epoch``,
+    1-based): whoever runs the trainer may copy it where another host resumes from."""
+
+    kind: ClassVar[str] = "checkpointed"
+    epoch: int
+    batch: int
+
+
+@dataclass(frozen=True)
 class Stopped:
     """Stopped early with a checkpoint: ``reason`` is "signal" or "max_runtime"."""
 
@@ -194,10 +204,34 @@ class Converted:
     details: dict[str, Any]
 
 
-Event = Start | Step | Epoch | Plan | Warning | Stopped | Error | Done | Converting | Converted
+Event = (
+    Start
+    | Step
+    | Epoch
+    | Plan
+    | Warning
+    | Checkpointed
+    | Stopped
+    | Error
+    | Done
+    | Converting
+    | Converted
+)
 EVENT_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (Start, Step, Epoch, Plan, Warning, Stopped, Error, Done, Converting, Converted)
+    for cls in (
+        Start,
+        Step,
+        Epoch,
+        Plan,
+        Warning,
+        Checkpointed,
+        Stopped,
+        Error,
+        Done,
+        Converting,
+        Converted,
+    )
 }
 
 

@@ -116,6 +116,7 @@ class Executor:
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
             clean=self.one_line,
             on_epoch=lambda record: self._on_epoch(job, out_dir, record),
+            on_checkpoint=lambda: self._shared_checkpoint(job_id, out_dir),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -175,6 +176,11 @@ class Executor:
         except Exception:  # the trial goes on; the decision comes at its next epoch
             log.warning("job %s: early stopping could not decide", job.id, exc_info=True)
             return None
+
+    def _shared_checkpoint(self, job_id: str, out_dir: Path) -> None:
+        """A checkpoint inside an epoch to the shared store (none: this host keeps it)."""
+        if self.storage.shared:
+            self._push_checkpoint(job_id, out_dir)
 
     def _push_checkpoint(self, job_id: str, out_dir: Path) -> None:
         """Copies the trainer's latest checkpoint to the shared store. A store that fails
@@ -430,9 +436,11 @@ class Follower:
         publish_plan: Callable[[], None] | None = None,
         clean: Callable[[str], str] = str,
         on_epoch: Callable[[dict[str, Any]], str | None] = lambda record: None,
+        on_checkpoint: Callable[[], None] = lambda: None,
     ) -> None:
         self.store, self.lease, self.pid = store, lease, pid
         self.publish_plan, self.clean, self.on_epoch = publish_plan, clean, on_epoch
+        self.on_checkpoint = on_checkpoint
         self.progress = dict(progress)
         self.metrics: dict[str, Any] = {}
         self.error: str | None = None
@@ -469,6 +477,8 @@ class Follower:
                     self.error = message
                 data = {"code": getattr(event, "code", None), "message": message}
                 self._event(event.kind, message, data)
+            case protocol.Checkpointed():
+                self.on_checkpoint()  # a checkpoint inside the epoch, to the shared store
             case protocol.Plan() if self.publish_plan is not None:
                 self.publish_plan()  # the latest plan, for the dashboard's heatmap
             case protocol.Stopped():

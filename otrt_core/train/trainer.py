@@ -292,6 +292,7 @@ def train_epoch(
         if batch > first and checkpoints.due() and agreed(run, batch):
             progress.batch, progress.sums = batch, summed(sums, group).tolist()
             checkpoints.save(progress)  # the loader's state is the batch: it resumes there
+            emit(protocol.Checkpointed(epoch=epoch + 1, batch=batch))
         x, y, indices = next(batches)
         sums += train_step(run, x, y, indices, epoch, batch)
         progress.batch = batch + 1

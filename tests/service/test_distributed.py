@@ -296,3 +296,37 @@ def test_a_sweep_outlives_a_sigkilled_worker_and_runs_each_trial_to_success_once
         assert [e["type"] for e in cluster.events(job["id"])].count("succeeded") == 1
     events = client.get(f"/v1/sweeps/{sweep_id}/events").json()
     assert [e["type"] for e in events].count("job") == 4  # each trial's end noted once
+
+
+def test_a_worker_killed_mid_epoch_resumes_elsewhere_from_inside_the_epoch(
+    tmp_path, postgres_schema_url, broker_url, s3_endpoint, s3_bucket
+):
+    """Checkpoints inside an epoch (OTRT_CHECKPOINT_SECONDS) reach the shared store as
+    they are written: a worker SIGKILLed in the first epoch of a long one leaves the
+    next host a checkpoint inside it, not the epoch's start."""
+    store = {
+        "OTRT_STORAGE_URL": f"s3://{s3_bucket}/otrt",
+        "OTRT_S3_ENDPOINT_URL": s3_endpoint,
+        "OTRT_CHECKPOINT_SECONDS": "0.5",
+    }
+    cluster = Cluster(tmp_path, postgres_schema_url, broker_url, env=store)
+    one_long_epoch = MEDIUM | {"training": {"epochs": 2, "batch_size": 2}}  # ~800 steps each
+    try:
+        cluster.start_worker("w1", env={"OTRT_DATA_DIR": str(tmp_path / "host1")})
+        cluster.start_api()
+        job_id = cluster.submit(one_long_epoch)
+        running = cluster.wait_event(job_id, "running")
+        checkpoint = f"otrt/checkpoints/{job_id}/checkpoint.pt"
+        deadline = time.monotonic() + 120
+        while checkpoint not in keys_in(s3_endpoint, s3_bucket):
+            assert time.monotonic() < deadline, "no checkpoint reached the store"
+            time.sleep(0.2)
+        os.kill(worker_pid(running), signal.SIGKILL)
+        assert "epoch" not in [e["type"] for e in cluster.events(job_id)]  # still in epoch 1
+        cluster.start_worker("w2", env={"OTRT_DATA_DIR": str(tmp_path / "host2")})
+        job = cluster.wait(job_id, {"succeeded", "failed"})
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        second = cluster.wait_event(job_id, "started", count=2)["data"]
+        assert second["resumed"] and second["epoch"] == 0 and second["step"] > 0, second
+    finally:
+        cluster.close()

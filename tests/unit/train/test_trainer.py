@@ -383,8 +383,13 @@ def test_a_run_killed_mid_epoch_resumes_from_the_checkpoint_inside_the_epoch(tmp
             seen.append(load_checkpoint(left)["progress"]["batch"])
         return False
 
-    run(spec, tmp_path / "split", should_stop=copy_mid_epoch_two, checkpoint_seconds=1e-9)
+    _, split_events = run(
+        spec, tmp_path / "split", should_stop=copy_mid_epoch_two, checkpoint_seconds=1e-9
+    )
     assert seen == [4]  # written before batch 5 of epoch 2, not only at the epoch's end
+    # Each said so (the worker copies it to the shared store then): batches 1.. of both.
+    said = [(e["epoch"], e["batch"]) for e in split_events if e["event"] == "checkpointed"]
+    assert said == [(epoch, b) for epoch in (1, 2) for b in range(1, steps)]
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     shutil.copy(left, resumed_dir / CHECKPOINT)
