@@ -230,6 +230,7 @@ def test_a_pushed_folder_shows_its_counts_and_unreadable_files(browser, served, 
     counts = page.text_content("#counts")
     assert "class_0" in counts and "class_1" in counts
     assert "truncated.jpg" in page.text_content("#unreadable")
+    assert "null" not in page.text_content("#view")  # no left-out part printed as "null"
     page.screenshot(path=str(OUTPUT / "dashboard-dataset.png"), full_page=True)
 
 
