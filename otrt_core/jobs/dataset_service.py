@@ -28,6 +28,7 @@ from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.refusals import Conflict, Invalid, NotFound
 from otrt_core.jobs.storage import Storage
 from otrt_core.jobs.store import JobStore, Page
+from otrt_core.jobs.sweep_store import SweepStore
 from otrt_core.jobs.tables import Dataset, JobEvent
 
 FORMATS = ("auto", "imagefolder", "webdataset", "parquet", "zip")
@@ -39,6 +40,7 @@ class DatasetService:
     jobs: JobStore
     files: FileRecords
     storage: Storage
+    sweeps: SweepStore
     dispatch: Callable[[str], None]
     allowed_sources: list[str]
 
@@ -110,6 +112,8 @@ class DatasetService:
         dataset = self.get(owner, dataset_id)
         if self.jobs.live_jobs_using_dataset(dataset_id):
             raise Conflict(f"{dataset_id} is used by a job that has not ended")
+        if self.sweeps.unfinished_on_dataset(dataset_id):
+            raise Conflict(f"{dataset_id} is used by a sweep that has not ended")
         if dataset.status in (INSPECTING, CONVERTING):
             raise Conflict(f"{dataset_id} is still being converted")
         self.datasets.delete(dataset_id)

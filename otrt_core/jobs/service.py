@@ -93,6 +93,7 @@ class Service:
             self.store,
             self.files,
             self.storage,
+            self.sweeps.sweeps,
             self._dispatch,
             self.allowed_sources,
         )

@@ -118,6 +118,14 @@ class SweepStore:
             inputs = session.scalars(select(Sweep.inputs).where(Sweep.status.not_in(TERMINAL)))
             return sum(file_id in values.values() for values in inputs)
 
+    def unfinished_on_dataset(self, dataset_id: str) -> int:
+        """How many sweeps that have not ended train on the registered dataset: their base
+        job's data or its unlabeled pool."""
+        with self.sessions() as session:
+            requests = session.scalars(select(Sweep.request).where(Sweep.status.not_in(TERMINAL)))
+            datasets = [request.get("base", {}).get("dataset", {}) for request in requests]
+        return sum(dataset_id in (d.get("name"), d.get("unlabeled")) for d in datasets)
+
     def update(self, sweep: Sweep, notes: list[Note] = (), **values: Any) -> bool:
         """Writes ``values`` (state, status, summary, …) and ``notes`` if the sweep is still
         at the version ``sweep`` was read at; false (nothing written) if another won."""

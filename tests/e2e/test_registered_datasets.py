@@ -247,3 +247,19 @@ def test_a_pushed_folder_past_the_in_memory_limit_registers_and_trains(client, p
     assert dataset["counts"]["train"] == {"class_0": 24, "class_1": 20, "class_2": 20}
     job = client.wait(client.create_job(_job(dataset, 16))["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
+
+
+def test_a_dataset_a_live_sweep_trains_on_is_not_deleted(client, photos):
+    dataset = client.wait_dataset(client.register_dataset(f"file://{photos}")["id"], timeout=120)
+    sweep = client.sweeps.create(
+        {
+            "base": _job(dataset, 16) | {"training": {"epochs": 1, "batch_size": 16}},
+            "space": {"training.lr": [0.01, 0.05]},
+            "search": "grid",
+            "parallel": 1,
+        }
+    )
+    with pytest.raises(otrt.client.Conflict, match="is used by"):  # its trial, or itself
+        client.delete_dataset(dataset["id"])
+    client.sweeps.wait(sweep["id"], timeout=300)
+    client.delete_dataset(dataset["id"])

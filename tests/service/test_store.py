@@ -176,3 +176,21 @@ def test_a_stale_queued_job_is_redispatched_by_one_reaper_only(store):
     first = reap(store, max_attempts=3, requeue_after_seconds=0, now=now)
     second = reap(store, max_attempts=3, requeue_after_seconds=0.5, now=now)
     assert first.redispatch == [job.id] and second.redispatch == []
+
+
+def test_a_sweep_on_a_registered_dataset_holds_it_until_it_ends(store):
+    """DELETE /v1/datasets/{id} is 409 while a sweep that has not ended trains on it, as
+    its base job's data or its pool (the check reads the sweep's request)."""
+    from otrt_core.jobs.sweep_store import Note, SweepStore
+
+    sweeps = SweepStore(store.sessions)
+    for sweep_id, dataset in (
+        ("swp_data", {"name": "ds_a"}),
+        ("swp_pool", {"name": "digits", "unlabeled": "ds_b"}),
+    ):
+        request = {"base": {"dataset": dataset}}
+        sweeps.create(sweep_id, "alice", None, request, {}, {}, Note("created", "created", {}))
+    assert [sweeps.unfinished_on_dataset(d) for d in ("ds_a", "ds_b", "ds_c")] == [1, 1, 0]
+    sweep = sweeps.get("swp_data")
+    assert sweeps.update(sweep, status="succeeded")
+    assert sweeps.unfinished_on_dataset("ds_a") == 0
