@@ -267,8 +267,11 @@ async function download(jobId, name) {
 // --- submit form -------------------------------------------------------------------------
 
 async function newJobPage() {
-  const [architectures, datasets, files, finished] = await Promise.all([
-    getJSON("/v1/architectures"), getJSON("/v1/datasets"), getJSON("/v1/files?limit=100"), getJSON("/v1/jobs?status=succeeded&limit=100")]);
+  const [architectures, datasets, files, finished, registered] = await Promise.all([
+    getJSON("/v1/architectures"), getJSON("/v1/datasets"), getJSON("/v1/files?limit=100"), getJSON("/v1/jobs?status=succeeded&limit=100"),
+    getJSON("/v1/datasets/registered?limit=100")]);
+  // Registered datasets a job can learn from: ready, with labels (a pool has none).
+  const labeled = registered.data.filter((d) => d.status === "ready" && d.counts && d.counts.train);
   const options = (items) => items.map(([value, label]) => el("option", { value }, label));
   const field = (label, loc, input) => el("div", { "data-field": loc }, el("label", { for: input.id }, label), input, el("div", { class: "field-error", "data-error-for": loc }));
   const select = (id, items) => el("select", { id, name: id }, ...options(items));
@@ -284,10 +287,11 @@ async function newJobPage() {
       ...models.map((f) => [f.id, `file ${f.filename}${f.format === "onnx" ? " (ONNX graph)" : ""}`])])),
     field("Student architecture", "student.architecture", select("student-architecture", archs)),
     field("Dataset", "dataset.name", select("dataset", [...datasets.map((d) => [d.name, `${d.name} (${d.num_classes} classes)`]),
+      ...labeled.map((d) => [d.id, `${d.name} (registered, ${d.classes.length} classes)`]),
       ...files.data.filter((f) => f.purpose === "dataset").map((f) => [f.id, `file ${f.filename}`])])),
     field("Classes (comma-separated, optional)", "dataset.classes", input("classes", { placeholder: "e.g. 5,6,7,8,9" })),
     field("Labeled examples per class (optional)", "dataset.train_subset", input("train-subset", { type: "number", min: "1" })),
-    field("Regularizer", "regularizer.kind", select("kind", [["", "mode default"], ["ot", "ot"], ["kd", "kd"], ["fitnet", "fitnet"], ["at", "at"], ["l2sp", "l2sp"], ["none", "none"]])),
+    field("Regularizer", "regularizer.kind", select("kind", [["", "mode default"], ["ot", "ot"], ["kd", "kd"], ["fitnet", "fitnet"], ["at", "at"], ["wkd_f", "wkd_f"], ["l2sp", "l2sp"], ["none", "none"]])),
     field("Weight λ (optional)", "regularizer.weight", input("weight", { type: "number", step: "any" })),
     el("div", { "data-field": "regularizer.layers" }, el("label", {}, "Layer pairs (teacher → student; none: penultimate)"),
       el("div", { id: "pairs" }), el("button", { type: "button", id: "add-pair" }, "Add layer pair"),

@@ -233,6 +233,16 @@ def test_a_pushed_folder_shows_its_counts_and_unreadable_files(browser, served, 
     assert "null" not in page.text_content("#view")  # no left-out part printed as "null"
     page.screenshot(path=str(OUTPUT / "dashboard-dataset.png"), full_page=True)
 
+    # The new-job form offers it, and a job submitted there trains on it.
+    page.goto(page.url.split("#")[0] + "#/new")
+    page.wait_for_selector(f"#dataset option[value='{dataset['id']}']", state="attached")
+    page.select_option("#mode", "supervised")
+    page.select_option("#student-architecture", "cnn_small")
+    page.select_option("#dataset", dataset["id"])
+    page.fill("#epochs", "1")
+    page.click("#submit")
+    wait_until_succeeded(page)
+
 
 def test_a_collapsed_student_is_flagged_on_its_job_page(browser, served):
     """A learning rate that cannot move the weights leaves the student at chance: the
