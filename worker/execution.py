@@ -116,7 +116,7 @@ class Executor:
             publish_plan=lambda: self._publish(lease, out_dir, (protocol.PLAN,), replace=False),
             clean=self.one_line,
             on_epoch=lambda record: self._on_epoch(job, out_dir, record),
-            on_checkpoint=lambda: self._shared_checkpoint(job_id, out_dir),
+            on_checkpoint=lambda: self._push_checkpoint(job_id, out_dir),
         )
         deadline = (
             time.monotonic() + job.spec["training"]["max_runtime_s"] + self.time_limit_grace_seconds
@@ -125,8 +125,7 @@ class Executor:
             reason = self.follow(trainer, lease, follower, shutting_down, deadline)
         except BaseException:  # a time limit or a worker shutting down mid-job
             trainer.stop()
-            if self.storage.shared:
-                self._push_checkpoint(job_id, out_dir)
+            self._push_checkpoint(job_id, out_dir)
             self.end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
             raise
         code = trainer.wait()
@@ -135,7 +134,7 @@ class Executor:
             self.tracker.finish(job_id, status, out_dir)
             if self.storage.shared:
                 self.storage.delete(checkpoint_key(job_id))
-        elif status == states.QUEUED and self.storage.shared:
+        elif status == states.QUEUED:
             self._push_checkpoint(job_id, out_dir)  # stopped mid-epoch: resume it anywhere
         if status == states.SUCCEEDED:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -166,8 +165,7 @@ class Executor:
         checkpoint the trainer has just written, so that any host can resume from it.
         Returns ``"pruned"`` when the job is a sweep's trial that early stopping ends."""
         self.tracker.epoch(job.id, record)
-        if self.storage.shared:
-            self._push_checkpoint(job.id, out_dir)
+        self._push_checkpoint(job.id, out_dir)
         last_epoch = record["step"] >= record["steps"]  # stopping it now would save nothing
         if job.sweep_id is None or self.sweeps is None or last_epoch:
             return None
@@ -177,16 +175,11 @@ class Executor:
             log.warning("job %s: early stopping could not decide", job.id, exc_info=True)
             return None
 
-    def _shared_checkpoint(self, job_id: str, out_dir: Path) -> None:
-        """A checkpoint inside an epoch to the shared store (none: this host keeps it)."""
-        if self.storage.shared:
-            self._push_checkpoint(job_id, out_dir)
-
     def _push_checkpoint(self, job_id: str, out_dir: Path) -> None:
-        """Copies the trainer's latest checkpoint to the shared store. A store that fails
-        does not stop the job: this host still resumes from its own copy."""
+        """Copies the trainer's latest checkpoint to the shared store, when there is one.
+        Without one, or when it fails, the job goes on: this host resumes from its copy."""
         checkpoint = out_dir / protocol.CHECKPOINT
-        if not checkpoint.exists():
+        if not self.storage.shared or not checkpoint.exists():
             return
         started = time.monotonic()
         try:

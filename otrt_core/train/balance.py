@@ -181,6 +181,8 @@ def apply(terms: list[Balanced], chosen: dict[str, float]) -> None:
 
 def resolved(spec: JobSpec, chosen: dict[str, float]) -> JobSpec:
     """``spec`` with each ``"auto"`` weight replaced by the number ``balance`` chose."""
+    if not chosen:
+        return spec
     data = spec.model_dump()
     for path, value in chosen.items():
         *parents, leaf = (int(key) if key.isdigit() else key for key in path.split("."))
