@@ -72,7 +72,8 @@ def fixed_rate(
     last_answer = [start]
 
     def sender() -> None:
-        with httpx.Client(base_url=base_url, headers=headers) as client:
+        # A loaded 2-core machine answers late, not never: 30 s, not httpx's 5 s default.
+        with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
             for index in counter:
                 due = start + index / rate
                 if (delay := due - time.perf_counter()) > 0:

@@ -413,6 +413,9 @@ class SpecError(ValueError):
         self.problems = problems
         super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
 
+    def __reduce__(self):  # crosses process pools whole (the default passes the message)
+        return type(self), (self.problems,)
+
     @classmethod
     def from_validation_error(cls, error: ValidationError) -> SpecError:
         return cls([Problem(tuple(e["loc"]), e["msg"]) for e in error.errors()])

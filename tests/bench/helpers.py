@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from otrt_core.data import DatasetUnavailable, load_arrays
 from tests.utils.guards import missing
@@ -18,13 +19,14 @@ def needs_dataset(name: str) -> None:
         missing(str(error))
 
 
-def run_bench(script: str, *args: str) -> None:
-    """``python bench/<script> args…`` to its end; fails on a non-zero exit, with the end
-    of what the script wrote to stderr."""
+def run_bench(script: str, *args: str, cwd: Path | None = None) -> None:
+    """``python bench/<script> args…`` to its end (in ``cwd``, default here); fails on a
+    non-zero exit, with the end of what the script wrote to stderr."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=cwd,
     )
     assert done.returncode == 0, f"bench/{script} exited {done.returncode}:\n{done.stderr[-4000:]}"

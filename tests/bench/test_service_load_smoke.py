@@ -1,27 +1,18 @@
 """bench/service_load.py runs end to end against a real `otrt serve` (no timing asserted)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import run_bench
 
 
 @pytest.mark.slow
 def test_a_short_run_reports_latencies_and_dispatch(tmp_path):
     out = tmp_path / "service_load.json"
-    command = [
-        sys.executable,
-        str(ROOT / "bench" / "service_load.py"),
-        "--rate=50",
-        "--seconds=1",
-        "--jobs=1",
-        f"--out={out}",
-    ]
-    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    run_bench(
+        "service_load.py", "--rate=50", "--seconds=1", "--jobs=1", f"--out={out}", cwd=tmp_path
+    )
     report = json.loads(out.read_text())
     assert report["get_job"]["count"] + report["list_jobs"]["count"] == 50
     assert report["errors"] == []  # every request answered 200 with the key (auth on)
