@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 import otrt
 from api import errors
 from api.limits import BodyLimit, RateLimiter
-from api.routes import catalog, dashboard, datasets, files, jobs, ops, sweeps
+from api.routes import catalog, dashboard, datasets, files, jobs, ops, sweeps, uploads
 from api.telemetry import LatencyMiddleware, make_registry
 from otrt_core.jobs.keys import KeyStore, Quota
 from otrt_core.jobs.service import Service
@@ -54,7 +54,7 @@ def create_app(parts: AppParts) -> FastAPI:
     app.add_middleware(BodyLimit, limit=parts.max_json_bytes)
     app.add_middleware(LatencyMiddleware, latency=latency)
     errors.install(app)
-    for module in (files, jobs, sweeps, catalog, datasets, ops, dashboard):
+    for module in (files, uploads, jobs, sweeps, catalog, datasets, ops, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from otrt_core.jobs.tables import Job
+from otrt_core.jobs.uploads import MAX_PART_SIZE, MIN_PART_SIZE, UploadState, planned_parts
 
 
 class ProblemItem(BaseModel):
@@ -335,3 +336,65 @@ class RegisteredDatasetPage(BaseModel):
     data: list[RegisteredDatasetOut]
     has_more: bool
     next_after: str | None
+
+
+class UploadRequest(BaseModel):
+    """An upload in parts (API.md v1.3): the whole's size, and its sha256 to check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255, description="A .zip or .npz dataset.")
+    size: int = Field(ge=1, description="Bytes of the whole (within OTRT_MAX_PUSH_BYTES).")
+    sha256: str | None = Field(
+        default=None, pattern="^[0-9a-fA-F]{64}$", description="Checked on completion."
+    )
+    part_size: int | None = Field(
+        default=None,
+        ge=MIN_PART_SIZE,
+        le=MAX_PART_SIZE,
+        description="Default 16 MiB (more where the whole needs over 10,000 parts).",
+    )
+
+
+class UploadPartOut(BaseModel):
+    number: int
+    bytes: int
+    url: str | None = Field(
+        default=None, description="Where to PUT it; absent: PUT /v1/uploads/{id}/parts/{number}."
+    )
+
+
+class StoredPartOut(BaseModel):
+    number: int
+    bytes: int
+    etag: str = Field(description="The part's sha256.")
+
+
+class UploadOut(BaseModel):
+    id: str
+    filename: str
+    size: int
+    sha256: str | None
+    part_size: int
+    parts: list[UploadPartOut] = Field(description="Every part of the whole, in order.")
+    stored: list[StoredPartOut] = Field(description="The parts stored so far.")
+    created_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, state: UploadState) -> UploadOut:
+        upload = state.upload
+        return cls(
+            id=upload.id,
+            filename=upload.filename,
+            size=upload.bytes,
+            sha256=upload.sha256,
+            part_size=upload.part_size,
+            parts=[UploadPartOut(number=n, bytes=b) for n, b in planned_parts(state)],
+            stored=[
+                StoredPartOut(number=p.number, bytes=p.bytes, etag=p.etag)
+                for _, p in sorted(state.stored.items())
+            ],
+            created_at=upload.created_at,
+            expires_at=upload.expires_at,
+        )

@@ -286,15 +286,64 @@ class Client:
         *,
         name: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        part_size: int | None = None,
+        parallel: int = 4,
+        on_resume: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Uploads a local ImageFolder tree (as one uncompressed zip, within the server's
-        upload limit) and registers it; returns the dataset (converting)."""
+        """Uploads a local ImageFolder tree in parts (packed as one uncompressed zip on
+        disk) and registers it; returns the dataset (converting). Run again after an
+        interruption, it sends only the parts the server lacks."""
         from otrt.push import zipped_tree
 
         directory = Path(directory)
         with zipped_tree(directory) as archive:
-            uploaded = self.upload(archive, "dataset", progress=progress)
+            uploaded = self.upload_in_parts(
+                archive,
+                part_size=part_size,
+                parallel=parallel,
+                progress=progress,
+                on_resume=on_resume,
+            )
         return self.register_dataset(uploaded["id"], name=name or directory.resolve().name)
+
+    def upload_in_parts(
+        self,
+        path: str | Path,
+        *,
+        part_size: int | None = None,
+        parallel: int = 4,
+        progress: Callable[[int, int], None] | None = None,
+        resume_dir: Path | None = None,
+        on_resume: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """A dataset file through ``/v1/uploads`` (API.md v1.3), ``parallel`` parts at a
+        time; returns its ``file_…``. The upload's id is kept under ``resume_dir`` (default
+        ``~/.cache/otrt/uploads``), keyed by the file's sha256 and this server, so that a
+        second call for the same bytes resumes it (``on_resume(upload)`` is told)."""
+        from otrt.push import PartSender, ResumeRecord
+
+        path = Path(path)
+        record = ResumeRecord.of(path, str(self.http.base_url), resume_dir)
+        upload = self._resumed_upload(record)
+        if upload is not None and on_resume:
+            on_resume(upload)
+        if upload is None:
+            body = {"filename": path.name, "size": path.stat().st_size, "sha256": record.sha256}
+            upload = self._request("POST", "/v1/uploads", json=body | _given(part_size)).json()
+            record.save(upload["id"])
+        PartSender(self, path, upload, progress).send(parallel)
+        uploaded = self._request("POST", f"/v1/uploads/{upload['id']}/complete").json()
+        record.clear()
+        return uploaded
+
+    def _resumed_upload(self, record) -> dict[str, Any] | None:
+        """The upload ``record`` names, if the server still has it."""
+        if (upload_id := record.upload_id()) is None:
+            return None
+        try:
+            return self._request("GET", f"/v1/uploads/{upload_id}").json()
+        except NotFound:
+            return None
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/datasets/{dataset_id}").json()
@@ -380,6 +429,10 @@ def _wait_for(
             raise JobTimeout(item)
         time.sleep(poll)
     return item
+
+
+def _given(part_size: int | None) -> dict[str, int]:
+    return {"part_size": part_size} if part_size else {}
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

@@ -35,15 +35,27 @@ def register(
 def push(
     directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A folder.")],
     name: Annotated[str | None, typer.Option(help="A name to show (the folder's).")] = None,
+    part_size: Annotated[
+        int | None, typer.Option(min=65536, help="Bytes per part (default: the server's).")
+    ] = None,
+    parallel: Annotated[int, typer.Option(min=1, max=64, help="Parts sent at once.")] = 4,
     wait: Wait = True,
     url: Url = None,
     api_key: Key = None,
     as_json: Json = False,
 ) -> None:
-    """Uploads a local ImageFolder tree and registers it."""
+    """Uploads a local ImageFolder tree in parts and registers it; run again after an
+    interruption, it sends only the parts the server lacks."""
     with connect(url, api_key) as client:
-        dataset = client.push_dataset(directory, name=name)
+        dataset = client.push_dataset(
+            directory, name=name, part_size=part_size, parallel=parallel, on_resume=_resuming
+        )
         _finish(client, dataset, wait, as_json)
+
+
+def _resuming(upload: dict[str, Any]) -> None:
+    stored, parts = len(upload["stored"]), len(upload["parts"])
+    typer.echo(f"resuming {upload['id']}: {stored} of {parts} parts stored", err=True)
 
 
 def _finish(client, dataset: dict[str, Any], wait: bool, as_json: bool) -> None:

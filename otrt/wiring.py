@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -244,6 +245,8 @@ def _app(
         workers=parts.workers,
         max_sweep_jobs=settings.max_sweep_jobs,
         allowed_sources=settings.allowed_data_sources,
+        max_push_bytes=settings.max_push_bytes,
+        upload_expiry=timedelta(seconds=settings.upload_expiry_seconds),
     )
     service.remove_orphans(settings.orphan_grace_seconds)
     return create_app(

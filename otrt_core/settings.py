@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         description="API keys on every /v1 route. Unset: on, except `otrt serve` on loopback.",
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, description="Upload size limit.")
+    max_push_bytes: int = Field(
+        default=1024**4,
+        ge=1,
+        description="Size limit of one upload in parts (/v1/uploads, `otrt datasets push`).",
+    )
+    upload_expiry_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="An upload in parts not completed this long after it began is aborted.",
+    )
     max_decoded_bytes: int = Field(
         default=256 * 1024**2,
         ge=1,

@@ -186,7 +186,8 @@ def _labels(y: np.ndarray, name: str) -> np.ndarray:
 
 
 def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
-    """``train/<class>/*.png`` (and optionally ``test/<class>/...``), classes in name order.
+    """``train/<class>/*.png`` (and optionally ``test/<class>/...``), or ``<class>/*.png``
+    alone, classes in name order.
 
     Without ``test/``, 15% of the training images are held out (fixed seed).
     Images must share one size; they are read as grey when all are grey, else RGB.
@@ -194,17 +195,24 @@ def load_image_zip(path: Path, members: list[zipfile.ZipInfo]) -> ArraySplits:
     from PIL import Image, UnidentifiedImageError
 
     splits: dict[str, dict[str, list[zipfile.ZipInfo]]] = {"train": {}, "test": {}}
-    for info in members:
-        parts = PurePosixPath(info.filename).parts
-        if (
-            len(parts) == 3
-            and parts[0] in splits
-            and PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES
-        ):
+    images = [
+        (PurePosixPath(info.filename).parts, info)
+        for info in members
+        if PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES
+    ]
+    for parts, info in images:
+        if len(parts) == 3 and parts[0] in splits:
             splits[parts[0]].setdefault(parts[1], []).append(info)
+    if not splits["train"]:  # a folder of class folders, as a camera roll is sorted
+        for parts, info in images:
+            if len(parts) == 2:
+                splits["train"].setdefault(parts[0], []).append(info)
     classes = sorted(splits["train"])
     if len(classes) < 2:
-        raise UserError(f"{path.name} needs train/<class>/<image> files for at least two classes")
+        raise UserError(
+            f"{path.name} needs <class>/<image> or train/<class>/<image> files for at "
+            "least two classes"
+        )
     unknown = sorted(set(splits["test"]) - set(classes))
     if unknown:
         raise UserError(f"test/ has classes that train/ lacks: {', '.join(unknown)}")

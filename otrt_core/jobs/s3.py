@@ -233,6 +233,12 @@ class S3Storage:
                     raise LookupError(key) from None
                 raise
 
+    def chunks(self, key: str) -> Iterator[bytes]:
+        """The whole of ``key``, a chunk at a time."""
+        with self._translated(f"reading {key}"):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        return response["Body"].iter_chunks(CHUNK)
+
     def stream(self, key: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``start`` to ``end`` (exclusive) of ``key``, a chunk at a time. The request
         is made now, so that a failing store fails before a response has begun."""

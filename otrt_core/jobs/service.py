@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
@@ -46,6 +47,7 @@ from otrt_core.jobs.sweep_spec import SweepSpec, sweep_problems, trial_count
 from otrt_core.jobs.sweep_store import TERMINAL, Note, SweepNotFound, SweepStore
 from otrt_core.jobs.sweeps import SweepRunner, initial_state
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile, Sweep, SweepEvent
+from otrt_core.jobs.uploads import UploadService
 from otrt_core.jobs.workers import WorkerRegistry
 from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
@@ -79,12 +81,15 @@ class Service:
     workers: WorkerRegistry | None = None  # the executors' offers of devices
     max_sweep_jobs: int = 256  # jobs one sweep may run in all
     allowed_sources: list[str] = field(default_factory=list)  # OTRT_DATA_SOURCES
+    max_push_bytes: int = 1024**4  # one upload in parts
+    upload_expiry: timedelta = timedelta(hours=24)
     # (weights sha256, architecture, input shape) -> why they do not fit, or None.
     _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
     # (architecture, input shape) -> its layer names (timm and torchvision models).
     _layer_names: dict[tuple, list[str]] = field(default_factory=dict, init=False, repr=False)
     sweeps: SweepRunner = field(init=False, repr=False)
     datasets: DatasetService = field(init=False, repr=False)
+    uploads: UploadService = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sweeps = SweepRunner(self.store, SweepStore(self.store.sessions), self._dispatch)
@@ -96,6 +101,13 @@ class Service:
             self.sweeps.sweeps,
             self._dispatch,
             self.allowed_sources,
+        )
+        self.uploads = UploadService(
+            self.store.sessions,
+            self.storage,
+            self._accept,
+            max_push_bytes=self.max_push_bytes,
+            expiry=self.upload_expiry,
         )
 
     # --- files ---------------------------------------------------------------------------
@@ -163,6 +175,7 @@ class Service:
         written over ``grace_seconds`` ago: younger ones may be an upload in
         flight on another replica.
         """
+        self.uploads.expire()
         before = time.time() - grace_seconds
         recorded = self.files.paths()
         orphans = [k for k in self.storage.modified_before("uploads", before) if k not in recorded]

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -54,6 +54,7 @@ class Storage(Protocol):
     def fetch(self, key: str, sha256: str | None = None) -> Path: ...
     def download(self, key: str, target: Path) -> bool: ...
     def read_bytes(self, key: str) -> bytes: ...
+    def chunks(self, key: str) -> Iterator[bytes]: ...  # the whole object, in pieces
     def rename(self, key: str, new_key: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def modified_before(self, prefix: str, before: float) -> list[str]: ...
@@ -121,6 +122,11 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes:
         return self.fetch(key).read_bytes()
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        with open(self.fetch(key), "rb") as reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
 
     def rename(self, key: str, new_key: str) -> None:
         os.replace(self.path(key), self.path(new_key))

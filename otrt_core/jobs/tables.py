@@ -73,6 +73,33 @@ class StoredFile(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Upload(Base):
+    """A file arriving in parts (API.md v1.3, "Uploads in parts"); it becomes a ``file_…``
+    when completed, and is aborted past ``expires_at``."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)  # the declared size of the whole
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)  # declared, checked
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class UploadPart(Base):
+    """One stored part of an upload (its bytes under ``uploads/parts/{upload}/{number}``)."""
+
+    __tablename__ = "upload_parts"
+    upload_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(64))  # the part's sha256
+
+
 class Job(Base):
     """One training job. ``status`` changes only through ``JobStore.transition``."""
 

@@ -76,3 +76,22 @@ def awkward_files(folder: Path) -> dict[str, str]:
         "rgba.png": "ok",
         "rotated.jpg": "ok",
     }
+
+
+def photo_tree(
+    root: Path, *, classes: int = 2, per_class: int = 20, sizes: tuple[int, int] = (1500, 4000)
+) -> list[Path]:
+    """``root/<class>/<n>.jpg``: camera-sized JPEGs (sides drawn in ``sizes``), made fast by
+    enlarging a 16x smaller class image (smooth, so a few hundred kB each)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            height, width = (int(v) for v in rng.integers(*sizes, size=2))
+            small = class_image(label, height // 16, width // 16, rng)
+            path = folder / f"{n:03d}.jpg"
+            small.resize((width, height), Image.BILINEAR).save(path, quality=85)
+            paths.append(path)
+    return paths
