@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import httpx
@@ -197,3 +198,37 @@ def test_an_artifact_whose_local_file_was_removed_is_404_not_500(tmp_path):
     (tmp_path / "store" / "artifacts" / job_id / "student.onnx").unlink()
     answer = client.get(f"/v1/jobs/{job_id}/artifacts/student.onnx")
     assert answer.status_code == 404 and "is gone" in answer.json()["detail"]
+
+
+def test_an_upload_in_parts_is_joined_in_the_bucket_and_its_parts_freed(
+    tmp_path, s3_endpoint, s3_bucket
+):
+    """Uploads in parts on S3: each part is an object, completion joins them into the
+    dataset file and deletes them; an upload past its expiry is aborted with its parts."""
+    embedded = build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket))
+    client = TestClient(embedded.app)
+    data, part = digits_npz(), 65536
+    body = {"filename": "digits.npz", "size": len(data), "part_size": part}
+    upload = client.post("/v1/uploads", json=body | {"sha256": hashlib.sha256(data).hexdigest()})
+    assert upload.status_code == 201, upload.text
+    upload_id = upload.json()["id"]
+    for number, start in enumerate(range(0, len(data), part), start=1):
+        put = client.put(
+            f"/v1/uploads/{upload_id}/parts/{number}", content=data[start : start + part]
+        )
+        assert put.status_code == 200, put.text
+    assert any(f"upload-parts/{upload_id}/" in key for key in keys_in(s3_endpoint, s3_bucket))
+    done = client.post(f"/v1/uploads/{upload_id}/complete")
+    assert done.status_code == 201, done.text
+    assert done.json()["format"] == "npz" and done.json()["bytes"] == len(data)
+    stored = keys_in(s3_endpoint, s3_bucket)
+    assert not [key for key in stored if "upload-parts/" in key]
+    assert any(key.endswith(f"uploads/{done.json()['id']}.npz") for key in stored)
+
+    forgotten = client.post("/v1/uploads", json=body).json()["id"]
+    client.put(f"/v1/uploads/{forgotten}/parts/1", content=data[:part])
+    service = embedded.app.state.service
+    later = datetime.now(UTC) + timedelta(days=2)
+    assert service.uploads.expire(later) == [forgotten]
+    assert client.get(f"/v1/uploads/{forgotten}").status_code == 404
+    assert not [key for key in keys_in(s3_endpoint, s3_bucket) if forgotten in key]

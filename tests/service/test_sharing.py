@@ -136,3 +136,22 @@ def test_keys_commands_list_revoke_and_set_quotas(tmp_path, monkeypatch):
 def listed(runner: CliRunner) -> list[dict]:
     output = runner.invoke(cli, ["keys", "list", "--json"]).stdout
     return [json.loads(line) for line in output.splitlines()]
+
+
+def test_an_upload_in_parts_is_its_owners_alone(client, alice, bob):
+    body = {"filename": "set.zip", "size": 70_000, "part_size": 65536}
+    upload = client.post("/v1/uploads", json=body, headers=alice).json()
+    for method, path in [
+        ("GET", f"/v1/uploads/{upload['id']}"),
+        ("PUT", f"/v1/uploads/{upload['id']}/parts/2"),
+        ("POST", f"/v1/uploads/{upload['id']}/complete"),
+        ("DELETE", f"/v1/uploads/{upload['id']}"),
+    ]:
+        answer = client.request(method, path, headers=bob, content=b"x" * 4464)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (
+        client.put(
+            f"/v1/uploads/{upload['id']}/parts/2", headers=alice, content=b"x" * 4464
+        ).status_code
+        == 200
+    )
