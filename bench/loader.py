@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from bench.report import publish
 from otrt_core.data.convert import Request, convert
 from otrt_core.data.registered import TrainStream, job_rows
+from otrt_core.data.shard_cache import ShardCache
 from otrt_core.data.shard_reader import open_snapshot
 from otrt_core.data.streamed import Samples, random_resized_crop
 from otrt_core.spec import resolve_spec
@@ -100,7 +101,7 @@ def otrt_stream(location: str, cache: Path, size: int, workers: int, endpoint=No
             "training": {"batch_size": 64},
         }
     )
-    snapshot = open_snapshot(location, cache, 4 << 30, endpoint)
+    snapshot = open_snapshot(location, ShardCache(cache, 4 << 30), endpoint)
     train, _, _, _ = job_rows(snapshot, spec)
     samples = Samples(snapshot, train.by_sample(), (size, size), 3, train=True)
     return TrainStream(snapshot, train, samples, seed=0, workers=workers, pin=False)

@@ -126,6 +126,8 @@ def train(
             DataOptions(
                 loader_workers=settings.resolved_loader_workers,
                 in_memory_bytes=settings.max_decoded_bytes,
+                shard_cache_dir=settings.data_dir / "shard-cache",
+                shard_cache_bytes=settings.shard_cache_bytes,
                 s3_endpoint_url=settings.s3_endpoint_url,
                 checkpoint_seconds=settings.checkpoint_seconds,
             ),

@@ -46,6 +46,8 @@ class DataOptions:
 
     loader_workers: int = 2
     in_memory_bytes: int = 256 << 20
+    shard_cache_dir: Path | None = None  # the host's shared cache; default: the job's own
+    shard_cache_bytes: int = 4 << 30
     s3_endpoint_url: str | None = None
     checkpoint_seconds: float = 600.0
 
@@ -72,6 +74,7 @@ def run_train(
     import torch
 
     from otrt_core import train as engine
+    from otrt_core.data.shard_cache import ShardCache
     from otrt_core.errors import UserError
     from otrt_core.spec import SpecError, resolve_spec
     from otrt_core.train.distributed import Group
@@ -97,12 +100,16 @@ def run_train(
     inputs = inputs or InputFiles()
     data = data or DataOptions()
 
-    def snapshot(location: str | None, cache: str) -> engine.StreamOptions | None:
+    shard_cache = ShardCache(
+        data.shard_cache_dir or out_dir / "shard-cache", data.shard_cache_bytes
+    )
+
+    def snapshot(location: str | None) -> engine.StreamOptions | None:
         if location is None:
             return None
         return engine.StreamOptions(
             location=location,
-            cache_dir=out_dir / cache,
+            cache=shard_cache,
             s3_endpoint_url=data.s3_endpoint_url,
             workers=data.loader_workers,
             in_memory_bytes=data.in_memory_bytes,
@@ -126,8 +133,8 @@ def run_train(
         resume=resume,
         should_stop=stop.is_set,
         group=group,
-        stream=snapshot(inputs.dataset_shards, "shard-cache"),
-        pool=snapshot(inputs.pool_shards, "pool-shard-cache"),
+        stream=snapshot(inputs.dataset_shards),
+        pool=snapshot(inputs.pool_shards),
         checkpoint_seconds=data.checkpoint_seconds,
     )
     with Reporter(sys.stdout.isatty(), quiet=not group.leader) as emit:

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="A registered dataset's shards are about this large.",
     )
+    shard_cache_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=0,
+        description="Shards of remote registered datasets cached on a worker host, shared by "
+        "its jobs (<data_dir>/shard-cache); least recently used removed past it.",
+    )
     loader_workers: int | None = Field(
         default=None,
         ge=0,

@@ -6,11 +6,11 @@ shard ``s``":
 
 - each shard's members are indexed once per process (one pass over the tar
   headers, no data read), then a sample is one ``pread`` at its offset;
-- a remote shard is first fetched whole into the reader's cache directory
-  (written to a temporary name, then renamed: loader workers sharing the
-  directory never see half a shard), and the cache is kept under
-  ``cache_bytes`` by removing the least recently used shards. A fetched
-  shard's sha256 is checked against the index.
+- a remote shard is first fetched whole into the host's shard cache
+  (:class:`otrt_core.data.shard_cache.ShardCache`: shared by every job and
+  loader worker on the host, bounded, evicting safely under concurrency),
+  written to a temporary name, then renamed, so that no reader sees half a
+  shard. A fetched shard's sha256 is checked against the index.
 
 Loader workers are separate processes: each opens its own files and its own
 S3 client (created lazily, after the fork).
@@ -25,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
 
+from otrt_core.data.shard_cache import ShardCache, touch
 from otrt_core.data.shard_writer import INDEX, ShardIndex, ShardInfo
 from otrt_core.data.sources import s3_client
 from otrt_core.data.streamed import Snapshot
@@ -42,13 +43,10 @@ class ShardReader:
     """Sample bytes by (shard, position), from ``location`` (a directory or s3://…)."""
 
     def __init__(
-        self,
-        location: str,
-        cache_dir: Path,
-        cache_bytes: int,
-        s3_endpoint_url: str | None = None,
+        self, location: str, cache: ShardCache, s3_endpoint_url: str | None = None
     ) -> None:
-        self.location, self.cache_dir, self.cache_bytes = location, cache_dir, cache_bytes
+        self.location, self.cache = location, cache
+        self.cache_dir = cache.directory(location)
         self.s3_endpoint_url = s3_endpoint_url
         self.remote = location.startswith("s3://")
         self._offsets: dict[str, list[tuple[int, int]]] = {}
@@ -76,10 +74,12 @@ class ShardReader:
         if shard.name in self._files:
             self._files.move_to_end(shard.name)
             return self._files[shard.name]
-        path = self._local(shard)
+        try:
+            descriptor = os.open(self._local(shard), os.O_RDONLY)
+        except FileNotFoundError:  # evicted by another process since: fetched again
+            descriptor = os.open(self._local(shard), os.O_RDONLY)
         if shard.name not in self._offsets:
-            self._offsets[shard.name] = _image_offsets(path)
-        descriptor = os.open(path, os.O_RDONLY)
+            self._offsets[shard.name] = _image_offsets(descriptor)
         self._files[shard.name] = descriptor
         while len(self._files) > OPEN_SHARDS:
             os.close(self._files.popitem(last=False)[1])
@@ -90,15 +90,14 @@ class ShardReader:
         if not self.remote:
             return Path(self.location) / shard.name
         path = self.cache_dir / shard.name
-        if path.exists():
-            os.utime(path)  # recently used: evicted last
+        if touch(path):  # cached, and now recently used: evicted last
             return path
         self._download(shard.name, path)
         with open(path, "rb") as handle:
             if hashlib.file_digest(handle, "sha256").hexdigest() != shard.sha256:
                 path.unlink(missing_ok=True)
                 raise SnapshotUnavailable(f"shard {shard.name} does not match its index")
-        self._evict(keep=path)
+        self.cache.evict(keep=path)
         return path
 
     def _download(self, name: str, target: Path) -> None:
@@ -119,22 +118,14 @@ class ShardReader:
             ) from None
         os.replace(temp, target)
 
-    def _evict(self, keep: Path) -> None:
-        """Removes the least recently used shards until the cache fits ``cache_bytes``."""
-        shards = sorted(self.cache_dir.glob("*.tar"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in shards)
-        for path in shards:
-            if total <= self.cache_bytes:
-                break
-            if path == keep or path.name in self._files:
-                continue
-            total -= path.stat().st_size
-            path.unlink(missing_ok=True)
 
-
-def _image_offsets(path: Path) -> list[tuple[int, int]]:
-    """(data offset, size) of each sample's image member, in order: one pass over headers."""
-    with tarfile.open(path, "r:") as tar:
+def _image_offsets(descriptor: int) -> list[tuple[int, int]]:
+    """(data offset, size) of each sample's image member, in order: one pass over headers
+    of the open shard (its own descriptor: the file may be evicted meanwhile)."""
+    with (
+        os.fdopen(os.dup(descriptor), "rb") as handle,
+        tarfile.open(fileobj=handle, mode="r:") as tar,
+    ):
         return [
             (member.offset_data, member.size)
             for member in tar
@@ -142,8 +133,6 @@ def _image_offsets(path: Path) -> list[tuple[int, int]]:
         ]
 
 
-def open_snapshot(
-    location: str, cache_dir: Path, cache_bytes: int, s3_endpoint_url: str | None = None
-) -> Snapshot:
-    reader = ShardReader(location, cache_dir, cache_bytes, s3_endpoint_url)
+def open_snapshot(location: str, cache: ShardCache, s3_endpoint_url: str | None = None) -> Snapshot:
+    reader = ShardReader(location, cache, s3_endpoint_url)
     return Snapshot(reader.index(), reader)

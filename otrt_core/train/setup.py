@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from otrt_core import sizing
 from otrt_core.data import PreparedData, is_dataset_file, load_arrays, load_dataset_file, prepare
+from otrt_core.data.shard_cache import ShardCache
 from otrt_core.errors import UserError
 from otrt_core.models import StagedModel, build_model, skeleton
 from otrt_core.models.graph import GraphModel
@@ -46,8 +47,7 @@ class StreamOptions:
     """Where a registered dataset's snapshot is and how to read it."""
 
     location: str  # a local directory, or s3://bucket/prefix/ of the snapshot
-    cache_dir: Path  # the reader's shard cache (for a remote snapshot)
-    cache_bytes: int = 4 << 30
+    cache: ShardCache  # the host's cache of remote shards
     s3_endpoint_url: str | None = None
     workers: int = 2  # DataLoader worker processes
     in_memory_bytes: int = 256 << 20  # decoded below this, the data is held in memory
@@ -73,7 +73,7 @@ def load_data(
     from otrt_core.data.registered import pool_inputs
     from otrt_core.data.shard_reader import open_snapshot
 
-    snapshot = open_snapshot(pool.location, pool.cache_dir, pool.cache_bytes, pool.s3_endpoint_url)
+    snapshot = open_snapshot(pool.location, pool.cache, pool.s3_endpoint_url)
     inputs = pool_inputs(snapshot, data, in_memory_bytes=pool.in_memory_bytes, workers=pool.workers)
     return replace(data, x_unlabeled=inputs)
 
@@ -117,9 +117,7 @@ def _registered(spec: JobSpec, stream: StreamOptions, device: torch.device | Non
     from otrt_core.data.registered import load_registered
     from otrt_core.data.shard_reader import open_snapshot
 
-    snapshot = open_snapshot(
-        stream.location, stream.cache_dir, stream.cache_bytes, stream.s3_endpoint_url
-    )
+    snapshot = open_snapshot(stream.location, stream.cache, stream.s3_endpoint_url)
     size = image_size(spec, snapshot.median_size)
     return load_registered(
         spec,

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from otrt_core.data.convert import Request, convert
 from otrt_core.data.registered import job_rows
+from otrt_core.data.shard_cache import ShardCache
 from otrt_core.data.shard_reader import open_snapshot
 from otrt_core.data.streamed import EpochBatches, Samples, loader
 from otrt_core.protocol import event_line
@@ -40,7 +41,7 @@ def spec(augment="standard", **training):
 
 
 def batches(snapshot_dir, tmp_path, *, start=0, workers=0, epoch=0, seed=3):
-    snapshot = open_snapshot(str(snapshot_dir), tmp_path / "cache", 1 << 30)
+    snapshot = open_snapshot(str(snapshot_dir), ShardCache(tmp_path / "cache", 1 << 30))
     train_rows, _, _, _ = job_rows(snapshot, spec())
     samples = Samples(snapshot, train_rows.by_sample(), (24, 24), 3, train=True)
     order = EpochBatches(
@@ -74,7 +75,10 @@ def test_each_epoch_and_seed_draws_its_own_order(snapshot_dir, tmp_path):
 def run(snapshot_dir, out_dir, job=None, **options):
     events = []
     stream = StreamOptions(
-        location=str(snapshot_dir), cache_dir=out_dir / "cache", workers=2, in_memory_bytes=0
+        location=str(snapshot_dir),
+        cache=ShardCache(out_dir / "cache", 1 << 30),
+        workers=2,
+        in_memory_bytes=0,
     )
     run_options = RunOptions(out_dir=out_dir, device="cpu", stream=stream, **options)
     job = job or spec()
@@ -117,7 +121,7 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_to_an_uninterrupted_runs_weigh
 
 
 def test_a_last_batch_shorter_than_the_ranks_gives_every_rank_a_row(snapshot_dir, tmp_path):
-    snapshot = open_snapshot(str(snapshot_dir), tmp_path / "cache", 1 << 30)
+    snapshot = open_snapshot(str(snapshot_dir), ShardCache(tmp_path / "cache", 1 << 30))
     train_rows, _, _, _ = job_rows(snapshot, spec())
     rows = train_rows.rows[:9]  # batches of 4: the last holds one row
     shares = [
