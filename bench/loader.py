@@ -110,7 +110,7 @@ def otrt_stream(location: str, cache: Path, size: int, workers: int, endpoint=No
 def timed(batches) -> tuple[float, int]:
     """Seconds to draw every batch, and the images drawn."""
     started, images = time.perf_counter(), 0
-    for x, _ in batches:
+    for x, *_ in batches:  # (inputs, labels) or (inputs, labels, positions)
         images += len(x)
     return time.perf_counter() - started, images
 

@@ -128,6 +128,7 @@ def train(
                 in_memory_bytes=settings.max_decoded_bytes,
                 shard_cache_dir=settings.data_dir / "shard-cache",
                 shard_cache_bytes=settings.shard_cache_bytes,
+                teacher_cache_bytes=settings.teacher_cache_bytes,
                 s3_endpoint_url=settings.s3_endpoint_url,
                 checkpoint_seconds=settings.checkpoint_seconds,
             ),

@@ -48,6 +48,7 @@ class DataOptions:
     in_memory_bytes: int = 256 << 20
     shard_cache_dir: Path | None = None  # the host's shared cache; default: the job's own
     shard_cache_bytes: int = 4 << 30
+    teacher_cache_bytes: int = 8 << 30  # memory-mapped teacher outputs, per job
     s3_endpoint_url: str | None = None
     checkpoint_seconds: float = 600.0
 
@@ -136,6 +137,7 @@ def run_train(
         stream=snapshot(inputs.dataset_shards),
         pool=snapshot(inputs.pool_shards),
         checkpoint_seconds=data.checkpoint_seconds,
+        limits=engine.Limits(teacher_cache_disk=data.teacher_cache_bytes),
     )
     with Reporter(sys.stdout.isatty(), quiet=not group.leader) as emit:
         try:

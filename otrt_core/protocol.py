@@ -94,6 +94,7 @@ class Start:
     # The numbers used for the spec's "auto" weights, by dotted path ("regularizer.weight").
     weights: dict[str, float] = field(default_factory=dict)
     unlabeled_inputs: int = 0  # the pool the unlabeled batches are drawn from
+    teacher_cache_off: str | None = None  # why the teacher cache is off, when it is
 
 
 @dataclass(frozen=True)

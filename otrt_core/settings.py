@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         description="Shards of remote registered datasets cached on a worker host, shared by "
         "its jobs (<data_dir>/shard-cache); least recently used removed past it.",
     )
+    teacher_cache_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=0,
+        description="A job's teacher outputs kept on disk (memory-mapped) when they do not "
+        "fit the device; past it the teacher runs every step (the start event says why).",
+    )
     loader_workers: int | None = Field(
         default=None,
         ge=0,

@@ -26,8 +26,9 @@ from torch import Tensor
 
 from otrt_core.data.catalog import TEST_SPLIT_SEED
 from otrt_core.data.selection import keep_classes, select, stratified_mask
+from otrt_core.data.snapshot import Snapshot
 from otrt_core.data.splits import PreparedData
-from otrt_core.data.streamed import EpochBatches, Sample, Samples, Snapshot, loader, to_device
+from otrt_core.data.streamed import EpochBatches, Sample, Samples, loader, to_device
 from otrt_core.errors import UserError
 from otrt_core.spec import JobSpec
 
@@ -45,9 +46,13 @@ class Rows:
     rows: np.ndarray
     labels: np.ndarray
 
-    def by_sample(self) -> dict[tuple[str, int], int]:
-        """Each row's label, keyed as :class:`~otrt_core.data.streamed.Samples` reads it."""
-        return {(self.split, int(r)): int(y) for r, y in zip(self.rows, self.labels, strict=True)}
+    def by_sample(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Each row's label and position, keyed as :class:`~otrt_core.data.streamed.Samples`
+        reads them."""
+        return {
+            (self.split, int(r)): (int(y), position)
+            for position, (r, y) in enumerate(zip(self.rows, self.labels, strict=True))
+        }
 
 
 class StreamedInputs:
@@ -88,7 +93,7 @@ class StreamedInputs:
             [Sample(self.part.split, int(r), 0) for r in self.part.rows[i : i + batch_size]]
             for i in range(0, len(self.part.rows), batch_size)
         ]
-        for images, _ in loader(self.samples, order, self.workers, pin=False):
+        for images, _, _ in loader(self.samples, order, self.workers, pin=False):
             yield to_device(images, torch.device("cpu"), self.mean, self.std)
 
     def decoded(self, batch_size: int = 256) -> Tensor:
@@ -110,8 +115,9 @@ class TrainStream:
     pin: bool
 
     def epoch(self, epoch: int, start: int, batch_size: int, rank: int = 0, world: int = 1):
-        """``(uint8 inputs, labels)`` batches of ``epoch`` from batch ``start`` on (this
-        rank's share of each global batch of ``batch_size``)."""
+        """``(uint8 inputs, labels, positions)`` batches of ``epoch`` from batch ``start``
+        on (this rank's share of each global batch of ``batch_size``); a position is the
+        row's place among the job's training rows."""
         batches = EpochBatches(
             self.snapshot,
             self.part.split,

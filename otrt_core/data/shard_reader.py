@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 from otrt_core.data.shard_cache import ShardCache, touch
 from otrt_core.data.shard_writer import INDEX, ShardIndex, ShardInfo
+from otrt_core.data.snapshot import Snapshot
 from otrt_core.data.sources import s3_client
-from otrt_core.data.streamed import Snapshot
 from otrt_core.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".png")

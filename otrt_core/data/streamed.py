@@ -2,10 +2,9 @@
 
 The split of the work:
 
-- :class:`Snapshot` is the index (``index.json``) and a reader of the shards'
-  samples (``otrt_core.data.shard_reader``); every sample has a global number
-  per split (shards in index order, samples in shard order), and its label is
-  in the index, so choosing rows (:mod:`otrt_core.data.selection`) reads no image.
+- a :class:`~otrt_core.data.snapshot.Snapshot` gives every sample's label and
+  image bytes by its number in a split, so choosing rows
+  (:mod:`otrt_core.data.selection`) reads no image.
 - :class:`Samples` decodes sample ``(row, seed)`` to a ``uint8`` ``(C, H, W)``
   tensor at ``image_size``: JPEGs decoded at reduced scale when the target is
   smaller (PIL's ``draft``); in training a random resized crop plus a flip
@@ -31,7 +30,6 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,43 +37,12 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from otrt_core.data.shard_writer import ShardIndex
-
-if TYPE_CHECKING:
-    from otrt_core.data.shard_reader import ShardReader
+from otrt_core.data.snapshot import Snapshot
 
 SHUFFLE_WINDOW = 4  # shards whose samples are shuffled together
 CROP_SCALE = (0.08, 1.0)  # a random resized crop's area, as a fraction of the image's
 CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect ratio (torchvision's defaults)
 CROP_TRIES = 10
-
-
-class Snapshot:
-    """A snapshot's index and reader: labels per split, image bytes per sample."""
-
-    def __init__(self, index: ShardIndex, reader: ShardReader) -> None:
-        self.index, self.reader = index, reader
-        self._starts: dict[str, np.ndarray] = {}
-        for split in ("train", "val", "test", "unlabeled"):
-            counts = [shard.samples for shard in index.split_shards(split)]
-            self._starts[split] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    @property
-    def median_size(self) -> list[int]:
-        return self.index.median_size
-
-    def labels(self, split: str) -> np.ndarray:
-        shards = self.index.split_shards(split)
-        return np.array([label for s in shards for label in s.labels], dtype=np.int64)
-
-    def shard_of(self, split: str, rows: np.ndarray) -> np.ndarray:
-        """The position (among the split's shards) of the shard holding each row."""
-        return np.searchsorted(self._starts[split], rows, side="right") - 1
-
-    def image(self, split: str, row: int) -> bytes:
-        shard = int(self.shard_of(split, np.array([row]))[0])
-        info = self.index.split_shards(split)[shard]
-        return self.reader.read(info, row - int(self._starts[split][shard]))
 
 
 @dataclass(frozen=True)
@@ -88,21 +55,24 @@ class Sample:
 
 
 class Samples(Dataset):
-    """Sample -> ``(uint8 (C, H, W) tensor, label)``, decoded and sized for the job."""
+    """Sample -> ``(uint8 (C, H, W) tensor, label, position)``, decoded and sized for the
+    job; ``position`` is the sample's place among the job's rows of its part (what the
+    teacher cache and the device augmentations are keyed by)."""
 
     def __init__(
         self,
         snapshot: Snapshot,
-        labels: dict[tuple[str, int], int],
+        rows: dict[tuple[str, int], tuple[int, int]],
         size: tuple[int, int],
         channels: int,
         train: bool,
     ) -> None:
-        self.snapshot, self.labels, self.size = snapshot, labels, size
+        self.snapshot, self.size = snapshot, size
+        self.rows = rows  # (split, row) -> (label, position)
         self.mode = "L" if channels == 1 else "RGB"
         self.train = train
 
-    def __getitem__(self, sample: Sample) -> tuple[Tensor, int]:
+    def __getitem__(self, sample: Sample) -> tuple[Tensor, int, int]:
         image = Image.open(io.BytesIO(self.snapshot.image(sample.split, sample.row)))
         height, width = self.size
         if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that is enough
@@ -114,10 +84,10 @@ class Samples(Dataset):
             image = resize_center_crop(image, self.size)
         array = np.asarray(image, dtype=np.uint8)
         tensor = torch.from_numpy(array.copy()).view(height, width, -1).permute(2, 0, 1)
-        return tensor, self.labels.get((sample.split, sample.row), -1)
+        return tensor, *self.rows.get((sample.split, sample.row), (-1, -1))
 
     def __len__(self) -> int:  # the sampler decides what is read
-        return len(self.labels)
+        return len(self.rows)
 
 
 def random_resized_crop(
@@ -226,8 +196,13 @@ def loader(
     )
 
 
-def _collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+def _collate(items: list[tuple[Tensor, int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """``(uint8 inputs, labels, positions)`` of a batch."""
+    return (
+        torch.stack([x for x, _, _ in items]),
+        torch.tensor([y for _, y, _ in items]),
+        torch.tensor([p for _, _, p in items]),
+    )
 
 
 def to_device(x: Tensor, device: torch.device, mean: Tensor, std: Tensor) -> Tensor:

@@ -1,4 +1,17 @@
-"""Gathering a batch of rows onto the training device without stalling it.
+"""A run's training batches: one interface, two sources.
+
+Each batch is a :class:`Batch`: the inputs on the device (normalized), the
+labels of its labeled rows, and the row each input is (the labeled rows, then
+the unlabeled ones, in one index space: what the teacher cache and the device
+augmentations are keyed by). A :class:`BatchSource` gives an epoch's batches
+from any batch on, in an order that is a function of (seed, epoch) alone:
+
+- :class:`GatheredBatches`: inputs held in memory, gathered by row
+  (:class:`BatchGatherer`), with an unlabeled batch drawn from the pool;
+- :class:`StreamedBatches`: a registered dataset's loader
+  (``otrt_core.data.registered.TrainStream``), decoded by its workers.
+
+Gathering a batch of rows onto the training device without stalling it:
 
 - Data already on the device (the usual case, ``Limits.device_data``): index it there.
 - Data on the host, training on CUDA: the rows are gathered into one of two
@@ -11,8 +24,80 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
 import torch
 from torch import Tensor
+
+from otrt_core.data.streamed import to_device
+from otrt_core.train.distributed import Group, share
+
+if TYPE_CHECKING:
+    from otrt_core.data.registered import TrainStream
+
+
+class Batch(NamedTuple):
+    inputs: Tensor  # on the device: the labeled rows, then the unlabeled ones
+    labels: Tensor  # of the labeled rows (the first ``len(labels)`` inputs)
+    rows: Tensor  # each input's row: labeled ones from 0, the pool's after them
+
+
+class BatchSource(Protocol):
+    def epoch(self, epoch: int, start: int, group: Group) -> Iterator[Batch]:
+        """The batches of ``epoch`` from batch ``start`` on: this rank's share of each."""
+        ...
+
+
+@dataclass
+class GatheredBatches:
+    """Batches of inputs held in memory (on the device when they fit): each epoch's order a
+    permutation seeded by (seed, epoch); with a pool, each batch also draws
+    ``pool_batch`` of its rows, seeded by (seed, epoch, batch)."""
+
+    gather_inputs: BatchGatherer  # labeled inputs, then the pool's
+    gather_labels: BatchGatherer
+    labeled: int
+    pool: int  # unlabeled rows after the labeled ones (0: none drawn)
+    pool_batch: int
+    batch_size: int
+    steps: int
+    seed: int
+
+    def epoch(self, epoch: int, start: int, group: Group) -> Iterator[Batch]:
+        device = self.gather_inputs.source.device
+        order = torch.randperm(self.labeled, generator=seeded(self.seed, epoch)).to(device)
+        for batch in range(start, self.steps):
+            labeled = share(order[batch * self.batch_size : (batch + 1) * self.batch_size], group)
+            rows = labeled
+            if self.pool:
+                drawn = torch.randint(
+                    self.pool, (self.pool_batch,), generator=seeded(self.seed, epoch, batch)
+                )
+                rows = torch.cat([labeled, share(drawn, group).to(device) + self.labeled])
+            yield Batch(self.gather_inputs(rows), self.gather_labels(labeled), rows)
+
+
+@dataclass
+class StreamedBatches:
+    """Batches from a registered dataset's loader: ``uint8`` copied without blocking and
+    normalized on the device."""
+
+    stream: TrainStream
+    mean: Tensor
+    std: Tensor
+    device: torch.device
+    batch_size: int
+
+    def epoch(self, epoch: int, start: int, group: Group) -> Iterator[Batch]:
+        mean, std = self.mean.to(self.device), self.std.to(self.device)  # once an epoch
+        for x, y, rows in self.stream.epoch(epoch, start, self.batch_size, group.rank, group.world):
+            yield Batch(
+                to_device(x, self.device, mean, std),
+                y.to(self.device, non_blocking=True),
+                rows.to(self.device, non_blocking=True),
+            )
 
 
 class BatchGatherer:

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -22,11 +23,20 @@ from otrt_core.models.graph import GraphModel
 from otrt_core.models.views import InputView
 from otrt_core.spec import LAYER_KINDS, JobSpec, ModelInput, TrainingSpec, takes_flattened
 from otrt_core.train.augment import Augmenter, Op, standard
-from otrt_core.train.batches import BatchGatherer, seeded
+from otrt_core.train.batches import (
+    BatchGatherer,
+    BatchSource,
+    GatheredBatches,
+    StreamedBatches,
+    seeded,
+)
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
 from otrt_core.train.distributed import Group
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import Term, build_kd, build_term, class_cost
+
+if TYPE_CHECKING:
+    from otrt_core.data.registered import StreamedInputs
 
 DATASET_LOC = ("dataset", "name")
 VIEW_STREAM = 7919  # seeds the teacher cache's views apart from the batch order
@@ -394,13 +404,14 @@ class Run:
     kd: Term | None  # kd.weight's KD (or WKD-L) added to another regularizer (distill)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    inputs: Tensor  # labeled training inputs, then the unlabeled pool when it is used
-    labels: Tensor  # of the labeled inputs
-    gather_inputs: BatchGatherer | None  # rows of ``inputs`` onto the device (None: streamed)
-    gather_labels: BatchGatherer | None
-    use_unlabeled: bool
+    # Labeled training inputs, then the unlabeled pool when it is used (the rows the
+    # batches name; streamed: decoded when read); what the teacher cache is built on.
+    inputs: Tensor | StreamedInputs
+    batches: BatchSource
+    unlabeled_inputs: int  # of the pool, drawn from each step (0: none)
     channels_last: bool
     cache: TeacherCache | None
+    cache_off: str | None  # why there is no cache when the run reads the teacher
     augmenter: Augmenter | None  # random views of the training inputs (dataset.augment)
     autocast: Callable[[], contextlib.AbstractContextManager]
     steps_per_epoch: int
@@ -471,14 +482,8 @@ def build_run(
     # Labeled inputs, then the unlabeled pool when the term uses it, so that one
     # index space serves batches and the teacher cache alike.
     reads_pool = term.reads_pool or (kd is not None and kd.reads_pool)
-    use_unlabeled = reads_pool and len(data.x_unlabeled) > 0
-    inputs = torch.cat([data.x_train, data.x_unlabeled]) if use_unlabeled else data.x_train
-    labels = data.y_train
-    # Datasets that fit live on the device: batches are gathered there, with no
-    # host-to-device copy per step. Streamed ones come from their loader.
-    if not data.streamed and inputs.numel() * inputs.element_size() <= limits.device_data:
-        inputs, labels = inputs.to(device), labels.to(device)
-    batch_rows = training.batch_size + (spec.regularizer.unlabeled_batch_size or 0)
+    pool = len(data.x_unlabeled) if reads_pool else 0
+    inputs = torch.cat([data.x_train, data.x_unlabeled]) if pool else data.x_train
     channels_last = device.type == "cuda" and len(inputs.shape) == 4
     if channels_last:  # the layout cuDNN's convolutions are fastest in
         student.to(memory_format=torch.channels_last)
@@ -500,20 +505,60 @@ def build_run(
         optimizer=optimizer,
         scheduler=scheduler,
         inputs=inputs,
-        labels=labels,
-        gather_inputs=None if data.streamed else BatchGatherer(inputs, device, batch_rows),
-        gather_labels=None if data.streamed else BatchGatherer(labels, device, training.batch_size),
-        use_unlabeled=use_unlabeled,
+        batches=_batch_source(spec, data, inputs, pool, device, limits),
+        unlabeled_inputs=pool,
         channels_last=channels_last,
         cache=None,
+        cache_off=None,
         augmenter=augmenter,
         autocast=_autocast(training.amp, device),
         steps_per_epoch=steps_per_epoch,
     )
-    # A streamed dataset's teacher runs on each step's batch (no cache yet).
-    if run.needs_teacher and training.teacher_cache == "auto" and not data.streamed:
-        run.cache = _teacher_cache(run, cache_dir, limits, shared_cache_dir)
+    if run.needs_teacher:
+        run.cache_off = _cache_refused(spec, loader_augments)
+        if run.cache_off is None:
+            run.cache = _teacher_cache(run, cache_dir, limits, shared_cache_dir)
+            if run.cache is None:
+                run.cache_off = "the teacher's features fit neither bound (OTRT_TEACHER_CACHE_*)"
     return run
+
+
+def _cache_refused(spec: JobSpec, loader_augments: bool) -> str | None:
+    """Why the teacher's outputs are not cached, or None when they may be."""
+    if spec.training.teacher_cache != "auto":
+        return "training.teacher_cache is off"
+    if loader_augments:
+        return "the loader draws a new view each step (augment standard on streamed data)"
+    return None
+
+
+def _batch_source(
+    spec: JobSpec,
+    data: PreparedData,
+    inputs: Tensor,
+    pool: int,
+    device: torch.device,
+    limits: Limits,
+) -> BatchSource:
+    """Streamed batches from the dataset's loader, or batches gathered from ``inputs``:
+    on the device when they fit ``limits.device_data`` (no host-to-device copy per step)."""
+    training = spec.training
+    if data.streamed:
+        return StreamedBatches(data.stream, data.mean, data.std, device, training.batch_size)
+    labels = data.y_train
+    if inputs.numel() * inputs.element_size() <= limits.device_data:
+        inputs, labels = inputs.to(device), labels.to(device)
+    pool_batch = spec.regularizer.unlabeled_batch_size or 0
+    return GatheredBatches(
+        BatchGatherer(inputs, device, training.batch_size + pool_batch),
+        BatchGatherer(labels, device, training.batch_size),
+        labeled=len(labels),
+        pool=pool,
+        pool_batch=pool_batch,
+        batch_size=training.batch_size,
+        steps=math.ceil(len(labels) / training.batch_size),
+        seed=training.seed,
+    )
 
 
 def _teacher_cache(

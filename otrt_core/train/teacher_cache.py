@@ -18,14 +18,19 @@ W)``, so a step neither gathers nor pools the teacher's maps.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from otrt_core.data.registered import StreamedInputs
+
 from otrt_core.models import StagedModel
 from otrt_core.ot.features import spatial_mean
 from otrt_core.train.augment import Augmenter, Params
+from otrt_core.train.predict import input_batches
 
 
 class TeacherCache:
@@ -72,7 +77,7 @@ class TeacherCache:
     def build(
         cls,
         teacher: StagedModel,
-        inputs: Tensor,
+        inputs: Tensor | StreamedInputs,
         stages: set[str],
         device: torch.device,
         batch_size: int,
@@ -117,9 +122,10 @@ class TeacherCache:
             return None
         with torch.no_grad():
             for view, params in enumerate(views):
-                for start in range(0, len(inputs), batch_size):
-                    rows = slice(start, start + batch_size)
-                    out = forward(inputs[rows], _rows(params, rows))
+                start = 0
+                for batch in input_batches(inputs, batch_size):  # streamed: by loader workers
+                    rows, start = slice(start, start + len(batch)), start + len(batch)
+                    out = forward(batch, _rows(params, rows))
                     for name in keep:
                         values = out[name].float()
                         if isinstance(store[name], np.ndarray):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from torch import Tensor
 
 from otrt_core import protocol
 from otrt_core.atomic import atomic_path
-from otrt_core.data.streamed import to_device
 from otrt_core.protocol import (
     CHECKPOINT,
     METRICS,
@@ -34,7 +33,7 @@ from otrt_core.protocol import (
 )
 from otrt_core.spec import JobSpec
 from otrt_core.train import balance
-from otrt_core.train.batches import seeded
+from otrt_core.train.batches import Batch, seeded
 from otrt_core.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
@@ -47,7 +46,6 @@ from otrt_core.train.distributed import (
     agreed_stop,
     data_parallel,
     from_leader,
-    share,
     summed,
 )
 from otrt_core.train.export import export_onnx
@@ -217,7 +215,8 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
             world_size=run.group.world,
             data_path="streamed" if run.data.streamed else "memory",
             weights=progress.weights,
-            unlabeled_inputs=len(run.data.x_unlabeled) if run.use_unlabeled else 0,
+            unlabeled_inputs=run.unlabeled_inputs,
+            teacher_cache_off=run.cache_off,
         )
     )
     while progress.epoch < spec.training.epochs and not out_of_patience(spec, progress):
@@ -281,7 +280,7 @@ def train_epoch(
     sums = torch.tensor(carried, dtype=torch.float32, device=run.device)
     step_line_every = max(1, run.steps_per_epoch // STEP_LINES_PER_EPOCH)
     first = progress.batch  # where this attempt starts the epoch
-    batches = epoch_batches(run, epoch, first)
+    batches = run.batches.epoch(epoch, first, group)
     for batch in range(first, run.steps_per_epoch):
         reason = stop_reason(run, batch, should_stop, clock)
         if reason is not None:
@@ -293,8 +292,7 @@ def train_epoch(
             progress.batch, progress.sums = batch, summed(sums, group).tolist()
             checkpoints.save(progress)  # the loader's state is the batch: it resumes there
             emit(protocol.Checkpointed(epoch=epoch + 1, batch=batch))
-        x, y, indices = next(batches)
-        sums += train_step(run, x, y, indices, epoch, batch)
+        sums += train_step(run, next(batches), epoch, batch)
         progress.batch = batch + 1
         if progress.batch % step_line_every == 0 and progress.batch < run.steps_per_epoch:
             loss_sum, _, ot_sum, count, *_ = summed(sums, group).tolist()  # a few syncs
@@ -319,25 +317,6 @@ def agreed(run: Run, batch: int) -> bool:
     return run.group.world == 1 or batch % STOP_EVERY == 0
 
 
-def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """The epoch's ``(inputs, labels, indices)`` from batch ``start`` on, on the device:
-    gathered from the inputs (the epoch's order from (seed, epoch)), or from the stream's
-    loader (its order from the same). ``indices`` are the labeled rows (``None`` streamed)."""
-    training, group = run.spec.training, run.group
-    if run.data.streamed:
-        stream = run.data.stream
-        mean, std = run.data.mean.to(run.device), run.data.std.to(run.device)  # once an epoch
-        for x, y in stream.epoch(epoch, start, training.batch_size, group.rank, group.world):
-            yield to_device(x, run.device, mean, std), y.to(run.device, non_blocking=True), None
-        return
-    order = torch.randperm(len(run.labels), generator=seeded(training.seed, epoch))
-    order = order.to(run.inputs.device)  # one copy per epoch, not per step
-    for batch in range(start, run.steps_per_epoch):
-        batch_indices = order[batch * training.batch_size : (batch + 1) * training.batch_size]
-        labeled = share(batch_indices, group)
-        yield None, run.gather_labels(labeled), labeled
-
-
 def stop_reason(run: Run, batch: int, should_stop: Callable[[], bool], clock: Clock) -> str | None:
     """Why the run must stop before ``batch``, if it must: a signal, or ``max_runtime_s``.
 
@@ -358,15 +337,13 @@ def check_finite(loss_sum: float, epoch: int, batch: int, run: Run) -> None:
         raise Diverged(epoch + 1, epoch * run.steps_per_epoch + batch)
 
 
-def train_step(
-    run: Run, x: Tensor | None, y: Tensor, labeled: Tensor | None, epoch: int, batch: int
-) -> Tensor:
-    """One optimizer step on a batch: the streamed inputs ``x``, or (``x`` None) the
-    inputs at ``labeled``, plus an unlabeled batch when the run uses one.
+def train_step(run: Run, batch: Batch, epoch: int, step: int) -> Tensor:
+    """One optimizer step on a batch (its labeled rows, then any unlabeled ones).
 
     Returns the batch's sums (:data:`SUMS`) over its n labeled inputs, on the device.
     """
-    x, indices, views = step_inputs(run, x, labeled, epoch, batch)
+    x, indices, views = step_inputs(run, batch, epoch, step)
+    y = batch.labels
     n = len(y)
     with run.autocast():
         student_features, teacher_features = forward(run, x, indices, views)
@@ -397,28 +374,16 @@ def train_step(
 
 
 def step_inputs(
-    run: Run, x: Tensor | None, labeled: Tensor | None, epoch: int, batch: int
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """A step's inputs as the models see them, the rows they came from (labeled, then
-    the unlabeled batch when the run draws one) and their cached views: the streamed
-    ``x``, or (``x`` None) the inputs at ``labeled``; augmented when the run augments."""
-    indices, views = labeled, None
-    if x is None:
-        if run.use_unlabeled:
-            pool = torch.randint(
-                len(run.data.x_unlabeled),
-                (run.spec.regularizer.unlabeled_batch_size,),
-                generator=seeded(run.spec.training.seed, epoch, batch),
-            )
-            pool = share(pool, run.group)  # each rank its share of the unlabeled batch too
-            pool = pool.to(run.inputs.device) + len(run.data.x_train)
-            indices = torch.cat([labeled, pool])
-        x = run.gather_inputs(indices)
+    run: Run, batch: Batch, epoch: int, step: int
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A step's inputs as the models see them (augmented when the run augments on the
+    device), the rows they are, and their cached views (None: drawn fresh)."""
+    x, views = batch.inputs, None
     if run.augmenter is not None:
-        x, views = augmented(run, x, indices, epoch, batch)
+        x, views = augmented(run, x, batch.rows, epoch, step)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, indices, views
+    return x, batch.rows, views
 
 
 def forward(
@@ -449,14 +414,14 @@ def balanced_weights(run: Run, balanced: list[balance.Balanced]) -> dict[str, fl
         for buffer in module.buffers()
     ]
     devices = [run.device] if run.device.type == "cuda" else []
-    batches = epoch_batches(run, 0, 0)
+    batches = run.batches.epoch(0, 0, run.group)
 
     def batch_features(batch: int):
         def features() -> tuple[Features, Features, Tensor]:
-            x, y, labeled = next(batches)
-            x, indices, views = step_inputs(run, x, labeled, 0, batch)
+            drawn = next(batches)
+            x, indices, views = step_inputs(run, drawn, 0, batch)
             with run.autocast():
-                return (*forward(run, x, indices, views, ddp=False), y)
+                return (*forward(run, x, indices, views, ddp=False), drawn.labels)
 
         return features
 

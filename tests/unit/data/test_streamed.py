@@ -47,7 +47,7 @@ def batches(snapshot_dir, tmp_path, *, start=0, workers=0, epoch=0, seed=3):
     order = EpochBatches(
         snapshot, "train", train_rows.rows, batch_size=8, seed=seed, epoch=epoch, start=start
     )
-    return list(loader(samples, order, workers, pin=False))
+    return [(x, y) for x, y, _ in loader(samples, order, workers, pin=False)]
 
 
 def test_batches_do_not_depend_on_the_loader_workers_and_resume_at_any_batch(
@@ -130,3 +130,45 @@ def test_a_last_batch_shorter_than_the_ranks_gives_every_rank_a_row(snapshot_dir
     ]
     assert [len(b) for b in shares[0]] == [2, 2, 1] and [len(b) for b in shares[1]] == [2, 2, 1]
     assert shares[0][-1] == shares[1][-1]  # the one row, on both ranks
+
+
+def distill(snapshot_dir, out_dir, teacher, augment, teacher_cache="auto"):
+    job = resolve_spec(
+        {
+            "mode": "distill",
+            "teacher": {"architecture": "cnn_small", "checkpoint": "teacher"},
+            "student": {"architecture": "cnn_small"},
+            "dataset": {"name": "ds_test", "image_size": 24, "augment": augment},
+            "training": {
+                "epochs": 2,
+                "batch_size": 8,
+                "lr": 0.05,
+                "seed": 3,
+                "teacher_cache": teacher_cache,
+            },
+        }
+    )
+    return run(snapshot_dir, out_dir, job=job, teacher_path=teacher)
+
+
+def test_distillation_on_streamed_data_reads_its_teacher_from_the_cache(snapshot_dir, tmp_path):
+    """The teacher's outputs are computed once over the streamed rows (by the loader
+    workers) and looked up by each batch's rows: the student trains as with the teacher
+    run every step. Where the loader draws a new view each step, the cache is off and the
+    start event says why."""
+    run(snapshot_dir, tmp_path / "teacher", job=spec(augment="none"))
+    teacher = tmp_path / "teacher" / "student.safetensors"
+    cached, events = distill(snapshot_dir, tmp_path / "cached", teacher, "none")
+    start = events[0]
+    assert start["data_path"] == "streamed" and start["teacher_cache"] == "memory"
+    fresh, events = distill(snapshot_dir, tmp_path / "fresh", teacher, "none", "off")
+    assert events[0]["teacher_cache"] == "off"
+    assert events[0]["teacher_cache_off"] == "training.teacher_cache is off"
+    losses = [r["train_loss"] for r in cached["history"]]
+    assert np.allclose(losses, [r["train_loss"] for r in fresh["history"]], rtol=1e-4)
+    ops = [{"op": "flip"}]  # drawn on the device: K cached views, looked up by row and view
+    _, events = distill(snapshot_dir, tmp_path / "views", teacher, ops)
+    assert events[0]["teacher_cache"] == "memory"
+    _, events = distill(snapshot_dir, tmp_path / "standard", teacher, "standard")
+    assert events[0]["teacher_cache"] == "off"
+    assert "loader draws a new view" in events[0]["teacher_cache_off"]
