@@ -152,3 +152,43 @@ def test_a_last_batch_shorter_than_the_ranks_trains_on_every_rank(tmp_path):
     events = events_of(trainer)
     assert trainer.wait() == protocol.EXIT_OK
     assert len(losses(events)) == 2 and all(math.isfinite(loss) for loss in losses(events))
+
+
+def test_two_ranks_stream_a_registered_dataset_with_a_short_last_batch(tmp_path):
+    """A registered dataset on the streamed path under 2 ranks: each rank's loader takes
+    its share of every global batch, and a last batch of one row is cycled to both."""
+    from otrt_core.data.convert import Request, convert
+    from otrt_core.data.registered import job_rows
+    from otrt_core.data.shard_cache import ShardCache
+    from otrt_core.data.shard_reader import open_snapshot
+    from tests.utils.images import image_tree
+
+    image_tree(tmp_path / "shop", classes=3, per_class=12, sizes=(30, 60))
+    snapshot_dir = tmp_path / "snapshot"
+    source = (tmp_path / "shop").as_uri() + "/"
+    convert(Request(source=source, allowed=[tmp_path.as_uri() + "/"]), snapshot_dir, lambda e: None)
+    spec = {
+        "mode": "supervised",
+        "student": {"architecture": "cnn_small"},
+        "dataset": {"name": "ds_test", "image_size": 16, "augment": "standard"},
+        "training": {"epochs": 2, "lr": 0.05, "gpus": 2},
+    }
+    snapshot = open_snapshot(str(snapshot_dir), ShardCache(tmp_path / "cache", 1 << 30))
+    labeled = len(job_rows(snapshot, resolve_spec(spec))[0].rows)
+    spec["training"]["batch_size"] = labeled - 1  # the last global batch holds one row
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = ONE_THREAD | {"OTRT_MAX_DECODED_BYTES": "1", "OTRT_LOADER_WORKERS": "0"}
+    trainer = TrainerProcess(
+        TrainerInputs(spec_path, dataset_shards=str(snapshot_dir)),
+        tmp_path / "out",
+        resume=False,
+        device="cpu",
+        env=env,
+        processes=2,
+    )
+    events = events_of(trainer)
+    assert trainer.wait() == protocol.EXIT_OK, events[-3:]
+    (started,) = [e for e in events if e["event"] == "start"]
+    assert started["world_size"] == 2 and started["data_path"] == "streamed"
+    assert len(losses(events)) == 2 and all(math.isfinite(loss) for loss in losses(events))
