@@ -177,12 +177,57 @@ def job_rows(snapshot: Snapshot, spec: JobSpec) -> tuple[Rows, Rows, Rows, int]:
 POOL_SPLITS = ("train", "val", "test", "unlabeled")
 
 
+@dataclass
+class PoolStream:
+    """A registered pool too large to decode into memory, as unlabeled batches: each
+    batch draws its rows with replacement, from a generator seeded by (seed, epoch,
+    batch) (so a resumed run draws the same), decoded by loader workers in the view of
+    the labeled data (``samples``: a random crop when the labeled data has one)."""
+
+    samples: Samples  # every pool image, positions 0..len-1 in POOL_SPLITS order
+    keys: list[tuple[str, int]]  # position -> (split, row)
+    seed: int
+    workers: int
+    pin: bool
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def epoch(self, epoch: int, start: int, steps: int, size: int, rank: int, world: int):
+        """``(uint8 inputs, labels (-1), positions)`` of batches ``start..steps-1``: this
+        rank's share of each draw of ``size`` rows."""
+        return loader(
+            self.samples,
+            self._draws(epoch, start, steps, size, rank, world),
+            self.workers,
+            self.pin,
+        )
+
+    def _draws(self, epoch: int, start: int, steps: int, size: int, rank: int, world: int):
+        for batch in range(start, steps):
+            rng = np.random.default_rng([self.seed, epoch, batch])
+            drawn = rng.integers(len(self.keys), size=max(size, world))
+            yield [
+                Sample(*self.keys[int(p)], seed=int(rng.integers(2**62)))
+                for p in drawn[rank::world]
+            ]
+
+
 def pool_inputs(
-    snapshot: Snapshot, like: PreparedData, *, in_memory_bytes: int, workers: int
-) -> Tensor:
-    """Every image of ``snapshot`` (a registered pool: any labels ignored) decoded in the
-    view of the labeled data ``like``: its size and channels, normalized with its
-    statistics. ``UserError`` when they would not fit ``in_memory_bytes``."""
+    snapshot: Snapshot,
+    like: PreparedData,
+    *,
+    in_memory_bytes: int,
+    workers: int,
+    pin: bool,
+    augment: bool,
+    seed: int,
+) -> Tensor | PoolStream:
+    """Every image of ``snapshot`` (a registered pool: any labels ignored) in the view of
+    the labeled data ``like``: its size and channels, normalized with its statistics.
+    Decoded into memory beside labeled data held there when it fits ``in_memory_bytes``;
+    streamed (:class:`PoolStream`) beside streamed labeled data. ``UserError`` when it
+    fits neither."""
     channels, height, width = like.x_train.shape[1:]
     parts = [
         Rows(split, np.arange(count), np.zeros(count, dtype=np.int64))
@@ -192,12 +237,18 @@ def pool_inputs(
     images = sum(len(part.rows) for part in parts)
     if images == 0:
         raise UserError("the pool has no images", POOL_LOC)
+    if like.streamed:
+        keys = [(part.split, int(row)) for part in parts for row in part.rows]
+        by_sample = {key: (-1, position) for position, key in enumerate(keys)}
+        samples = Samples(snapshot, by_sample, (height, width), channels, train=augment)
+        return PoolStream(samples, keys, seed, workers, pin)
     decoded = images * channels * height * width * FLOAT32
     if decoded > in_memory_bytes:
         raise UserError(
             f"the pool's {images} images take {decoded / 2**20:.0f} MiB decoded at "
-            f"{height}x{width}, past the in-memory limit of {in_memory_bytes / 2**20:.0f} MiB "
-            "(streamed pools are not supported yet): use fewer or a smaller image_size",
+            f"{height}x{width}, past the in-memory limit of {in_memory_bytes / 2**20:.0f} MiB: "
+            "a pool this large streams only beside a registered labeled dataset that streams; "
+            "use fewer images or a smaller image_size",
             POOL_LOC,
         )
     return torch.cat(

@@ -29,7 +29,9 @@ class PreparedData:
     y_val: Tensor
     x_test: Tensor
     y_test: Tensor
-    x_unlabeled: Tensor  # training inputs whose labels are left unused (may be empty)
+    # Training inputs whose labels are left unused (may be empty); a registered pool too
+    # large for memory beside streamed data is a PoolStream (otrt_core.data.registered).
+    x_unlabeled: Tensor | Any
     num_classes: int
     mean: Tensor  # (C,) per-channel statistics of the training inputs
     std: Tensor  # (C,)

@@ -24,6 +24,7 @@ Gathering a batch of rows onto the training device without stalling it:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -35,7 +36,7 @@ from otrt_core.data.streamed import to_device
 from otrt_core.train.distributed import Group, share
 
 if TYPE_CHECKING:
-    from otrt_core.data.registered import TrainStream
+    from otrt_core.data.registered import PoolStream, TrainStream
 
 
 class Batch(NamedTuple):
@@ -89,10 +90,24 @@ class StreamedBatches:
     std: Tensor
     device: torch.device
     batch_size: int
+    steps: int
+    pool: PoolStream | None = None  # a streamed registered pool: its draws join each batch
+    pool_batch: int = 0
 
     def epoch(self, epoch: int, start: int, group: Group) -> Iterator[Batch]:
         mean, std = self.mean.to(self.device), self.std.to(self.device)  # once an epoch
-        for x, y, rows in self.stream.epoch(epoch, start, self.batch_size, group.rank, group.world):
+        rank, world = group.rank, group.world
+        labeled = self.stream.epoch(epoch, start, self.batch_size, rank, world)
+        if self.pool is None:
+            draws = itertools.repeat(None)
+        else:
+            draws = self.pool.epoch(epoch, start, self.steps, self.pool_batch, rank, world)
+        for (x, y, rows), drawn in zip(labeled, draws, strict=False):  # draws: as many
+            if drawn is not None:  # the pool's rows come after the labeled ones
+                x, rows = (
+                    torch.cat([x, drawn[0]]),
+                    torch.cat([rows, drawn[2] + len(self.stream.part.rows)]),
+                )
             yield Batch(
                 to_device(x, self.device, mean, std),
                 y.to(self.device, non_blocking=True),

@@ -84,7 +84,15 @@ def load_data(
     from otrt_core.data.shard_reader import open_snapshot
 
     snapshot = open_snapshot(pool.location, pool.cache, pool.s3_endpoint_url)
-    inputs = pool_inputs(snapshot, data, in_memory_bytes=pool.in_memory_bytes, workers=pool.workers)
+    inputs = pool_inputs(
+        snapshot,
+        data,
+        in_memory_bytes=pool.in_memory_bytes,
+        workers=pool.workers,
+        pin=device is not None and device.type == "cuda",
+        augment=spec.dataset.augment == "standard",
+        seed=spec.training.seed,
+    )
     return replace(data, x_unlabeled=inputs)
 
 
@@ -458,9 +466,13 @@ def build_run(
     data = load_data(spec, datasets_root, dataset_path, stream, device, pool)
     spec = sized_for_data(spec, len(data.y_train))
     training = spec.training
-    if data.streamed and (spec.regularizer.unlabeled or spec.kd.unlabeled):
-        message = "unlabeled inputs of a streamed dataset are not supported yet: use a smaller one"
-        raise UserError(message, ("regularizer", "unlabeled"))
+    if (
+        data.streamed
+        and (spec.regularizer.unlabeled or spec.kd.unlabeled)
+        and not len(data.x_unlabeled)
+    ):
+        message = "a registered dataset has no unlabeled inputs of its own: name a registered pool"
+        raise UserError(message, ("dataset", "unlabeled"))
     models = build_models(spec, data, teacher_path, student_init_path)
     student, teacher = models.student.to(device), models.teacher
     if teacher is not None:
@@ -483,7 +495,10 @@ def build_run(
     # index space serves batches and the teacher cache alike.
     reads_pool = term.reads_pool or (kd is not None and kd.reads_pool)
     pool = len(data.x_unlabeled) if reads_pool else 0
-    inputs = torch.cat([data.x_train, data.x_unlabeled]) if pool else data.x_train
+    # A streamed pool stays in its shards: only its draws are decoded.
+    inputs = (
+        torch.cat([data.x_train, data.x_unlabeled]) if pool and not data.streamed else data.x_train
+    )
     channels_last = device.type == "cuda" and len(inputs.shape) == 4
     if channels_last:  # the layout cuDNN's convolutions are fastest in
         student.to(memory_format=torch.channels_last)
@@ -515,7 +530,7 @@ def build_run(
         steps_per_epoch=steps_per_epoch,
     )
     if run.needs_teacher:
-        run.cache_off = _cache_refused(spec, loader_augments)
+        run.cache_off = _cache_refused(spec, loader_augments or (pool > 0 and data.streamed))
         if run.cache_off is None:
             run.cache = _teacher_cache(run, cache_dir, limits, shared_cache_dir)
             if run.cache is None:
@@ -523,12 +538,15 @@ def build_run(
     return run
 
 
-def _cache_refused(spec: JobSpec, loader_augments: bool) -> str | None:
+def _cache_refused(spec: JobSpec, loader_draws: bool) -> str | None:
     """Why the teacher's outputs are not cached, or None when they may be."""
     if spec.training.teacher_cache != "auto":
         return "training.teacher_cache is off"
-    if loader_augments:
-        return "the loader draws a new view each step (augment standard on streamed data)"
+    if loader_draws:
+        return (
+            "the loader draws new views or pool rows each step "
+            "(streamed data with augment standard or a pool)"
+        )
     return None
 
 
@@ -544,7 +562,16 @@ def _batch_source(
     on the device when they fit ``limits.device_data`` (no host-to-device copy per step)."""
     training = spec.training
     if data.streamed:
-        return StreamedBatches(data.stream, data.mean, data.std, device, training.batch_size)
+        return StreamedBatches(
+            data.stream,
+            data.mean,
+            data.std,
+            device,
+            training.batch_size,
+            steps=math.ceil(len(data.y_train) / training.batch_size),
+            pool=data.x_unlabeled if pool else None,
+            pool_batch=spec.regularizer.unlabeled_batch_size or 0,
+        )
     labels = data.y_train
     if inputs.numel() * inputs.element_size() <= limits.device_data:
         inputs, labels = inputs.to(device), labels.to(device)

@@ -171,4 +171,47 @@ def test_distillation_on_streamed_data_reads_its_teacher_from_the_cache(snapshot
     assert events[0]["teacher_cache"] == "memory"
     _, events = distill(snapshot_dir, tmp_path / "standard", teacher, "standard")
     assert events[0]["teacher_cache"] == "off"
-    assert "loader draws a new view" in events[0]["teacher_cache_off"]
+    assert "loader draws new views" in events[0]["teacher_cache_off"]
+
+
+def test_a_registered_pool_streams_beside_streamed_data_and_resumes_mid_epoch(
+    snapshot_dir, tmp_path
+):
+    """A pool past the in-memory limit beside streamed labeled data: each batch draws its
+    unlabeled rows (seeded by seed, epoch and batch) through the pool's own loader, so a
+    run stopped mid-epoch and resumed ends with the uninterrupted run's weights."""
+    run(snapshot_dir, tmp_path / "teacher", job=spec(augment="none"))
+    teacher = tmp_path / "teacher" / "student.safetensors"
+    job = resolve_spec(
+        {
+            "mode": "distill",
+            "teacher": {"architecture": "cnn_small", "checkpoint": "teacher"},
+            "student": {"architecture": "cnn_small"},
+            "dataset": {"name": "ds_test", "image_size": 24, "unlabeled": "ds_pool"},
+            "regularizer": {"unlabeled": True, "unlabeled_batch_size": 4},
+            "training": {"epochs": 2, "batch_size": 8, "lr": 0.05, "seed": 3},
+        }
+    )
+    pool = StreamOptions(
+        location=str(snapshot_dir), cache=ShardCache(tmp_path / "cache", 1 << 30), workers=2
+    )
+    options = {"job": job, "teacher_path": teacher, "pool": pool}
+    whole, events = run(snapshot_dir, tmp_path / "whole", **options)
+    start = events[0]
+    assert start["data_path"] == "streamed" and start["unlabeled_inputs"] == 48  # every image
+    assert start["teacher_cache"] == "off" and "pool rows" in start["teacher_cache_off"]
+    calls = iter(range(10**6))
+    per_epoch = start["steps"] // 2
+    stop = lambda: next(calls) == per_epoch + 1  # noqa: E731
+    with pytest.raises(TrainingStopped):
+        run(snapshot_dir, tmp_path / "split", should_stop=stop, **options)
+    run(snapshot_dir, tmp_path / "split", resume=True, **options)
+    first = load_file(tmp_path / "whole" / "student.safetensors")
+    second = load_file(tmp_path / "split" / "student.safetensors")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    alone = job.model_copy(
+        update={"regularizer": job.regularizer.model_copy(update={"unlabeled": False})}
+    )
+    without, _ = run(snapshot_dir, tmp_path / "alone", **(options | {"job": alone}))
+    losses = [r["train_loss"] for r in whole["history"]]
+    assert losses != [r["train_loss"] for r in without["history"]]  # the draws are read
