@@ -146,6 +146,21 @@ def test_a_larger_one_streams_and_a_student_distills_from_it_with_augmentation(c
     assert student["status"] == "succeeded", student["error"]
     started = _start(client, student["id"])
     assert started["data_path"] == "streamed" and started["teacher_cache"] == "off"
+    assert "new views" in started["teacher_cache_off"]  # the loader's random crops
+
+    # Without the loader's crops the teacher's outputs are cached, and a registered pool
+    # (the dataset itself, labels ignored) streams beside the labeled rows, read by KD.
+    distill["dataset"]["augment"] = "none"
+    cached = client.wait(client.create_job(distill)["id"], timeout=300)
+    assert cached["status"] == "succeeded", cached["error"]
+    assert _start(client, cached["id"])["teacher_cache"] == "memory"
+    distill["dataset"]["unlabeled"] = dataset["id"]
+    distill["kd"] = {"weight": "auto", "unlabeled": True}
+    pooled = client.wait(client.create_job(distill)["id"], timeout=300)
+    assert pooled["status"] == "succeeded", pooled["error"]
+    started = _start(client, pooled["id"])
+    assert started["data_path"] == "streamed" and started["unlabeled_inputs"] == 64
+    assert started["teacher_cache"] == "off" and "pool rows" in started["teacher_cache_off"]
 
 
 def test_a_dataset_in_use_cannot_be_deleted_and_a_finished_one_can(client, photos, data_dir):
