@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,9 +100,21 @@ def train(
     ] = None,
 ) -> None:
     """Train one student from a job spec, without the service."""
-    from otrt.train_command import DataOptions, InputFiles, rank_exit_code, run_train
+    from otrt.train_command import (
+        DataOptions,
+        InputFiles,
+        rank_exit_code,
+        relaunch_as_ranks,
+        requested_ranks,
+        run_train,
+    )
+    from otrt_core.launch import under_torchrun
     from otrt_core.settings import Settings
     from otrt_core.train.distributed import join, leave
+
+    if not under_torchrun() and (ranks := requested_ranks(spec)) > 1:  # training.gpus
+        out.mkdir(parents=True, exist_ok=True)
+        raise typer.Exit(relaunch_as_ranks(ranks, sys.argv[1:], out))
 
     settings = Settings()
     group, device = join(device)  # one rank of several under torchrun (training.gpus)

@@ -159,6 +159,7 @@ def jobs(
     from rich.table import Table
 
     table = Table("id", "status", "mode", "student", "progress", "eta", "created")
+    whole_ids(table, [job["id"] for job in listed])
     for job in listed:
         eta = job.get("eta_seconds")
         table.add_row(
@@ -171,6 +172,13 @@ def jobs(
             job["created_at"][:19],
         )
     Console().print(table)
+
+
+def whole_ids(table, ids: list[str]) -> None:
+    """The table's first column never cuts an id (what a user copies): on a narrow
+    terminal the other columns wrap instead."""
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max(map(len, ids), default=2)
 
 
 def status(

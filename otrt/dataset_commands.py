@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from otrt.client_commands import Json, Key, Url, connect, emit
+from otrt.client_commands import Json, Key, Url, connect, emit, whole_ids
 
 datasets_app = typer.Typer(help="Registered datasets: a folder or bucket converted once.")
 DatasetId = Annotated[str, typer.Argument(help="ds_…")]
@@ -89,8 +89,7 @@ def list_datasets(
     from rich.table import Table
 
     table = Table("id", "name", "status", "images", "classes", "unreadable", "created")
-    table.columns[0].no_wrap = True
-    table.columns[0].overflow = "fold"
+    whole_ids(table, [dataset["id"] for dataset in listed])
     for dataset in listed:
         table.add_row(
             dataset["id"],

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from otrt.client_commands import Json, Key, Url, connect, emit, upload_local_inputs
+from otrt.client_commands import Json, Key, Url, connect, emit, upload_local_inputs, whole_ids
 
 SweepId = Annotated[str, typer.Argument(help="sweep_…")]
 sweep_app = typer.Typer(
@@ -94,6 +94,7 @@ def _print_sweep(sweep: dict) -> None:
         f"{points['planned']}/{points['total']} points"
     )
     table = Table("job", "role", "point", "seed", "values", "status", sweep["metric"], "test")
+    whole_ids(table, [trial["job_id"] or "-" for trial in sweep["trials"]])
     for trial in sweep["trials"]:
         values = ", ".join(f"{k}={json.dumps(v)}" for k, v in trial["params"].items())
         table.add_row(

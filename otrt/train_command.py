@@ -157,6 +157,32 @@ def run_train(
     return protocol.EXIT_OK
 
 
+def requested_ranks(spec_path: Path) -> int:
+    """``training.gpus`` as the spec file asks (1 when it cannot be read: the run then
+    reports what is wrong with it)."""
+    try:
+        gpus = json.loads(spec_path.read_text()).get("training", {}).get("gpus", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return gpus if isinstance(gpus, int) and gpus > 1 else 1
+
+
+def relaunch_as_ranks(ranks: int, arguments: list[str], out_dir: Path) -> int:
+    """``otrt train arguments`` again as ``ranks`` processes under torchrun, as the
+    service's workers run it; returns the exit code rank 0 wrote (torchrun's own is 0
+    or 1)."""
+    import subprocess
+
+    from otrt_core.launch import torchrun
+
+    (out_dir / protocol.EXIT_CODE).unlink(missing_ok=True)
+    done = subprocess.run([*torchrun(ranks), "-m", "otrt", *arguments])
+    try:
+        return int((out_dir / protocol.EXIT_CODE).read_text())
+    except (OSError, ValueError):
+        return done.returncode or 1
+
+
 def rank_exit_code(group: Group, code: int, out_dir: Path) -> int:
     """What this process exits with. One rank of several: rank 0 writes ``code`` to
     ``out_dir/exit_code`` and every rank that ended as planned (stopped, failed on

@@ -19,7 +19,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from otrt_core import protocol
+from otrt_core.launch import torchrun
 
 STOP_GRACE_SECONDS = 30.0
 STDERR_TAIL_BYTES = 4000
@@ -152,11 +152,15 @@ class TrainerProcess(ChildProcess):
         env: dict[str, str],
         processes: int = 1,
     ) -> None:
-        launcher = [sys.executable]
-        if processes > 1:
-            launcher += ["-m", "torch.distributed.run", "--standalone"]
-            launcher += [f"--nproc-per-node={processes}", "--no-python", sys.executable]
-        command = [*launcher, "-m", "otrt", "train", *inputs.arguments(), "--out", str(out_dir)]
+        command = [
+            *torchrun(processes),
+            "-m",
+            "otrt",
+            "train",
+            *inputs.arguments(),
+            "--out",
+            str(out_dir),
+        ]
         command += ["--device", device, "--stop-on-stdin-eof"] + (["--resume"] if resume else [])
         self.exit_code_path = out_dir / protocol.EXIT_CODE if processes > 1 else None
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -117,10 +117,10 @@ async def job_events(
 
 
 @router.get("/{job_id}/report", response_model=ReportOut, responses=problems(404))
-def job_report(request: Request, owner: Owner, job_id: str) -> ReportOut:
-    """What the finished job's student is worth (also `report.json`, and `report.html`
-    to read in a browser); 404 until the job has succeeded."""
-    return ReportOut.model_validate(service(request).report(owner, job_id))
+def job_report(request: Request, owner: Owner, job_id: str) -> Response:
+    """What the finished job's student is worth: `report.json` itself, byte for byte
+    (`report.html` shows it in a browser); 404 until the job has succeeded."""
+    return Response(service(request).report(owner, job_id), media_type="application/json")
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=problems(404))

@@ -513,13 +513,14 @@ class Service:
         self.job(owner, job_id)
         return self.store.artifacts(job_id)
 
-    def report(self, owner: str, job_id: str) -> dict[str, Any]:
-        """The job's ``report.json``; :class:`NotFound` until the job has succeeded."""
+    def report(self, owner: str, job_id: str) -> bytes:
+        """The job's ``report.json`` as stored; :class:`NotFound` until the job has
+        succeeded."""
         job = self.job(owner, job_id)
         artifact = self.store.artifact(job_id, REPORT)
         if artifact is None:
             raise NotFound(f"job {job_id} has no report: it is {job.status}")
-        return json.loads(self.storage.read_bytes(artifact.path))
+        return self.storage.read_bytes(artifact.path)
 
     def artifact(self, owner: str, job_id: str, name: str) -> StoredObject:
         """Where the job's artifact ``name`` is stored, its size and sha256."""

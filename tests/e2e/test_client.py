@@ -108,6 +108,9 @@ def test_the_cli_client(served, tmp_path):
 
     listed = json.loads(otrt_cli("jobs", "--json", served=served).stdout)
     assert job_id in [job["id"] for job in listed]
+    os.environ["COLUMNS"], narrow = "80", otrt_cli("jobs", served=served)
+    del os.environ["COLUMNS"]
+    assert job_id in narrow.stdout  # whole, at 80 columns (it was cut to job_0ff2f7…)
     assert "succeeded" in otrt_cli("status", job_id, served=served).stdout
     events = otrt_cli("events", job_id, "--json", served=served).stdout.splitlines()
     assert json.loads(events[-1])["type"] == "succeeded"

@@ -101,6 +101,8 @@ def test_a_job_runs_from_and_publishes_to_the_bucket(tmp_path, s3_endpoint, s3_b
         report.status_code == 200
         and report.json()["test_accuracy"] == job["metrics"]["test_accuracy"]
     )
+    stored = client.get(f"/v1/jobs/{job_id}/artifacts/report.json").content
+    assert report.content == stored  # one document: the route adds no nulls
 
     presigned = TestClient(
         build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket, s3_presign="on")).app

@@ -192,3 +192,26 @@ def test_two_ranks_stream_a_registered_dataset_with_a_short_last_batch(tmp_path)
     (started,) = [e for e in events if e["event"] == "start"]
     assert started["world_size"] == 2 and started["data_path"] == "streamed"
     assert len(losses(events)) == 2 and all(math.isfinite(loss) for loss in losses(events))
+
+
+def test_otrt_train_of_a_two_gpu_spec_runs_two_ranks_as_the_worker_does(tmp_path):
+    """`otrt train` by hand with training.gpus 2 relaunches itself under torchrun (it ran
+    one process and said nothing before); its exit code is rank 0's."""
+    import subprocess
+    import sys
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(SPEC | {"training": SPEC["training"] | {"gpus": 2}}))
+    command = [sys.executable, "-m", "otrt", "train", str(spec_path), "--out", str(tmp_path / "o")]
+    done = subprocess.run(
+        [*command, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | ONE_THREAD,
+    )
+    assert done.returncode == protocol.EXIT_OK, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    (started,) = [e for e in events if e["event"] == "start"]
+    assert started["world_size"] == 2
+    assert len(losses(events)) == 3  # rank 0 alone speaks
