@@ -44,10 +44,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
 
 from bench.mnist_few import paired
-from bench.reproduce import experiments, run_job
+from bench.reproduce import experiments, run_in_scratch, run_job
 from otrt.wiring import build_embedded
 from otrt_core.jobs.sweep_spec import SweepSpec
 from otrt_core.settings import Settings
@@ -364,13 +363,9 @@ def _quick(body: dict[str, Any]) -> dict[str, Any]:
 
 def run_table_row(row: TableRow, teacher: str, quick: bool) -> dict[str, Any]:
     """One job in a worker process (one torch thread): its line of the results file."""
-    torch.set_num_threads(1)
     body = table_body(row.setting, row.method, row.point, row.seed)
-    if quick:
-        body = _quick(body)
-    with tempfile.TemporaryDirectory() as out:
-        metrics = run_job(body, Path(out), Path(teacher) if "teacher" in body else None)
-        spec = json.loads((Path(out) / "spec.json").read_text())
+    body = _quick(body) if quick else body
+    metrics, spec = run_in_scratch(body, teacher)
     return {
         "setting": row.setting,
         "method": row.method,

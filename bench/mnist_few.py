@@ -174,13 +174,10 @@ def scaled_features(state: dict[str, torch.Tensor], scale: float) -> dict[str, t
 
 def run_one(row: Row, seed: int, teacher: str) -> dict[str, Any]:
     """One job in this worker process (one torch thread): its line of the results."""
-    from bench.reproduce import run_job
+    from bench.reproduce import run_in_scratch
 
-    torch.set_num_threads(1)
     body = job_body(row, seed)
-    with tempfile.TemporaryDirectory() as out:
-        metrics = run_job(body, Path(out), Path(teacher) if "teacher" in body else None)
-        spec = json.loads((Path(out) / "spec.json").read_text())
+    metrics, spec = run_in_scratch(body, teacher)
     return {
         "setting": row.setting,
         "row": row.name,

@@ -329,6 +329,15 @@ def run_job(body: dict[str, Any], out_dir: Path, teacher_path: Path | None) -> d
     return metrics
 
 
+def run_in_scratch(body: dict[str, Any], teacher: str | None) -> tuple[dict, dict]:
+    """The job in a temporary directory, on one torch thread (a worker process of a
+    table's): its metrics and the spec it resolved to (``spec.json``)."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = run_job(body, Path(out), Path(teacher) if "teacher" in body else None)
+        return metrics, json.loads((Path(out) / "spec.json").read_text())
+
+
 def job_body(
     experiment: Experiment, method: Method, params: dict[str, Any], seed: int, recipe: str
 ) -> dict:
