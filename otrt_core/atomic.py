@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PARTIAL_SUFFIX = ".part"  # what a crash mid-write leaves behind (cleaned on server start)
+_WRITER = re.compile(r"~([^~/]+)~(\d+)~")
+
+
+def writer() -> str:
+    """Who writes a partial file, for its name: this host and process. The next start on
+    this host removes what a dead process left at once, without waiting out the grace
+    that protects a live upload (another replica's, or this host's other processes')."""
+    return f"~{socket.gethostname()}~{os.getpid()}~"
+
+
+def written_by_dead_process(name: str) -> bool:
+    """Whether ``name`` is a partial file whose writer was a process of this host that
+    is gone (a name with no writer, or another host's, is never judged here)."""
+    found = _WRITER.search(name)
+    if found is None or found[1] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(found[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 @contextmanager
@@ -20,7 +45,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+        dir=target.parent, prefix=f".{target.name}.{writer()}", suffix=PARTIAL_SUFFIX
     )
     os.close(handle)
     temp = Path(name)

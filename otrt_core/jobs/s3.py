@@ -186,6 +186,16 @@ class S3Storage:
                     )
         return found
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every stored key under ``prefix`` (multipart uploads in flight are not keys)."""
+        with self._translated(f"listing {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix) + "/"
+            )
+            return [
+                self._relative(item["Key"]) for page in pages for item in page.get("Contents", [])
+            ]
+
     # --- reading -------------------------------------------------------------------------
 
     def fetch(self, key: str, sha256: str | None = None) -> Path:

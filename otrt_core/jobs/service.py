@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
+from otrt_core.atomic import PARTIAL_SUFFIX, writer, written_by_dead_process
 from otrt_core.catalog import catalog
 from otrt_core.data.image_size import image_size
 from otrt_core.errors import TooLarge, UserError
@@ -126,7 +127,7 @@ class Service:
         if purpose == "dataset" and not filename.lower().endswith((".npz", ".zip")):
             raise Invalid.at(["header", "x-filename"], "datasets are .npz or ImageFolder .zip")
         file_id = new_id("file")
-        partial = f"uploads/{file_id}.upload"
+        partial = f"uploads/{file_id}{writer()}.upload"
         try:
             stored = await self.storage.receive(partial, chunks, self.max_upload_bytes)
         except TooLarge as error:
@@ -177,11 +178,14 @@ class Service:
         """
         self.uploads.expire()
         before = time.time() - grace_seconds
+
+        def stale(prefix: str) -> set[str]:
+            old = set(self.storage.modified_before(prefix, before))
+            return old | {k for k in self.storage.keys(prefix) if written_by_dead_process(k)}
+
         recorded = self.files.paths()
-        orphans = [k for k in self.storage.modified_before("uploads", before) if k not in recorded]
-        orphans += [
-            k for k in self.storage.modified_before("artifacts", before) if k.endswith(".part")
-        ]
+        orphans = [k for k in stale("uploads") if k not in recorded]
+        orphans += [k for k in stale("artifacts") if k.endswith(PARTIAL_SUFFIX)]
         for key in orphans:
             self.storage.delete(key)
         if orphans:

@@ -58,6 +58,7 @@ class Storage(Protocol):
     def rename(self, key: str, new_key: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def modified_before(self, prefix: str, before: float) -> list[str]: ...
+    def keys(self, prefix: str) -> list[str]: ...  # every object under prefix, as it is
     def location(self, prefix: str) -> str: ...  # where a trainer reads objects under prefix
 
 
@@ -145,6 +146,10 @@ class LocalStorage:
             for path in root.rglob("*")
             if path.is_file() and path.stat().st_mtime < before
         ]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (temporary ``.part`` files included)."""
+        return self.modified_before(prefix, float("inf"))
 
 
 def valid_key(key: str) -> PurePosixPath:

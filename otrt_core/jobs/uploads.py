@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from otrt_core.atomic import writer
 from otrt_core.errors import TooLarge
 from otrt_core.jobs.refusals import Invalid, NotFound, PayloadTooLarge
 from otrt_core.jobs.storage import Storage, StoredObject
@@ -160,7 +161,7 @@ class UploadService:
             raise Invalid.at(["body"], f"parts missing: {shown} (of {state.part_count})")
         file_id = new_id("file")
         whole = await self.storage.receive(
-            f"uploads/{file_id}.upload", self._parts(state), self.max_push_bytes
+            f"uploads/{file_id}{writer()}.upload", self._parts(state), self.max_push_bytes
         )
         if state.upload.sha256 and whole.sha256 != state.upload.sha256.lower():
             self.storage.delete(whole.key)

@@ -265,3 +265,35 @@ def test_a_report_is_404_until_the_job_has_one(client, alice, bob):
     problem = assert_problem(client.get(f"/v1/jobs/{job}/report", headers=alice), 404)
     assert "it is queued" in problem["detail"]
     assert_problem(client.get(f"/v1/jobs/{job}/report", headers=bob), 404)  # not bob's
+
+
+def test_a_dead_processes_partial_uploads_go_at_the_next_start_a_live_ones_stay(parts):
+    """Partial files name their writer (host and process): at start, those of a process
+    of this host that is gone are removed at once; a live writer's stay for the grace."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from otrt_core.atomic import written_by_dead_process
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    dead, live = f"~{host}~{int(gone.stdout)}~", f"~{host}~{os.getpid()}~"
+    root = parts.service.storage.root
+    (root / "uploads").mkdir(parents=True, exist_ok=True)
+    (root / "artifacts" / "job_x").mkdir(parents=True, exist_ok=True)
+    left = {
+        "uploads/file_a" + dead + ".upload": True,
+        "artifacts/job_x/.student.onnx." + dead + "abc.part": True,
+        "uploads/file_b" + live + ".upload": False,  # an upload in flight
+        "uploads/file_c~elsewhere~1~.upload": False,  # another host's: the grace decides
+    }
+    for key in left:
+        (root / key).write_bytes(b"partial")
+    assert written_by_dead_process(dead) and not written_by_dead_process(live)
+    removed = parts.service.remove_orphans(grace_seconds=3600)
+    assert sorted(removed) == sorted(key for key, goes in left.items() if goes)
+    assert all((root / key).exists() != goes for key, goes in left.items())
