@@ -19,6 +19,7 @@ table{border-collapse:collapse}
 td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:right}
 th:first-child,td:first-child{text-align:left}.big{font-size:1.6em;font-weight:600}
 .figures{display:flex;gap:2em;flex-wrap:wrap}.note{color:#666}svg text{font:11px sans-serif}
+table.confusion td{min-width:2em;padding:.2em .4em}
 """
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 
@@ -54,8 +55,8 @@ def render(report: dict[str, Any], history: Sequence[dict], plan: np.ndarray | N
         _cost_table(report),
         "<h2>Per class</h2>",
         '<div class="figures">',
-        _heatmap(np.array(report["confusion_matrix"]), "true class", "predicted class"),
-        _bars([c["accuracy"] for c in report["per_class"]]),
+        _confusion(report["confusion_matrix"], [str(c["class"]) for c in report["per_class"]]),
+        _bars([(str(c["class"]), c["accuracy"]) for c in report["per_class"]]),
         "</div>",
         "<h2>Calibration</h2>",
         _reliability(report["reliability"]),
@@ -147,37 +148,85 @@ def _pooled(matrix: np.ndarray, limit: int) -> np.ndarray:
     return matrix
 
 
-def _bars(values: Sequence[float | None]) -> str:
-    """Per-class accuracy as bars (0 to 100%)."""
-    width = max(6, min(30, 400 // max(1, len(values))))
+MAX_LABELED_CLASSES = 40  # past it the confusion matrix is a heatmap without names
+
+
+def _confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """The confusion matrix as a table: class names on both sides, counts in cells shaded
+    by their share of the row (a heatmap when the classes are too many to name)."""
+    counts = np.asarray(matrix)
+    if len(classes) > MAX_LABELED_CLASSES:
+        return _heatmap(counts, "true class", "predicted class")
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in classes)
+    rows = []
+    for name, row in zip(classes, counts, strict=True):
+        total = max(int(row.sum()), 1)
+        cells = "".join(
+            f'<td style="background:rgba(31,119,180,{0.85 * n / total:.2f})">{n}</td>' for n in row
+        )
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return (
+        '<figure><table class="confusion"><tr><th>true \\ predicted</th>'
+        f"{head}</tr>{''.join(rows)}</table>"
+        "<figcaption>rows: true class; columns: predicted class</figcaption></figure>"
+    )
+
+
+def _bars(values: Sequence[tuple[str, float | None]]) -> str:
+    """Per-class accuracy as bars (0 to 100%), each named under it."""
+    width = max(14, min(30, 400 // max(1, len(values))))
     bars = "".join(
-        f'<rect x="{30 + i * width}" y="{10 + 150 * (1 - v)}" width="{width - 1}" '
-        f'height="{150 * v}" fill="{PALETTE[0]}"><title>class {i}: {percent(v)}</title></rect>'
-        for i, v in enumerate(values)
+        f'<rect x="{40 + i * width}" y="{10 + 150 * (1 - v)}" width="{width - 2}" '
+        f'height="{150 * v}" fill="{PALETTE[0]}"><title>{html.escape(name)}: {percent(v)}'
+        f"</title></rect>"
+        for i, (name, v) in enumerate(values)
         if v is not None
     )
+    names = "".join(
+        f'<text transform="translate({40 + i * width + width / 2},166) rotate(60)">'
+        f"{html.escape(name[:14])}</text>"
+        for i, (name, _) in enumerate(values)
+    )
     return (
-        f'<svg width="{40 + len(values) * width}" height="185" role="img" '
-        f'aria-label="accuracy per class">{bars}<text x="30" y="180">accuracy per class '
-        f"(0–100%)</text></svg>"
+        f'<svg width="{60 + len(values) * width}" height="260" role="img" '
+        f'aria-label="accuracy per class">{_y_ticks(40, 10, 150, "%")}{bars}{names}'
+        f'<text x="40" y="255">accuracy per class</text></svg>'
+    )
+
+
+def _y_ticks(x: float, top: float, height: float, unit: str) -> str:
+    """0, 50 and 100 on a vertical axis at ``x`` from ``top`` down ``height`` pixels."""
+    return (
+        f'<line x1="{x - 2}" y1="{top}" x2="{x - 2}" y2="{top + height}" stroke="#999"/>'
+        + "".join(
+            f'<text x="{x - 6}" y="{top + height * (1 - f) + 4}" text-anchor="end">'
+            f"{round(100 * f)}{unit}</text>"
+            for f in (0.0, 0.5, 1.0)
+        )
     )
 
 
 def _reliability(bins: Sequence[dict]) -> str:
-    """Accuracy against confidence per bin, beside the diagonal of perfect calibration."""
-    size = 220
+    """Accuracy against confidence per bin, beside the diagonal of perfect calibration;
+    both axes from 0 to 100%."""
+    size, left = 220, 40
     bars = "".join(
-        f'<rect x="{30 + b["low"] * size}" y="{10 + (1 - b["accuracy"]) * size}" '
+        f'<rect x="{left + b["low"] * size}" y="{10 + (1 - b["accuracy"]) * size}" '
         f'width="{(b["high"] - b["low"]) * size - 1}" height="{b["accuracy"] * size}" '
         f'fill="{PALETTE[0]}"><title>confidence {percent(b["confidence"])}: accuracy '
         f"{percent(b['accuracy'])} over {b['count']}</title></rect>"
         for b in bins
     )
-    diagonal = f'<line x1="30" y1="{10 + size}" x2="{30 + size}" y2="10" stroke="#d62728"/>'
+    diagonal = f'<line x1="{left}" y1="{10 + size}" x2="{left + size}" y2="10" stroke="#d62728"/>'
+    x_ticks = "".join(
+        f'<text x="{left + f * size}" y="{size + 24}" text-anchor="middle">{round(100 * f)}%</text>'
+        for f in (0.0, 0.5, 1.0)
+    )
     return (
-        f'<svg width="{size + 40}" height="{size + 40}" role="img" '
-        f'aria-label="reliability diagram">{bars}{diagonal}'
-        f'<text x="30" y="{size + 30}">confidence → (bars: accuracy)</text></svg>'
+        f'<svg width="{size + left + 20}" height="{size + 50}" role="img" '
+        f'aria-label="reliability diagram">{_y_ticks(left, 10, size, "%")}{bars}{diagonal}'
+        f'{x_ticks}<text x="{left}" y="{size + 44}">confidence → (bars: accuracy; '
+        "line: perfect calibration)</text></svg>"
     )
 
 
@@ -200,11 +249,14 @@ def _curves(history: Sequence[dict], keys: Sequence[str], label: str) -> str:
         f'points="{" ".join(xy(e, v) for e, v in points)}"><title>{key}</title></polyline>'
         for i, (key, points) in enumerate(series.items())
     )
-    legend = ", ".join(f'<tspan fill="{PALETTE[i]}">{k}</tspan>' for i, k in enumerate(keys))
+    legend = "".join(
+        f'<text x="30" y="{height + 44 + 14 * i}" fill="{PALETTE[i]}">— {k}</text>'
+        for i, k in enumerate(keys)
+    )
     return (
-        f'<svg width="{width + 40}" height="{height + 40}" role="img" aria-label="{label}">'
-        f'{lines}<text x="30" y="{height + 32}">{label} by epoch ({high:.3g} top, '
-        f"{low:.3g} bottom): {legend}</text></svg>"
+        f'<svg width="{width + 40}" height="{height + 50 + 14 * len(keys)}" role="img" '
+        f'aria-label="{label}">{lines}<text x="30" y="{height + 28}">{label} by epoch '
+        f"(1 to {epochs}; {high:.3g} top, {low:.3g} bottom)</text>{legend}</svg>"
     )
 
 
