@@ -7,6 +7,10 @@ memory. Then, from this process, over loopback:
 - submits tiny jobs one after another and reports submit -> running latency
   from the server's own timestamps (``started_at - created_at``);
 - starts a longer job, which trains during the load (one torch thread);
+- with ``--submits N``, uploads N teachers (each its own weights) and times each
+  ``POST /v1/jobs`` of a distill job from one of them while the job trains: the
+  submission builds the teacher's architecture to check the weights fit, in a
+  warm inspector child (``otrt_core.jobs.inspectors``);
 - sends ``GET /v1/jobs/{id}`` and ``GET /v1/jobs`` at a fixed rate, open loop:
   request i is due at t0 + i / rate whatever earlier ones took, and its latency
   counts from that due time (a late sender does not hide a slow server). It
@@ -95,6 +99,39 @@ def fixed_rate(
     return latencies, errors, total / (last_answer[0] - start)
 
 
+def timed_submits(client: httpx.Client, scratch: Path, count: int) -> list[float]:
+    """Seconds of each ``POST /v1/jobs`` of a distill job whose teacher is a newly uploaded
+    file (its own random weights: nothing cached from an earlier check)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from otrt_core.models import build_model
+
+    seconds = []
+    for n in range(count):
+        torch.manual_seed(n)
+        path = scratch / f"teacher{n}.safetensors"
+        model = build_model("cnn", input_shape=(1, 8, 8), num_classes=10)
+        save_file(model.state_dict(), path)
+        headers = {"X-Filename": path.name}
+        uploaded = client.post(
+            "/v1/files?purpose=teacher", content=path.read_bytes(), headers=headers
+        )
+        body = {
+            "mode": "distill",
+            "teacher": {"architecture": "cnn", "checkpoint": uploaded.json()["id"]},
+            "student": {"architecture": "cnn_small"},
+            "dataset": {"name": "digits"},
+            "training": {"epochs": 1},
+        }
+        started = time.perf_counter()
+        answer = client.post("/v1/jobs", json=body)
+        seconds.append(time.perf_counter() - started)
+        assert answer.status_code == 201, answer.text
+        client.post(f"/v1/jobs/{answer.json()['id']}/cancel")
+    return seconds
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("VmRSS:"))
@@ -136,6 +173,9 @@ def main() -> None:
         default=True,
         help="a job trains during the load",
     )
+    parser.add_argument(
+        "--submits", type=int, default=0, help="distill jobs submitted with new teachers"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     report: dict = {"benchmark": "service_load", "load_average_start": os.getloadavg()}
@@ -164,6 +204,7 @@ def main() -> None:
                 training and client.get(f"/v1/jobs/{training}").json()["progress"]["steps"] is None
             ):
                 time.sleep(0.1)  # until its trainer has started training
+            submits = timed_submits(client, Path(data_dir), args.submits)
             paths = [f"/v1/jobs/{job_id}", "/v1/jobs"]
             latencies, errors, achieved = fixed_rate(
                 base_url, headers, paths, args.rate, args.seconds
@@ -184,6 +225,10 @@ def main() -> None:
         "list_jobs": summary(latencies[paths[1]]),
         "training_meanwhile": {"job": TRAINING_JOB["student"], "progress": trained},
         "dispatch_seconds": {"median": statistics.median(dispatch), "max": max(dispatch)},
+        # The first may wait for the warm inspector's own start (its torch import).
+        "submit_with_new_teacher": summary(submits) if submits else None,
+        "submit_with_new_teacher_after_the_first": summary(submits[1:]) if submits else None,
+        "every_submit_seconds": submits,
         "goals": {"status_p99_ms": 20.0, "dispatch_seconds": 0.5, "idle_rss_mb": 200.0},
         "load_average_end": os.getloadavg(),
     }

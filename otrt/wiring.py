@@ -28,7 +28,7 @@ from otrt_core.jobs.dataset_store import DatasetStore
 from otrt_core.jobs.db import make_engine, make_sessions, migrate
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileRecords
-from otrt_core.jobs.inspection import InspectionLimits
+from otrt_core.jobs.inspection import InspectionLimits, warm_up
 from otrt_core.jobs.keys import KeyStore, Quota
 from otrt_core.jobs.s3 import S3Storage
 from otrt_core.jobs.service import Service
@@ -249,6 +249,8 @@ def _app(
         upload_expiry=timedelta(seconds=settings.upload_expiry_seconds),
     )
     service.remove_orphans(settings.orphan_grace_seconds)
+    # The first submission that checks a model should not wait for torch's import.
+    threading.Thread(target=warm_up, args=(service.inspection,), daemon=True).start()
     return create_app(
         AppParts(
             engine=parts.engine,

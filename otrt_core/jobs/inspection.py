@@ -8,10 +8,11 @@ arrays or an ImageFolder ``.zip``, whose decoded size is read from headers and
 capped before anything is decoded (``otrt_core.data.uploads``).
 
 Untrusted bytes are never parsed in the API's process: :func:`inspect_upload`
-runs ``python -m otrt_core.jobs.inspection`` with its data segment
-(``RLIMIT_DATA``), CPU time and wall time bounded, and reads one JSON line back.
-A file that slips past the header checks then kills a child, never the API,
-and the API never imports torch or numpy for it.
+asks a warm child (``python -m otrt_core.jobs.inspection``, kept by
+``otrt_core.jobs.inspectors``) with its data segment (``RLIMIT_DATA``) and each
+request's wall time bounded, and reads one JSON line back. A file that slips
+past the header checks then kills a child, never the API, and the API never
+imports torch or numpy for it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import resource
-import subprocess
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +44,7 @@ log = logging.getLogger("otrt.inspection")
 @dataclass(frozen=True)
 class InspectionLimits:
     max_decoded_bytes: int = 2 << 30
-    cpu_seconds: int = 120
-    wall_seconds: float = 300.0
+    wall_seconds: float = 300.0  # per file, enforced by the parent (it kills the child)
 
 
 def storage_suffix(purpose: str, filename: str, head: bytes) -> str:
@@ -101,38 +100,33 @@ def architecture_layers(
     return _run_child(["layers", architecture, shape], limits)["layers"]
 
 
+def warm_up(limits: InspectionLimits) -> None:
+    """Starts an inspector child for ``limits`` now (the API calls it as it starts)."""
+    from otrt_core.jobs.inspectors import inspectors
+
+    inspectors(_child_limits(limits)).start_one()
+
+
+def _child_limits(limits: InspectionLimits):
+    from otrt_core.jobs.inspectors import ChildLimits
+
+    return ChildLimits(limits.max_decoded_bytes + BASELINE_DATA_BYTES, limits.wall_seconds)
+
+
 def _run_child(arguments: list[str], limits: InspectionLimits) -> dict[str, Any]:
-    """The child's verdict; :class:`TooLarge` or :class:`UserError` if it has none."""
+    """A warm child's verdict (``otrt_core.jobs.inspectors``); :class:`TooLarge` or
+    :class:`UserError` if it has none."""
+    from otrt_core.jobs.inspectors import inspectors
 
-    def limit_child() -> None:
-        data = limits.max_decoded_bytes + BASELINE_DATA_BYTES
-        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-
-    command = [sys.executable, "-m", "otrt_core.jobs.inspection", *arguments]
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=limits.wall_seconds,
-            preexec_fn=limit_child,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise UserError("the upload could not be inspected in time") from None
-    lines = done.stdout.strip().splitlines()
-    verdict = json.loads(lines[-1]) if lines else {}
-    if done.returncode != 0:
-        log.warning("inspecting %s: exit %d\n%s", arguments, done.returncode, done.stderr[-4000:])
-    if "error" not in verdict and done.returncode == 0 and verdict:
+    verdict = inspectors(_child_limits(limits)).ask(arguments)
+    if "error" not in verdict:
         return verdict
-    if verdict.get("too_large") or done.returncode < 0:  # killed: out of memory or CPU time
+    if verdict.get("too_large"):
         raise TooLarge(
-            verdict.get("error")
+            verdict["error"]
             or f"reading the upload needs more than the limit of {limits.max_decoded_bytes} bytes"
         )
-    raise UserError(verdict.get("error") or "the upload could not be read")
+    raise UserError(verdict["error"])
 
 
 # --- the child: parse the file, print one JSON line ------------------------------------
@@ -321,32 +315,40 @@ def layer_names(architecture: str, input_shape: tuple[int, ...]) -> list[str]:
     return list(skeleton(architecture, input_shape=input_shape).layer_names)
 
 
-def main(argv: list[str]) -> int:
-    """``python -m otrt_core.jobs.inspection teacher|dataset PATH MAX_DECODED_BYTES``,
-    ``… fit PATH ARCHITECTURE INPUT_SHAPE_JSON`` or ``… layers ARCHITECTURE
-    INPUT_SHAPE_JSON``: prints one JSON verdict."""
+def verdict_on(argv: list[str]) -> dict[str, Any]:
+    """``teacher|dataset PATH MAX_DECODED_BYTES``, ``fit PATH ARCHITECTURE
+    INPUT_SHAPE_JSON`` or ``layers ARCHITECTURE INPUT_SHAPE_JSON``: the JSON verdict."""
     task, path = argv[0], Path(argv[1])
     try:
-        verdict: dict[str, Any]
         if task == "layers":
-            verdict = {"layers": layer_names(argv[1], tuple(json.loads(argv[2])))}
-        elif task == "fit":
-            verdict = {"misfit": fit_verdict(path, argv[2], tuple(json.loads(argv[3])))}
-        elif task == "teacher":
+            return {"layers": layer_names(argv[1], tuple(json.loads(argv[2])))}
+        if task == "fit":
+            return {"misfit": fit_verdict(path, argv[2], tuple(json.loads(argv[3])))}
+        if task == "teacher":
             file_format, details = inspect_teacher(path)
-            verdict = {"format": file_format, "details": details}
         else:
             file_format, details = inspect_dataset(path, int(argv[2]))
-            verdict = {"format": file_format, "details": details}
+        return {"format": file_format, "details": details}
     except TooLarge as error:
-        verdict = {"error": str(error), "too_large": True}
+        return {"error": str(error), "too_large": True}
     except MemoryError:
-        verdict = {"error": "reading the upload needs more memory than allowed", "too_large": True}
+        return {"error": "reading the upload needs more memory than allowed", "too_large": True}
     except UserError as error:
-        verdict = {"error": str(error)}
-    print(json.dumps(verdict), flush=True)
+        return {"error": str(error)}
+
+
+def serve() -> int:
+    """The warm child: one request (a JSON list of arguments) per stdin line, one verdict
+    per stdout line, until stdin ends. Whatever a library prints goes to stderr."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    import torch  # noqa: F401  (once, before the first request: what keeps the child warm)
+
+    for line in sys.stdin:
+        replies.write(json.dumps(verdict_on(json.loads(line))) + "\n")
+        replies.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(serve())
