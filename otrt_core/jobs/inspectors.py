@@ -60,25 +60,26 @@ class Child:
             preexec_fn=limit_child,
         )
 
-    def ask(self, arguments: list[str]) -> dict[str, Any]:
-        """The child's verdict on ``arguments``; when it has none (out of time, or dead),
-        one that says why, and the child is killed."""
+    def ask(self, arguments: list[str]) -> dict[str, Any] | None:
+        """The child's verdict on ``arguments``; one that says so when it ran out of time
+        (the child is killed); None when the child is dead (:meth:`died`)."""
         try:
             self.process.stdin.write(json.dumps(arguments) + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            return self._failed()
+            return None
         ready, _, _ = select.select([self.process.stdout], [], [], self.limits.wall_seconds)
         if not ready:
             self.kill()
             return {"error": "the upload could not be inspected in time"}
         line = self.process.stdout.readline()
         if not line:  # dead: killed by the kernel for memory, say
-            return self._failed()
+            return None
         self.answered += 1
         return json.loads(line)
 
-    def _failed(self) -> dict[str, Any]:
+    def died(self) -> dict[str, Any]:
+        """The verdict on the request a child died on."""
         code = self.process.wait()
         log.warning("an inspector child ended with exit code %s", code)
         if code < 0:  # killed by a signal: out of memory
@@ -118,6 +119,12 @@ class Inspectors:
                     child.kill()
                 child = Child(self.limits)
             verdict = child.ask(arguments)
+            if verdict is None and child.answered:  # it died between requests: not this one's
+                child.kill()
+                child = Child(self.limits)
+                verdict = child.ask(arguments)
+            if verdict is None:
+                verdict = child.died()
             if "error" in verdict:  # what failed may have left the child unwell
                 child.kill()
                 child = None
