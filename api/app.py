@@ -9,11 +9,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-import otrt
 from api import errors
 from api.limits import BodyLimit, RateLimiter
 from api.routes import catalog, dashboard, datasets, files, jobs, ops, sweeps, uploads
 from api.telemetry import LatencyMiddleware, make_registry
+from otrt_core import __version__
 from otrt_core.jobs.keys import KeyStore, Quota
 from otrt_core.jobs.service import Service
 from otrt_core.settings import Settings
@@ -34,7 +34,7 @@ class AppParts:
 def create_app(parts: AppParts) -> FastAPI:
     app = FastAPI(
         title="otrt",
-        version=otrt.__version__,
+        version=__version__,
         description="Representation transfer by optimal transport: distillation and transfer "
         "jobs over HTTP. Errors are RFC 9457 problem documents.",
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},

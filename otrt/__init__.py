@@ -3,8 +3,6 @@
 ``otrt.Client`` is the Python SDK; importing it imports httpx, never torch.
 """
 
-__version__ = "0.1.0"
-
 from otrt.client import (
     ApiError,
     Client,
@@ -15,6 +13,7 @@ from otrt.client import (
     TooLarge,
     Unauthorized,
 )
+from otrt_core import __version__
 
 __all__ = [
     "ApiError",

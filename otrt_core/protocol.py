@@ -139,7 +139,10 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class Warning:
+class Warned:
+    """Something the user should know of a run that goes on (a collapse, an export that
+    differs): shown as a `warning` event."""
+
     kind: ClassVar[str] = "warning"
     message: str
 
@@ -210,7 +213,7 @@ Event = (
     | Step
     | Epoch
     | Plan
-    | Warning
+    | Warned
     | Checkpointed
     | Stopped
     | Error
@@ -225,7 +228,7 @@ EVENT_TYPES: dict[str, type] = {
         Step,
         Epoch,
         Plan,
-        Warning,
+        Warned,
         Checkpointed,
         Stopped,
         Error,

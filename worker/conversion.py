@@ -77,7 +77,7 @@ class ConversionFollower:
                 self._progress(event)
             case protocol.Converted():
                 self.details = event.details
-            case protocol.Error() | protocol.Warning():
+            case protocol.Error() | protocol.Warned():
                 message = self.executor.one_line(event.message)
                 if isinstance(event, protocol.Error):
                     self.error = message

@@ -464,7 +464,7 @@ class Follower:
                 self._event(
                     "epoch", f"{message}: {accuracy}, train loss {event.train_loss:.4g}", record
                 )
-            case protocol.Error() | protocol.Warning():
+            case protocol.Error() | protocol.Warned():
                 message = self.clean(event.message)
                 if isinstance(event, protocol.Error):
                     self.error = message

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-from otrt_core.atomic import atomic_path
 
 # Timed runs of each batch size after one warm-up run: enough for a stable median of
 # small models, a few seconds at most for large ones.
@@ -91,44 +88,3 @@ def onnx_logits(path: Path, x: np.ndarray, threads: int, batch_size: int = 256) 
             for start in range(0, len(x), batch_size)
         ]
     )
-
-
-def quantize_int8(float_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
-    """Static int8 quantization (QDQ, int8 weights and activations) of the graph, with the
-    activation ranges calibrated on ``calibration`` inputs, written atomically.
-
-    The graph is first prepared as onnxruntime's tooling asks (shape inference and
-    graph optimizations, ``quant_pre_process``).
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Inputs(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 32)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {ONNX_INPUT: batch}
-
-    with tempfile.TemporaryDirectory() as scratch, atomic_path(int8_path) as temp:
-        prepared = Path(scratch) / "prepared.onnx"
-        try:
-            quant_pre_process(float_path, prepared)
-        except Exception:
-            # (a Reshape to a computed shape, as in a converted graph's flatten): ONNX's
-            # own shape inference then does without it.
-            quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(temp),
-            Inputs(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-        )

@@ -26,11 +26,10 @@ from otrt_core.report.cost import (
     macs_per_input,
     onnx_logits,
     parameter_count,
-    quantize_int8,
 )
 from otrt_core.report.html import render
 from otrt_core.report.stats import prediction_report
-from otrt_core.train.export import export_onnx
+from otrt_core.train.export import export_onnx, quantize_int8
 from otrt_core.train.predict import input_batches, predict
 from otrt_core.train.setup import Run
 
@@ -81,7 +80,7 @@ def write_report(
     report["int8"] = _int8(run, student_onnx, out_dir / protocol.STUDENT_INT8, report, threads)
     report["collapsed"] = collapsed
     if report["int8"].get("warning"):
-        emit(protocol.Warning(message=report["int8"]["warning"]))
+        emit(protocol.Warned(message=report["int8"]["warning"]))
     with atomic_path(out_dir / protocol.REPORT) as temp:
         temp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(out_dir / protocol.REPORT_HTML) as temp:

@@ -241,7 +241,7 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         emit(protocol.Epoch(**record))
     if out_of_patience(spec, progress):
         emit(
-            protocol.Warning(
+            protocol.Warned(
                 message=f"stopped early after epoch {progress.epoch}: validation accuracy has "
                 f"not improved for {spec.training.patience} epochs "
                 f"(best {progress.best_val_accuracy:.1%} at epoch {progress.best_epoch})"
@@ -527,7 +527,7 @@ def write_outputs(
     onnx = export_onnx(student, sample, out_dir / STUDENT_ONNX)
     metrics["onnx"] = {"max_abs_diff": onnx.max_abs_diff, "ok": onnx.ok}
     if not onnx.ok:
-        emit(protocol.Warning(message=f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"))
+        emit(protocol.Warned(message=f"ONNX outputs differ by {onnx.max_abs_diff:.2e}"))
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / RESOLVED_SPEC).write_text(spec.model_dump_json(indent=2) + "\n")
     plan = None
@@ -562,7 +562,7 @@ def collapsed(run: Run, progress: Progress, test_accuracy: float, emit: Emit) ->
     final = test_accuracy if math.isfinite(test_accuracy) else progress.best_val_accuracy
     why = collapse_warning(progress.history, final, run.data.num_classes, run.spec.regularizer.kind)
     if why is not None:
-        emit(protocol.Warning(message=why))
+        emit(protocol.Warned(message=why))
     return why is not None
 
 

@@ -7,8 +7,7 @@ import torch
 
 from otrt_core.models import small
 from otrt_core.models.graph import GraphModel
-from otrt_core.report.cost import quantize_int8
-from otrt_core.train.export import export_onnx
+from otrt_core.train.export import export_onnx, quantize_int8
 
 
 def test_a_converted_graph_with_computed_reshapes_quantizes(tmp_path):
