@@ -39,6 +39,7 @@ from otrt_core.jobs.files import FileNotFound
 from otrt_core.jobs.store import Lease
 from otrt_core.jobs.tables import Job
 from worker.runner import ChildProcess
+from worker.stops import StopReason
 
 log = logging.getLogger("otrt.worker")
 CONVERTER_DATA_BYTES = 3 << 30  # the converter's data segment: one large photo at a time
@@ -139,12 +140,12 @@ def run_conversion(
         executor.end(lease, states.QUEUED, "the executor was interrupted; requeued to resume")
         raise
     code = child.wait()
-    if reason == "lease_lost":
+    if reason == StopReason.LEASE_LOST:
         return reason
-    if reason == "cancel":
+    if reason == StopReason.CANCEL:
         datasets.update(lease, status=FAILED, error={"code": "cancelled", "message": "cancelled"})
         return executor.end(lease, states.CANCELLED, "cancelled; the converter stopped")
-    if reason == "shutdown":
+    if reason == StopReason.SHUTDOWN:
         return executor.end(lease, states.QUEUED, "stopped; requeued to resume")
     if code == protocol.EXIT_OK and follower.details is not None:
         _store_snapshot(executor, job.dataset_id, snapshot)
@@ -160,7 +161,7 @@ def run_conversion(
         return executor.end(lease, states.SUCCEEDED, message, progress={"fraction": 1.0})
     if code == protocol.EXIT_INVALID and follower.error:
         return _failed(executor, datasets, lease, protocol.INVALID_INPUT, follower.error)
-    if reason == "time_limit":
+    if reason == StopReason.TIME_LIMIT:
         return _failed(
             executor, datasets, lease, protocol.TIME_LIMIT, "the conversion ran too long"
         )

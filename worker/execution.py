@@ -20,14 +20,15 @@ from otrt_core import protocol
 from otrt_core.jobs import states
 from otrt_core.jobs.dataset_store import CONVERSION, DatasetNotFound, DatasetStore
 from otrt_core.jobs.files import FileNotFound, FileRecords
+from otrt_core.jobs.states import TERMINAL as SWEEP_ENDED
 from otrt_core.jobs.storage import Storage, StorageUnavailable
 from otrt_core.jobs.store import JobStore, Lease
-from otrt_core.jobs.sweep_store import TERMINAL as SWEEP_ENDED
 from otrt_core.jobs.sweeps import SweepRunner
 from otrt_core.jobs.tables import Artifact, Job
 from otrt_core.jobs.workers import WorkerRegistry
 from worker.conversion import ConversionLimits, run_conversion
 from worker.runner import END_OF_OUTPUT, TrainerInputs, TrainerProcess
+from worker.stops import StopReason
 from worker.tracking import NoTracking, Tracker
 
 log = logging.getLogger("otrt.worker")
@@ -78,7 +79,7 @@ class Executor:
         """Claims the job fair order starts next and runs it to an end; returns how it ended.
 
         ``None``: no job may start now. Else the job's status afterwards, or
-        ``"lease_lost"`` when it was fenced off.
+        ``StopReason.LEASE_LOST`` when it was fenced off.
         """
         lease = self.store.claim_next(
             self.name, self.lease_seconds, self.default_max_running, self.devices
@@ -163,14 +164,15 @@ class Executor:
     def _on_epoch(self, job: Job, out_dir: Path, record: dict[str, Any]) -> str | None:
         """After each epoch: its metrics to the tracker, and with a shared store the
         checkpoint the trainer has just written, so that any host can resume from it.
-        Returns ``"pruned"`` when the job is a sweep's trial that early stopping ends."""
+        Returns ``StopReason.PRUNED`` when the job is a sweep's trial that early stopping
+        ends."""
         self.tracker.epoch(job.id, record)
         self._push_checkpoint(job.id, out_dir)
         last_epoch = record["step"] >= record["steps"]  # stopping it now would save nothing
         if job.sweep_id is None or self.sweeps is None or last_epoch:
             return None
         try:
-            return "pruned" if self.sweeps.should_stop(job) else None
+            return StopReason.PRUNED if self.sweeps.should_stop(job) else None
         except Exception:  # the trial goes on; the decision comes at its next epoch
             log.warning("job %s: early stopping could not decide", job.id, exc_info=True)
             return None
@@ -284,12 +286,12 @@ class Executor:
         """Renews the lease; returns why the trainer must stop now, if it must."""
         cancel = self.store.renew(lease, self.lease_seconds)
         if cancel is None:
-            return "lease_lost"
+            return StopReason.LEASE_LOST
         if cancel:
-            return "cancel"
+            return StopReason.CANCEL
         if time.monotonic() > deadline:
-            return "time_limit"
-        return "shutdown" if shutting_down() else None
+            return StopReason.TIME_LIMIT
+        return StopReason.SHUTDOWN if shutting_down() else None
 
     def _finish(
         self,
@@ -300,12 +302,12 @@ class Executor:
         trainer: TrainerProcess,
         out_dir: Path,
     ) -> str:
-        if reason == "lease_lost":
+        if reason == StopReason.LEASE_LOST:
             return reason
         job_id = lease.job_id
-        if reason == "cancel":
+        if reason == StopReason.CANCEL:
             return self.end(lease, states.CANCELLED, "cancelled; the trainer stopped")
-        if reason == "pruned":
+        if reason == StopReason.PRUNED:
             epoch = follower.progress.get("epoch")
             message = f"stopped by its sweep's early stopping (ASHA) after epoch {epoch}"
             return self.end(
@@ -316,9 +318,9 @@ class Executor:
                 progress=follower.progress,
                 error={"code": protocol.PRUNED, "message": message},
             )
-        if reason == "time_limit":
+        if reason == StopReason.TIME_LIMIT:
             message = "the attempt outlived max_runtime_s and its grace; the trainer was stopped"
-            return self.fail(lease, "time_limit", message)
+            return self.fail(lease, protocol.TIME_LIMIT, message)
         if code == protocol.EXIT_OK:
             self._publish(lease, out_dir, protocol.ARTIFACTS)
             done = follower.done
@@ -332,7 +334,7 @@ class Executor:
                 progress=follower.progress | {"fraction": 1.0},
                 eta_seconds=0.0,
             )
-        if code == protocol.EXIT_STOPPED or reason == "shutdown":
+        if code == protocol.EXIT_STOPPED or reason == StopReason.SHUTDOWN:
             return self.end(lease, states.QUEUED, "stopped with a checkpoint; requeued to resume")
         if code in (protocol.EXIT_INVALID, protocol.EXIT_DIVERGED) and follower.error:
             diverged = code == protocol.EXIT_DIVERGED

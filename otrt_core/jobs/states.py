@@ -9,14 +9,32 @@ attempts).
 
 from __future__ import annotations
 
-QUEUED = "queued"
-RUNNING = "running"
-CANCELLING = "cancelling"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
+from enum import StrEnum
 
-STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SweepStatus(StrEnum):
+    """A sweep's: ``running -> succeeded | failed | cancelled``, ``cancelling`` between."""
+
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+QUEUED, RUNNING, CANCELLING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING
+SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+STATUSES = tuple(JobStatus)
+# A job's or a sweep's end (a StrEnum equals its value: one set serves both).
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 LIVE = frozenset({QUEUED, RUNNING, CANCELLING})
 

@@ -16,16 +16,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from otrt_core.jobs.states import TERMINAL, SweepStatus
 from otrt_core.jobs.store import Page, newest_page
 from otrt_core.jobs.tables import Job, Sweep, SweepEvent, utcnow
 
-RUNNING = "running"
-CANCELLING = "cancelling"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATUSES = (RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+RUNNING, CANCELLING = SweepStatus.RUNNING, SweepStatus.CANCELLING
+SUCCEEDED, FAILED, CANCELLED = SweepStatus.SUCCEEDED, SweepStatus.FAILED, SweepStatus.CANCELLED
+STATUSES = tuple(SweepStatus)
 
 # Where a sweep stands, as far as advancing it goes: its version and how many of its
 # jobs are in each status. Every change a sweep reacts to moves one of them.
