@@ -105,7 +105,7 @@ class Executor:
             resume=resume,
             device=self.device,
             env=self.trainer_env or {},
-            processes=job.spec["training"].get("gpus", 1),
+            processes=job.training_spec.training.gpus,
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
         self.tracker.start(job_id, job.spec)
@@ -204,7 +204,7 @@ class Executor:
         if job.dataset_file_id:
             dataset = self._local(job.dataset_file_id, job.owner)
         shards = self._snapshot(job.dataset_id) if job.dataset_id else None
-        pool = job.spec["dataset"].get("unlabeled")
+        pool = job.training_spec.dataset.unlabeled
         init = self._local(job.init_file_id, job.owner) if job.init_file_id else None
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "job-spec.json"

@@ -253,7 +253,7 @@ class Service:
         try:
             job, created = self.store.create(
                 owner,
-                spec.model_dump(mode="json"),
+                spec,
                 spec.metadata,
                 progress,
                 inputs=inputs,

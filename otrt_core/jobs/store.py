@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.jobs import states
 from otrt_core.jobs.tables import ApiKey, Artifact, Job, JobEvent, JobMetric, utcnow
+from otrt_core.spec import JobSpec
 
 CLAIM_RETRIES = 8  # fair-order picks lost to another executor before giving up for now
 
@@ -96,7 +97,7 @@ class JobStore:
     def create(
         self,
         owner: str,
-        spec: dict[str, Any],
+        spec: JobSpec | dict[str, Any],  # a training job's; a conversion's request
         metadata: dict[str, str],
         progress: dict[str, Any],
         *,
@@ -119,6 +120,8 @@ class JobStore:
         back (``created`` false) if the request hash matches, else
         :class:`IdempotencyConflict`.
         """
+        if kind == "train" and not isinstance(spec, JobSpec):
+            raise TypeError("a training job's spec is a JobSpec")
         if idempotency_key is not None:
             earlier = self.by_idempotency_key(owner, idempotency_key, request_hash)
             if earlier is not None:
@@ -127,7 +130,7 @@ class JobStore:
             id=job_id or new_id("job"),
             owner=owner,
             status=states.QUEUED,
-            spec=spec,
+            spec=spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec,
             job_metadata=metadata,
             progress=progress,
             metrics={},
@@ -135,7 +138,7 @@ class JobStore:
             request_hash=request_hash,
             key_id=key_id,
             priority=priority,
-            gpus=spec.get("training", {}).get("gpus", 1 if kind == "train" else 0),
+            gpus=spec.training.gpus if isinstance(spec, JobSpec) else 0,
             sweep_id=sweep_id,
             kind=kind,
             **(inputs or {}),
@@ -223,7 +226,10 @@ class JobStore:
                     Job.kind == "train", Job.status.in_(states.LIVE)
                 )
             ).all()
-        return sum(dataset_id in (data, spec["dataset"].get("unlabeled")) for data, spec in live)
+        return sum(
+            dataset_id in (data, JobSpec.model_validate(spec).dataset.unlabeled)
+            for data, spec in live
+        )
 
     def queued_count(self, *, key_id: str | None, owner: str) -> int:
         """Jobs waiting to run that count against ``key_id`` (or ``owner``, without a key)."""

@@ -65,7 +65,7 @@ def _planned(sweep_id: str, role: str, point: int | None, seed: int) -> dict[str
 def job_metric(job: Job) -> float | None:
     """The metric a finished trial is judged by: the validation accuracy of the epoch its
     student was taken from (the best one, unless ``training.select`` is ``last``)."""
-    select = job.spec.get("training", {}).get("select", "best")
+    select = job.training_spec.training.select
     return job.metrics.get("best_val_accuracy" if select == "best" else "val_accuracy")
 
 
@@ -175,7 +175,7 @@ class SweepRunner:
         progress = {"epoch": 0, "epochs": spec.training.epochs, "step": 0, "steps": None}
         job, created = self.store.create(
             sweep.owner,
-            body,
+            spec,
             metadata,
             progress | {"fraction": 0.0},
             inputs=sweep.inputs,

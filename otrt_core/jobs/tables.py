@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from otrt_core.spec import JobSpec
+
 
 class UTCDateTime(TypeDecorator):
     """A timestamp stored in UTC and read back as an aware ``datetime``."""
@@ -102,6 +104,12 @@ class UploadPart(Base):
 
 class Job(Base):
     """One training job. ``status`` changes only through ``JobStore.transition``."""
+
+    @property
+    def training_spec(self) -> JobSpec:
+        """A training job's spec, typed: its defaults are spec.py's, not restated by each
+        reader of the stored JSON."""
+        return JobSpec.model_validate(self.spec)
 
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

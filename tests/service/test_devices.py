@@ -14,6 +14,7 @@ from otrt_core.jobs.db import make_sessions
 from otrt_core.jobs.tables import Worker, utcnow
 from otrt_core.jobs.workers import LIVE_SECONDS, WorkerRegistry
 from otrt_core.settings import Settings
+from otrt_core.spec import resolve_spec
 from tests.service.api_helpers import SUPERVISED, api_client, assert_problem, make_parts
 
 PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
@@ -21,8 +22,8 @@ TWO_GPUS = SUPERVISED | {"training": {"epochs": 1, "gpus": 2}}
 
 
 def test_an_executor_takes_only_the_jobs_its_devices_fit(store):
-    big = store.create("a", TWO_GPUS, {}, PROGRESS)[0].id
-    small = store.create("a", SUPERVISED, {}, PROGRESS)[0].id
+    big = store.create("a", resolve_spec(TWO_GPUS), {}, PROGRESS)[0].id
+    small = store.create("a", resolve_spec(SUPERVISED), {}, PROGRESS)[0].id
     assert store.claim_next("one-gpu", 60, devices=1).job_id == small  # skips the older one
     assert store.claim_next("one-gpu", 60, devices=1) is None
     assert store.claim_next("two-gpus", 60, devices=2).job_id == big

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from otrt_core.spec import resolve_spec
 from tests.service.api_helpers import local_executor
 
 PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
@@ -15,7 +16,9 @@ def test_a_job_whose_input_vanished_fails_clearly_without_a_trainer(store, tmp_p
         "dataset": {"name": "digits"},
         "training": {"max_runtime_s": 60},
     }
-    job, _ = store.create("alice", spec, {}, PROGRESS, inputs={"teacher_file_id": "file_gone"})
+    job, _ = store.create(
+        "alice", resolve_spec(spec), {}, PROGRESS, inputs={"teacher_file_id": "file_gone"}
+    )
     executor = local_executor(store, tmp_path)
     assert executor.run_next() == "failed"
     failed = store.get(job.id)

@@ -11,6 +11,7 @@ from api.limits import RateLimiter
 from otrt.cli import app as cli
 from otrt_core.jobs.db import make_sessions
 from otrt_core.jobs.keys import KeyStore, Quota
+from otrt_core.spec import resolve_spec
 from tests.service.api_helpers import SUPERVISED, api_client, assert_problem, key_header
 
 PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
@@ -19,7 +20,9 @@ PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
 def queue(store, owner: str, count: int, *, key_id=None, priority: int = 0) -> list[str]:
     """``count`` new queued jobs of ``owner``, oldest first."""
     return [
-        store.create(owner, SUPERVISED, {}, PROGRESS, key_id=key_id, priority=priority)[0].id
+        store.create(
+            owner, resolve_spec(SUPERVISED), {}, PROGRESS, key_id=key_id, priority=priority
+        )[0].id
         for _ in range(count)
     ]
 

@@ -12,12 +12,16 @@ from otrt_core.jobs import states
 from otrt_core.jobs.recovery import WORKER_LOST, reap, release_leases_of
 from otrt_core.jobs.store import IdempotencyConflict, JobStore, Lease
 from otrt_core.jobs.tables import Job, utcnow
+from otrt_core.spec import resolve_spec
 
 PROGRESS = {"epoch": 0, "epochs": 1, "step": 0, "steps": None, "fraction": 0.0}
+SPEC = resolve_spec(
+    {"mode": "supervised", "student": {"architecture": "mlp"}, "dataset": {"name": "digits"}}
+)
 
 
 def new_job(store: JobStore, owner: str = "alice", **kwargs) -> Job:
-    job, created = store.create(owner, {"mode": "supervised"}, {}, PROGRESS, **kwargs)
+    job, created = store.create(owner, SPEC, {}, PROGRESS, **kwargs)
     assert created
     return job
 
@@ -147,12 +151,14 @@ def test_a_restarted_executor_requeues_what_it_held(store):
 def test_idempotency_keys_return_the_first_job_or_conflict(store):
     job = new_job(store, idempotency_key="k1", request_hash="h1")
     again, created = store.create(
-        "alice", {}, {}, PROGRESS, idempotency_key="k1", request_hash="h1"
+        "alice", SPEC, {}, PROGRESS, idempotency_key="k1", request_hash="h1"
     )
     assert (again.id, created) == (job.id, False)
     with pytest.raises(IdempotencyConflict):
-        store.create("alice", {}, {}, PROGRESS, idempotency_key="k1", request_hash="h2")
-    other, created = store.create("bob", {}, {}, PROGRESS, idempotency_key="k1", request_hash="h2")
+        store.create("alice", SPEC, {}, PROGRESS, idempotency_key="k1", request_hash="h2")
+    other, created = store.create(
+        "bob", SPEC, {}, PROGRESS, idempotency_key="k1", request_hash="h2"
+    )
     assert created and other.id != job.id  # keys are per owner
 
 

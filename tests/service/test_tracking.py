@@ -9,6 +9,7 @@ import logging
 import pytest
 from mlflow import MlflowClient
 
+from otrt_core.spec import resolve_spec
 from tests.service.api_helpers import local_executor
 from worker.tracking import MlflowTracker
 
@@ -22,7 +23,7 @@ PROGRESS = {"epoch": 0, "epochs": 2, "step": 0, "steps": None, "fraction": 0.0}
 
 
 def run_one(store, tmp_path, tracker) -> str:
-    job, _ = store.create("alice", SPEC, {}, PROGRESS)
+    job, _ = store.create("alice", resolve_spec(SPEC), {}, PROGRESS)
     assert local_executor(store, tmp_path, tracker=tracker).run_next() == "succeeded"
     return job.id
 
