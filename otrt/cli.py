@@ -275,7 +275,8 @@ def catalog_command(
     ] = False,
 ) -> None:
     """Print the catalog of architectures and datasets as built from the registries."""
-    from otrt_core.catalog import CATALOG_FILE, live_catalog
+    from otrt.catalog_command import live_catalog
+    from otrt_core.catalog import CATALOG_FILE
 
     _print_or_write(live_catalog().to_json() + "\n", CATALOG_FILE if write else None)
 

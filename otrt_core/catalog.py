@@ -10,7 +10,7 @@ catalog``), and a test fails when it drifts from them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -101,35 +101,3 @@ def catalog() -> Catalog:
         },
         libraries={source: tuple(names) for source, names in data["libraries"].items()},
     )
-
-
-def live_catalog() -> Catalog:
-    """The catalog built from the registries themselves (imports torch)."""
-    from otrt_core.data import DATASETS
-    from otrt_core.models import REGISTRY, skeleton
-
-    architectures = {}
-    for name, entry in REGISTRY.items():
-        model = skeleton(name)  # meta device: shapes, no memory
-        architectures[name] = ArchitectureInfo(
-            name=name,
-            family=entry.family,
-            parameters=sum(p.numel() for p in model.parameters()),
-            input_shape=tuple(entry.input_shape),
-            stages=tuple(model.stage_names),
-            head_prefix=model.head_prefix,
-        )
-    entry_fields = [field.name for field in fields(DatasetInfo)]
-    datasets = {
-        info.name: DatasetInfo(**{name: getattr(info, name) for name in entry_fields})
-        for info in DATASETS.values()
-    }
-    import timm
-    import torchvision
-
-    libraries = {
-        "timm": tuple(timm.list_models()),
-        # Classifiers only: detection and segmentation models live in submodules.
-        "torchvision": tuple(torchvision.models.list_models(module=torchvision.models)),
-    }
-    return Catalog(architectures, datasets, libraries)

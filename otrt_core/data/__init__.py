@@ -16,7 +16,7 @@ from typing import Any
 _LAZY = {
     "DATASETS": "otrt_core.data.catalog",
     "ArraySplits": "otrt_core.data.catalog",
-    "DatasetInfo": "otrt_core.data.catalog",
+    "BuiltinDataset": "otrt_core.data.catalog",
     "DatasetUnavailable": "otrt_core.data.catalog",
     "ZipLimits": "otrt_core.data.uploads",
     "load_dataset_file": "otrt_core.data.uploads",

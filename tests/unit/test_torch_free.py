@@ -32,6 +32,7 @@ def test_the_embedded_app_serves_without_torch_or_numpy(tmp_path):
 
 def test_the_shipped_catalog_is_the_registries_own():
     """otrt_core/catalog.json drifts from the zoo or the datasets: run `make catalog`."""
-    from otrt_core.catalog import catalog, live_catalog
+    from otrt.catalog_command import live_catalog
+    from otrt_core.catalog import catalog
 
     assert catalog() == live_catalog()
