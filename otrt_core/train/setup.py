@@ -31,7 +31,7 @@ from otrt_core.train.batches import (
     seeded,
 )
 from otrt_core.train.checkpoint import CHECKPOINT_LOC, check_fits, read_weights
-from otrt_core.train.distributed import Group
+from otrt_core.train.distributed import Group, data_parallel
 from otrt_core.train.teacher_cache import TeacherCache
 from otrt_core.train.terms import Term, build_kd, build_term, class_cost
 
@@ -460,8 +460,13 @@ def build_run(
     shared_cache_dir: Path | None = None,
     stream: StreamOptions | None = None,
     pool: StreamOptions | None = None,
+    group: Group | None = None,
 ) -> Run:
+    """Everything a run steps with, built once: the data and its batches, the models
+    (the student through DDP when ``group`` has several ranks), the terms, the optimizer
+    and the teacher cache."""
     torch.manual_seed(spec.training.seed)
+    group = group or Group()
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_data(spec, datasets_root, dataset_path, stream, device, pool)
     spec = sized_for_data(spec, len(data.y_train))
@@ -528,6 +533,8 @@ def build_run(
         augmenter=augmenter,
         autocast=_autocast(training.amp, device),
         steps_per_epoch=steps_per_epoch,
+        group=group,
+        forward_student=data_parallel(student, term, device) if group.world > 1 else None,
     )
     if run.needs_teacher:
         run.cache_off = _cache_refused(spec, loader_augments or (pool > 0 and data.streamed))

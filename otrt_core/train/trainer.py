@@ -44,7 +44,6 @@ from otrt_core.train.distributed import (
     STOP_EVERY,
     Group,
     agreed_stop,
-    data_parallel,
     from_leader,
     summed,
 )
@@ -187,10 +186,8 @@ def train(spec: JobSpec, options: RunOptions, emit: Emit) -> dict[str, Any]:
         shared_cache_dir=options.shared_cache_dir,
         stream=options.stream,
         pool=options.pool,
+        group=options.group,
     )
-    run.group = options.group
-    if run.group.world > 1:
-        run.forward_student = data_parallel(run.student, run.term, run.device)
     spec = run.spec  # with the training values sized for the data
     checkpoints = Checkpoints(
         options.out_dir / CHECKPOINT, run, clock, every=options.checkpoint_seconds
