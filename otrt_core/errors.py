@@ -9,6 +9,26 @@ message what; the service turns it into a problem of its 422 (or, for
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a user's input: where (``loc``, as in pydantic and in a 422's
+    ``errors``) and what. Every layer reports problems as these; the API writes them."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loc", tuple(self.loc))
+
+    def under(self, *prefix: str | int) -> Problem:
+        """The same problem, located under ``prefix`` (a spec's inside a request body)."""
+        return Problem((*prefix, *self.loc), self.msg)
+
+    def as_dict(self) -> dict:
+        return {"loc": list(self.loc), "msg": self.msg}
 
 
 class UserError(Exception):

@@ -11,7 +11,6 @@ a job is reproducible from its ``spec.json`` alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +23,7 @@ from pydantic import (
 )
 
 from otrt_core.catalog import catalog, is_dataset_file
-from otrt_core.errors import UserError, nearest_first
+from otrt_core.errors import Problem, UserError, nearest_first
 from otrt_core.protocol import (
     DEFAULT_EPSILON,
     DEFAULT_MAX_ITER,
@@ -396,14 +395,6 @@ class JobSpec(_Strict):
                     f"metadata[{key!r}] is longer than {METADATA_MAX_VALUE_CHARS} characters"
                 )
         return metadata
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a spec: where (``loc``, as in pydantic) and what."""
-
-    loc: tuple[str | int, ...]
-    msg: str
 
 
 class SpecError(ValueError):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otrt_core.catalog import from_library
-from otrt_core.errors import UserError, nearest_first
+from otrt_core.errors import Problem, UserError, nearest_first
 from otrt_core.spec import LAYER_KINDS, JobSpec, takes_flattened
 
 MAX_LISTED = 25  # layer names a problem lists
@@ -25,27 +25,27 @@ def graph_problems(
     details: dict[str, Any],
     dataset_shape: tuple[int, ...] | None,
     sides: tuple[str, ...],
-) -> list[tuple[tuple[str | int, ...], str]]:
+) -> list[Problem]:
     """What in ``spec`` does not fit a graph that ``sides`` (``teacher``, ``student``)
     are: ``(location, message)`` pairs."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+    problems: list[Problem] = []
     layers = [layer["name"] for layer in details["layers"]]
     for side in sides:
         model = getattr(spec, side)
         if model.architecture is not None:
             message = "an ONNX graph is a whole model: leave it out"
-            problems.append(((side, "architecture"), message))
+            problems.append(Problem((side, "architecture"), message))
         if spec.regularizer.kind in LAYER_KINDS:
             for index, pair in enumerate(spec.regularizer.layers):
                 name = getattr(pair, side)
                 if name not in layers:
                     listed = ", ".join(nearest_first(name, layers)[:MAX_LISTED])
                     message = f"the graph has no layer {name!r}; nearest first: {listed}"
-                    problems.append((("regularizer", "layers", index, side), message))
+                    problems.append(Problem(("regularizer", "layers", index, side), message))
         if dataset_shape is not None:
             problem = _input_problem(details, dataset_shape, model.input)
             if problem:
-                problems.append(((side, "input"), f"the {side} {problem}"))
+                problems.append(Problem((side, "input"), f"the {side} {problem}"))
     return problems
 
 
@@ -53,7 +53,7 @@ def library_layer_problems(
     spec: JobSpec,
     dataset_shape: tuple[int, ...] | None,
     layers_of: Callable[[str, tuple[int, ...]], list[str]],
-) -> list[tuple[tuple[str | int, ...], str]]:
+) -> list[Problem]:
     """Layer names of timm or torchvision models that are not module paths of theirs.
 
     ``layers_of(architecture, input_shape)`` lists a model's layer names (or raises
@@ -61,7 +61,7 @@ def library_layer_problems(
     """
     if spec.regularizer.kind not in LAYER_KINDS or dataset_shape is None:
         return []
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+    problems: list[Problem] = []
     for side, model in (("teacher", spec.teacher), ("student", spec.student)):
         if model is None or not from_library(model.architecture):
             continue
@@ -72,13 +72,13 @@ def library_layer_problems(
             shape = model.input.shape_for(dataset_shape) if model.input else dataset_shape
             valid = layers_of(model.architecture, tuple(shape))
         except UserError as error:
-            problems.append(((side, "architecture"), error.message))
+            problems.append(Problem((side, "architecture"), error.message))
             continue
         for index, name in enumerate(names):
             if name not in valid:
                 listed = ", ".join(nearest_first(name, valid)[:MAX_LISTED])
                 message = f"{model.architecture} has no layer {name!r}; nearest first: {listed}"
-                problems.append((("regularizer", "layers", index, side), message))
+                problems.append(Problem(("regularizer", "layers", index, side), message))
     return problems
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from otrt_core.errors import Problem
+
 
 class ServiceError(Exception):
     """A request the service refuses: an HTTP status, a title and what is wrong."""
@@ -49,4 +51,9 @@ class Invalid(ServiceError):
 
     @classmethod
     def at(cls, loc: list[str | int], msg: str) -> Invalid:
-        return cls(msg, [{"loc": loc, "msg": msg}])
+        return cls(msg, [Problem(tuple(loc), msg).as_dict()])
+
+    @classmethod
+    def of(cls, problems: list[Problem], what: str) -> Invalid:
+        """Every problem of ``what`` (the job, the sweep) at once."""
+        return cls(f"{len(problems)} problem(s) in {what}", [p.as_dict() for p in problems])

@@ -21,7 +21,7 @@ from typing import Any
 from otrt_core.atomic import PARTIAL_SUFFIX, writer, written_by_dead_process
 from otrt_core.catalog import catalog
 from otrt_core.data.image_size import image_size
-from otrt_core.errors import TooLarge, UserError
+from otrt_core.errors import Problem, TooLarge, UserError
 from otrt_core.jobs import states
 from otrt_core.jobs.dataset_service import DatasetService
 from otrt_core.jobs.dataset_store import DatasetStore
@@ -161,7 +161,7 @@ class Service:
             return self.files.add(record)
         except TooLarge as error:
             self.storage.delete(key)
-            raise PayloadTooLarge(str(error), [{"loc": ["body"], "msg": str(error)}]) from None
+            raise PayloadTooLarge(str(error), [Problem(("body",), str(error)).as_dict()]) from None
         except UserError as error:
             self.storage.delete(key)
             raise Invalid.at(["body"], str(error)) from None
@@ -232,7 +232,7 @@ class Service:
         """
         spec, inputs, problems = self._checked(owner, body, ["body"])
         if problems:
-            raise Invalid(f"{len(problems)} problem(s) in the job", problems)
+            raise Invalid.of(problems, "the job")
         sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
         request_hash = hashlib.sha256(sent.encode()).hexdigest()
         if max_queued is not None and not self._replay(owner, idempotency_key, request_hash):
@@ -274,14 +274,12 @@ class Service:
         try:
             spec = resolve_spec(body)
         except SpecError as error:
-            problems = [{"loc": [*where, *p.loc], "msg": p.msg} for p in error.problems]
-            raise Invalid(f"{len(problems)} problem(s) in the job", problems) from None
-        problems: list[dict[str, Any]] = []
+            raise Invalid.of([p.under(*where) for p in error.problems], "the job") from None
+        problems: list[Problem] = []
         inputs = self._inputs(owner, spec, problems)
         problems += self._device_problems(spec.training.gpus)
-        for problem in problems:  # _inputs locates problems in a job body
-            problem["loc"] = [*where, *problem["loc"][1:]]
-        return spec, inputs, problems
+        # _inputs locates problems in a job body: ("body", …) becomes (*where, …).
+        return spec, inputs, [Problem((*where, *p.loc[1:]), p.msg) for p in problems]
 
     def _replay(self, owner: str, idempotency_key: str | None, request_hash: str) -> bool:
         """Whether this request repeats an earlier one (then it adds no job)."""
@@ -305,24 +303,24 @@ class Service:
                 "job %s: dispatch failed; the reaper will send it again", job_id, exc_info=True
             )
 
-    def _inputs(self, owner: str, spec: JobSpec, problems: list[dict[str, Any]]) -> dict:
+    def _inputs(self, owner: str, spec: JobSpec, problems: list[Problem]) -> dict:
         """The uploaded files and teacher job the spec names, checked; problems appended."""
         inputs: dict[str, str | None] = {}
         input_shape = None
         if spec.dataset.name.startswith("file_"):
             record = self._owned_file(owner, spec.dataset.name, "dataset")
             if isinstance(record, str):
-                problems.append({"loc": ["body", "dataset", "name"], "msg": record})
+                problems.append(Problem(["body", "dataset", "name"], record))
             elif record.details.get("input_shape") is None:
                 message = f"{record.id}: {record.details['registration']}"
-                problems.append({"loc": ["body", "dataset", "name"], "msg": message})
+                problems.append(Problem(["body", "dataset", "name"], message))
             else:
                 inputs["dataset_file_id"] = record.id
                 input_shape = tuple(record.details["input_shape"])
         elif spec.dataset.name.startswith("ds_"):
             dataset = self.datasets.usable(owner, spec.dataset.name)
             if isinstance(dataset, str):
-                problems.append({"loc": ["body", "dataset", "name"], "msg": dataset})
+                problems.append(Problem(["body", "dataset", "name"], dataset))
             else:
                 inputs["dataset_id"] = dataset.id
                 size = image_size(spec, dataset.details["images"]["median"])
@@ -330,13 +328,14 @@ class Service:
                 problems += registered_class_problems(spec, dataset.id, dataset.details)
         elif spec.dataset.name.endswith((".npz", ".zip")):
             msg = "file paths are for `otrt train`; upload the file and name its file_… id"
-            problems.append({"loc": ["body", "dataset", "name"], "msg": msg})
+            problems.append(Problem(["body", "dataset", "name"], msg))
         else:
             input_shape = catalog().datasets[spec.dataset.name].input_shape
         if spec.dataset.unlabeled is not None:
             problems += self._pool_problems(owner, spec.dataset.unlabeled)
-        for where, msg in library_layer_problems(spec, input_shape, self._layers):
-            problems.append({"loc": ["body", *where], "msg": msg})
+        problems += [
+            p.under("body") for p in library_layer_problems(spec, input_shape, self._layers)
+        ]
         if spec.student.init is not None:
             self._student_init(owner, spec, input_shape, inputs, problems)
         if spec.teacher is None:
@@ -350,16 +349,16 @@ class Service:
             problems += self._model_problems(spec, sides, model, input_shape, loc)
         return inputs
 
-    def _pool_problems(self, owner: str, pool_id: str) -> list[dict[str, Any]]:
+    def _pool_problems(self, owner: str, pool_id: str) -> list[Problem]:
         """A registered dataset named as the unlabeled pool: the caller's, ready, and not
         empty (a labeled one serves too: its labels are ignored)."""
         loc = ["body", "dataset", "unlabeled"]
         pool = self.datasets.usable(owner, pool_id)
         if isinstance(pool, str):
-            return [{"loc": loc, "msg": pool}]
+            return [Problem(loc, pool)]
         counts = (pool.details or {}).get("counts") or {}
         if not any(_images(split) for split in counts.values()):
-            return [{"loc": loc, "msg": f"{pool_id} holds no images"}]
+            return [Problem(loc, f"{pool_id} holds no images")]
         return []
 
     def _student_init(
@@ -369,11 +368,11 @@ class Service:
         loc = ["body", "student", "init"]
         if not spec.student.init.startswith("file_"):
             msg = "name an uploaded model (file_…); paths are for `otrt train`"
-            problems.append({"loc": loc, "msg": msg})
+            problems.append(Problem(loc, msg))
             return
         record = self._owned_file(owner, spec.student.init, "teacher")
         if isinstance(record, str):
-            problems.append({"loc": loc, "msg": record})
+            problems.append(Problem(loc, record))
             return
         inputs["init_file_id"] = record.id
         problems += self._model_problems(spec, ("student",), ModelFile.of(record), input_shape, loc)
@@ -385,35 +384,34 @@ class Service:
         model: ModelFile,
         input_shape: tuple[int, ...] | None,
         loc: list,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Problem]:
         """What in ``spec`` does not fit the model file that ``sides[0]`` names (and, for a
         graph, the other sides that are copies of it): a graph's layers and inputs, or a
         state dict's architecture and the weights' fit through its input view."""
         name = sides[0]
         side = getattr(spec, name)
         if model.graph is not None:
-            found = graph_problems(spec, model.graph, input_shape, sides)
-            return [{"loc": ["body", *where], "msg": msg} for where, msg in found]
+            return [p.under("body") for p in graph_problems(spec, model.graph, input_shape, sides)]
         if side.architecture is None:
             msg = f"a state dict needs {name}.architecture (only an ONNX graph is a whole model)"
-            return [{"loc": ["body", name, "architecture"], "msg": msg}]
+            return [Problem(["body", name, "architecture"], msg)]
         if input_shape is None:
             return []
         try:
             shape = side.input.shape_for(input_shape) if side.input else input_shape
         except UserError as error:
-            return [{"loc": ["body", name, "input"], "msg": error.message}]
+            return [Problem(["body", name, "input"], error.message)]
         problem = self._misfit(model.stored, side.architecture, shape)
-        return [{"loc": loc, "msg": problem}] if problem else []
+        return [Problem(loc, problem)] if problem else []
 
-    def _device_problems(self, gpus: int) -> list[dict[str, Any]]:
+    def _device_problems(self, gpus: int) -> list[Problem]:
         """A job needing more devices than any live executor offers could never start;
         with no executor seen yet, it is accepted and waits."""
         largest = self.workers.largest() if self.workers is not None and gpus > 1 else None
         if largest is None or gpus <= largest:
             return []
         message = f"no worker offers {gpus} devices; the largest offers {largest}"
-        return [{"loc": ["body", "training", "gpus"], "msg": message}]
+        return [Problem(["body", "training", "gpus"], message)]
 
     def _misfit(
         self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]
@@ -448,7 +446,7 @@ class Service:
         if ref.startswith("file_"):
             record = self._owned_file(owner, ref, "teacher")
             if isinstance(record, str):
-                problems.append({"loc": loc, "msg": record})
+                problems.append(Problem(loc, record))
                 return None
             inputs["teacher_file_id"] = record.id
             return ModelFile.of(record)
@@ -456,21 +454,19 @@ class Service:
             try:
                 teacher_job = self.store.get(ref, owner)
             except JobNotFound:
-                problems.append({"loc": loc, "msg": f"no job {ref}"})
+                problems.append(Problem(loc, f"no job {ref}"))
                 return None
             if teacher_job.status != states.SUCCEEDED:
                 msg = f"job {ref} is {teacher_job.status}; a teacher job must have succeeded"
-                problems.append({"loc": loc, "msg": msg})
+                problems.append(Problem(loc, msg))
                 return None
             weights = self.store.artifact(ref, STUDENT_WEIGHTS)
             if weights is None:
-                problems.append({"loc": loc, "msg": f"job {ref} has no {STUDENT_WEIGHTS}"})
+                problems.append(Problem(loc, f"job {ref} has no {STUDENT_WEIGHTS}"))
                 return None
             inputs["teacher_job_id"] = ref
             return ModelFile(StoredObject(weights.path, weights.bytes, weights.sha256))
-        problems.append(
-            {"loc": loc, "msg": "name an uploaded file (file_…) or a finished job (job_…)"}
-        )
+        problems.append(Problem(loc, "name an uploaded file (file_…) or a finished job (job_…)"))
         return None
 
     def _owned_file(self, owner: str, file_id: str, purpose: str) -> StoredFile | str:
@@ -505,7 +501,7 @@ class Service:
             msg = f"job {job_id} is {error.current}; only a live job can be cancelled"
             raise Conflict(msg) from None
 
-    def metrics(self, owner: str, job_id: str) -> list[dict[str, Any]]:
+    def metrics(self, owner: str, job_id: str) -> list[Problem]:
         self.job(owner, job_id)
         return self.store.metrics(job_id)
 
@@ -544,9 +540,9 @@ class Service:
         problems += sweep_problems(body, self.max_sweep_jobs)
         if max_queued is not None and body.parallel > max_queued:
             msg = f"parallel is more than this key may queue ({max_queued}, its max_queued)"
-            problems.append({"loc": ["body", "parallel"], "msg": msg})
+            problems.append(Problem(["body", "parallel"], msg))
         if problems:
-            raise Invalid(f"{len(problems)} problem(s) in the sweep", problems)
+            raise Invalid.of(problems, "the sweep")
         sweep_id = new_id("sweep")
         points = trial_count(body)
         message = (
@@ -628,7 +624,7 @@ class Service:
 
 def registered_class_problems(
     spec: JobSpec, dataset_id: str, details: dict[str, Any]
-) -> list[dict[str, Any]]:
+) -> list[Problem]:
     """A registered dataset as a job's labeled data: it has training images with labels,
     and every class ``dataset.classes`` names."""
     names = details.get("classes") or []
@@ -637,13 +633,13 @@ def registered_class_problems(
             f"{dataset_id} is a pool of unlabeled images (no class folders): a job's dataset "
             "needs labels"
         )
-        return [{"loc": ["body", "dataset", "name"], "msg": msg}]
+        return [Problem(["body", "dataset", "name"], msg)]
     missing = [c for c in spec.dataset.classes or [] if not 0 <= c < len(names)]
     if not missing:
         return []
     listed = ", ".join(f"{i}: {name}" for i, name in enumerate(names))
     msg = f"{dataset_id} has classes 0..{len(names) - 1} ({listed}); it lacks {missing}"
-    return [{"loc": ["body", "dataset", "classes"], "msg": msg}]
+    return [Problem(["body", "dataset", "classes"], msg)]
 
 
 def _images(split: int | dict[str, int]) -> int:

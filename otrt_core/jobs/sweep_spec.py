@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from otrt_core.errors import nearest_first
+from otrt_core.errors import Problem, nearest_first
 from otrt_core.spec import JobSpec, SpecError, resolve_spec
 
 MAX_SPACE_FIELDS = 16
@@ -152,8 +152,8 @@ def baseline_spec(sweep: SweepSpec, kind: str, seed_index: int) -> JobSpec:
     return resolve_spec(body)
 
 
-def sweep_problems(sweep: SweepSpec, max_jobs: int) -> list[dict[str, Any]]:
-    """Everything wrong with the sweep, each as ``{"loc", "msg"}`` (locations in the body).
+def sweep_problems(sweep: SweepSpec, max_jobs: int) -> list[Problem]:
+    """Everything wrong with the sweep (located in the request body).
 
     Each value of a list, and each end of a range, is applied to the base and
     must give a valid job.
@@ -161,7 +161,7 @@ def sweep_problems(sweep: SweepSpec, max_jobs: int) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
 
     def problem(loc: list[str | int], msg: str) -> None:
-        problems.append({"loc": ["body", *loc], "msg": msg})
+        problems.append(Problem(("body", *loc), msg))
 
     body = base_body(sweep)
     for path, values in sweep.space.items():

@@ -21,14 +21,14 @@ def job(classes=None):
 def test_classes_the_dataset_has_pass_and_one_it_lacks_is_named():
     assert registered_class_problems(job([0, 1]), "ds_x", PHOTOS) == []
     (problem,) = registered_class_problems(job([0, 2]), "ds_x", PHOTOS)
-    assert problem["loc"] == ["body", "dataset", "classes"]
-    assert problem["msg"] == "ds_x has classes 0..1 (0: cat, 1: dog); it lacks [2]"
+    assert problem.loc == ("body", "dataset", "classes")
+    assert problem.msg == "ds_x has classes 0..1 (0: cat, 1: dog); it lacks [2]"
 
 
 def test_a_pool_is_not_a_labeled_dataset():
     (problem,) = registered_class_problems(job(), "ds_pool", POOL)
-    assert problem["loc"] == ["body", "dataset", "name"]
-    assert "pool of unlabeled images" in problem["msg"]
+    assert problem.loc == ("body", "dataset", "name")
+    assert "pool of unlabeled images" in problem.msg
 
 
 def test_a_datasets_smallest_and_largest_images_are_real_images():
