@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -12,10 +13,21 @@ from api.errors import problem
 from otrt_core.jobs.refusals import PayloadTooLarge, ServiceError, TooManyRequests
 
 UPLOAD_PATH = "/v1/files"  # streams its own body under OTRT_MAX_UPLOAD_BYTES
+# A part of an upload in parts: streams its own body, bounded by the part's size.
+PART_PATH = re.compile(r"/v1/uploads/[^/]+/parts/[0-9]+")
+
+
+def _is_upload(scope: Scope) -> bool:
+    """An upload's body (a file, or a part of one) streams to storage under its own
+    limits: ``POST /v1/files`` and ``PUT /v1/uploads/{id}/parts/{n}``."""
+    path, method = scope["path"], scope["method"]
+    return (path == UPLOAD_PATH and method == "POST") or (
+        method == "PUT" and PART_PATH.fullmatch(path) is not None
+    )
 
 
 class BodyLimit:
-    """Every request body but an upload is at most ``limit`` bytes (413 past it).
+    """Every request body but an upload's is at most ``limit`` bytes (413 past it).
 
     A declared ``Content-Length`` over the limit is refused before reading; a
     chunked body is read (at most ``limit`` + one chunk) before the app sees it,
@@ -26,7 +38,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"] == UPLOAD_PATH and scope["method"] == "POST"):
+        if scope["type"] != "http" or _is_upload(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

@@ -28,7 +28,7 @@ from otrt_core.data.catalog import TEST_SPLIT_SEED
 from otrt_core.data.selection import keep_classes, select, stratified_mask
 from otrt_core.data.snapshot import Snapshot
 from otrt_core.data.splits import PreparedData
-from otrt_core.data.streamed import EpochBatches, Sample, Samples, loader, to_device
+from otrt_core.data.streamed import EpochBatches, RowTable, Sample, Samples, loader, to_device
 from otrt_core.errors import UserError
 from otrt_core.spec import JobSpec
 
@@ -46,13 +46,10 @@ class Rows:
     rows: np.ndarray
     labels: np.ndarray
 
-    def by_sample(self) -> dict[tuple[str, int], tuple[int, int]]:
-        """Each row's label and position, keyed as :class:`~otrt_core.data.streamed.Samples`
+    def by_sample(self) -> RowTable:
+        """Each row's label and position, as :class:`~otrt_core.data.streamed.Samples`
         reads them."""
-        return {
-            (self.split, int(r)): (int(y), position)
-            for position, (r, y) in enumerate(zip(self.rows, self.labels, strict=True))
-        }
+        return RowTable.of([(self.split, self.rows, self.labels)])
 
 
 class StreamedInputs:
@@ -185,13 +182,15 @@ class PoolStream:
     the labeled data (``samples``: a random crop when the labeled data has one)."""
 
     samples: Samples  # every pool image, positions 0..len-1 in POOL_SPLITS order
-    keys: list[tuple[str, int]]  # position -> (split, row)
+    splits: list[str]
+    split_of: np.ndarray  # position -> its split's index in ``splits``
+    row_of: np.ndarray  # position -> its number in that split
     seed: int
     workers: int
     pin: bool
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.row_of)
 
     def epoch(self, epoch: int, start: int, steps: int, size: int, rank: int, world: int):
         """``(uint8 inputs, labels (-1), positions)`` of batches ``start..steps-1``: this
@@ -206,9 +205,9 @@ class PoolStream:
     def _draws(self, epoch: int, start: int, steps: int, size: int, rank: int, world: int):
         for batch in range(start, steps):
             rng = np.random.default_rng([self.seed, epoch, batch])
-            drawn = rng.integers(len(self.keys), size=max(size, world))
+            drawn = rng.integers(len(self), size=max(size, world))
             yield [
-                Sample(*self.keys[int(p)], seed=int(rng.integers(2**62)))
+                Sample(self.splits[self.split_of[p]], int(self.row_of[p]), int(rng.integers(2**62)))
                 for p in drawn[rank::world]
             ]
 
@@ -238,10 +237,13 @@ def pool_inputs(
     if images == 0:
         raise UserError("the pool has no images", POOL_LOC)
     if like.streamed:
-        keys = [(part.split, int(row)) for part in parts for row in part.rows]
-        by_sample = {key: (-1, position) for position, key in enumerate(keys)}
-        samples = Samples(snapshot, by_sample, (height, width), channels, train=augment)
-        return PoolStream(samples, keys, seed, workers, pin)
+        unlabeled = [(part.split, part.rows, np.full(len(part.rows), -1)) for part in parts]
+        table = RowTable.of(unlabeled)
+        splits = [part.split for part in parts]
+        split_of = np.concatenate([np.full(len(p.rows), i) for i, p in enumerate(parts)])
+        row_of = np.concatenate([part.rows for part in parts])
+        samples = Samples(snapshot, table, (height, width), channels, train=augment)
+        return PoolStream(samples, splits, split_of, row_of, seed, workers, pin)
     decoded = images * channels * height * width * FLOAT32
     if decoded > in_memory_bytes:
         raise UserError(

@@ -54,6 +54,45 @@ class Sample:
     seed: int  # of the random crop and flip; unused in evaluation
 
 
+@dataclass(frozen=True)
+class RowTable:
+    """Each sample's label and position among the job's rows, per split, as flat arrays
+    indexed by the sample's number (-1 where the job does not use it). No Python object
+    per sample: loader workers forked from the trainer share these pages instead of
+    copying them (a garbage collection in a worker writes to every object it visits)."""
+
+    labels: dict[str, np.ndarray]
+    positions: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, parts: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> RowTable:
+        """From ``(split, rows, labels)`` parts, positions counted across them in order."""
+        labels: dict[str, np.ndarray] = {}
+        positions: dict[str, np.ndarray] = {}
+        start = 0
+        for split, rows, part_labels in parts:
+            size = int(rows.max()) + 1 if len(rows) else 0
+            for table, values in ((labels, part_labels), (positions, start + np.arange(len(rows)))):
+                column = table.setdefault(split, np.full(size, -1, dtype=np.int64))
+                if len(column) < size:
+                    column = table[split] = np.concatenate(
+                        [column, np.full(size - len(column), -1, dtype=np.int64)]
+                    )
+                column[rows] = values
+            start += len(rows)
+        return cls(labels, positions)
+
+    def __len__(self) -> int:
+        return sum(int((column >= 0).sum()) for column in self.positions.values())
+
+    def lookup(self, split: str, row: int) -> tuple[int, int]:
+        """``(label, position)`` of a sample; ``(-1, -1)`` for one the job does not use."""
+        column = self.positions.get(split)
+        if column is None or row >= len(column) or column[row] < 0:
+            return -1, -1
+        return int(self.labels[split][row]), int(column[row])
+
+
 class Samples(Dataset):
     """Sample -> ``(uint8 (C, H, W) tensor, label, position)``, decoded and sized for the
     job; ``position`` is the sample's place among the job's rows of its part (what the
@@ -62,13 +101,13 @@ class Samples(Dataset):
     def __init__(
         self,
         snapshot: Snapshot,
-        rows: dict[tuple[str, int], tuple[int, int]],
+        rows: RowTable,
         size: tuple[int, int],
         channels: int,
         train: bool,
     ) -> None:
         self.snapshot, self.size = snapshot, size
-        self.rows = rows  # (split, row) -> (label, position)
+        self.rows = rows
         self.mode = "L" if channels == 1 else "RGB"
         self.train = train
 
@@ -84,7 +123,7 @@ class Samples(Dataset):
             image = resize_center_crop(image, self.size)
         array = np.asarray(image, dtype=np.uint8)
         tensor = torch.from_numpy(array.copy()).view(height, width, -1).permute(2, 0, 1)
-        return tensor, *self.rows.get((sample.split, sample.row), (-1, -1))
+        return tensor, *self.rows.lookup(sample.split, sample.row)
 
     def __len__(self) -> int:  # the sampler decides what is read
         return len(self.rows)

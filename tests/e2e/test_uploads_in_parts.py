@@ -139,3 +139,14 @@ def test_a_push_killed_midway_resumes_with_the_parts_it_had_sent(server, tmp_pat
     assert ready["status"] == "ready", ready["error"]
     assert ready["counts"]["train"] == {"class_0": 20, "class_1": 20}
     assert min(ready["images"]["min"]) >= 1500 and max(ready["images"]["max"]) < 4000
+
+
+def test_parts_of_the_default_size_pass_the_json_body_limit(server):
+    """A 16 MiB part (the default part size) is an upload's body, not a JSON body: the
+    1 MiB JSON limit does not apply to it (it refused every real push)."""
+    data = os.urandom(16 * 1024**2 + 5)
+    upload = server.post("/v1/uploads", json={"filename": "set.zip", "size": len(data)}).json()
+    assert upload["part_size"] == 16 * 1024**2 and len(upload["parts"]) == 2
+    stored = _put(server, upload, 1, data[: upload["part_size"]])
+    assert stored.status_code == 200, stored.text
+    assert server.delete(f"/v1/uploads/{upload['id']}").status_code == 204
