@@ -31,7 +31,7 @@ def sweep(base=DISTILL, **fields) -> SweepSpec:
 
 
 def locations(problems: list[dict]) -> list[str]:
-    return [".".join(map(str, p["loc"])) for p in problems]
+    return [".".join(map(str, p.loc)) for p in problems]
 
 
 def test_a_point_s_job_is_the_base_with_its_values_and_the_seed_offset():
@@ -75,7 +75,7 @@ def test_every_problem_of_a_sweep_is_listed_with_where_it_is():
         compare=["scratch"],
     )
     problems = sweep_problems(bad, max_jobs=100)
-    by_place = {".".join(map(str, p["loc"])): p["msg"] for p in problems}
+    by_place = {".".join(map(str, p.loc)): p.msg for p in problems}
     assert "nearest: regularizer.weight" in by_place["body.space.regularizer.wieght"]
     assert "empty range" in by_place["body.space.training.lr.uniform"]
     assert "empty list" in by_place["body.space.kd.temperature"]
@@ -92,16 +92,16 @@ def test_a_grid_of_ranges_kd_outside_distill_and_too_many_jobs_are_refused():
     transfer = DISTILL | {"mode": "transfer", "student": {}}
     kd = sweep(base=transfer, compare=["kd"], seeds=3)
     (problem,) = sweep_problems(kd, 100)
-    assert problem["loc"] == ["body", "compare"] and "mode 'distill'" in problem["msg"]
+    assert problem.loc == ("body", "compare") and "mode 'distill'" in problem.msg
     big = sweep(search="random", trials=40, seeds=3)
     (problem,) = sweep_problems(big, 100)
-    assert "120 jobs" in problem["msg"] and "at most 100" in problem["msg"]
+    assert "120 jobs" in problem.msg and "at most 100" in problem.msg
     overdrawn = sweep(search="grid", trials=3)
     assert (
-        sweep_problems(overdrawn, 100)[0]["msg"] == "the grid has 2 points; trials is at most that"
+        sweep_problems(overdrawn, 100)[0].msg == "the grid has 2 points; trials is at most that"
     )
     negative = sweep(space={"regularizer.weight": {"log_uniform": [0, 1]}})
-    assert "low > 0" in sweep_problems(negative, 100)[0]["msg"]
+    assert "low > 0" in sweep_problems(negative, 100)[0].msg
 
 
 @pytest.mark.parametrize(
