@@ -522,7 +522,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {method} | {', '.join(f'{100 * a:.1f}' for a in by_seed)} | "
                 f"{100 * statistics.fmean(by_seed):.1f} | {cell(runs, scratch)} | "
                 f"{cell(runs, table.get((name, 'kd', 'defaults')))} | "
-                f"{sum(r['collapsed'] for r in runs.values())}/{len(runs)} | {point} | "
+                f"{sum(r['collapsed'] for r in runs.values())}/{len(runs)} | "
+                f"{point}{_partial(tuned, runs)} | "
                 f"{100 * statistics.fmean(r['test_accuracy'] for r in tuned.values()):.1f} | "
                 f"{cell(tuned, scratch)} | {cell(tuned, kd_tuned)} | "
                 f"{statistics.fmean(r['seconds'] for r in runs.values()):.0f} |"
@@ -537,6 +538,11 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
                 f"default terms: **{default_family(ranks)}**."
             )
     return "\n".join(lines)
+
+
+def _partial(tuned: dict, runs: dict) -> str:
+    """Says so when the tuned point has run on fewer seeds than the defaults."""
+    return "" if len(tuned) == len(runs) else f" ({len(tuned)}/{len(runs)} seeds)"
 
 
 def _rank(item: tuple[str, float]) -> tuple[float, int]:

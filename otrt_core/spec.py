@@ -46,14 +46,17 @@ MODES_WITH_TEACHER = ("transfer", "distill", "transfer_distill")
 # student is a fixed fraction of the task loss's (otrt_core.train.balance).
 AUTO: Literal["auto"] = "auto"
 
-# The terms each mode turns on, balanced against the task ("auto") and blind to either
-# side's scale ("rms"): bench/reproduce.py --only mnist-few chose them (docs/reproduce.md).
+# The terms each mode turns on when a job names none, balanced against the task ("auto"):
+# the best mean rank of each mode's settings on the service's defaults in the
+# equal-budget table (bench/equal_tuning.py table, docs/reproduce.md). distill: WKD-L
+# (the regularizer "kd" with kd.kind "wkd"); transfer_distill: OT, blind to either
+# side's scale ("rms").
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "supervised": {"kind": "none", "weight": 0.0, "normalize": "none"},
     # In transfer the student starts as the teacher: the term and its gradient start
     # at 0, with nothing for "auto" to balance; standardize is blind to scale already.
     "transfer": {"kind": "ot", "weight": 1.0, "normalize": "standardize"},
-    "distill": {"kind": "ot", "weight": AUTO, "normalize": "rms"},
+    "distill": {"kind": "kd", "kd_kind": "wkd", "weight": AUTO, "normalize": "rms"},
     "transfer_distill": {"kind": "ot", "weight": AUTO, "normalize": "rms"},
 }
 # The fraction of the task loss's gradient norm an "auto" weight gives its term, by
@@ -450,11 +453,18 @@ LAYER_KINDS = ("ot", "fitnet", "at", "wkd_f")
 
 def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
     defaults = MODE_DEFAULTS[spec.mode]
-    regularizer = spec.regularizer
-    kind = regularizer.kind or defaults["kind"]
-    default_weight = defaults["weight"] if kind == "ot" else DEFAULT_WEIGHTS.get(kind, AUTO)
+    regularizer, kd = spec.regularizer, spec.kd
+    # The mode's term, unless the job names one; a job that turns KD on itself gets no
+    # second logit term beside it.
+    default_kind = "none" if defaults["kind"] == "kd" and kd.on else defaults["kind"]
+    kind = regularizer.kind or default_kind
+    mode_term = regularizer.kind is None and kind == defaults["kind"]
+    same = kind == defaults["kind"]
+    default_weight = defaults["weight"] if same else DEFAULT_WEIGHTS.get(kind, AUTO)
+    kd_kind = kd.kind
+    if mode_term and "kind" not in kd.model_fields_set:
+        kd_kind = defaults.get("kd_kind", kd.kind)
     # KD reads the pool when asked, by default when the representation term does.
-    kd = spec.kd
     kd_unlabeled = kd.unlabeled if kd.unlabeled is not None else regularizer.unlabeled and kd.on
     reads_pool = regularizer.unlabeled or kd_unlabeled
     kind_ratio = LOGIT_AUTO_RATIO if kind == "kd" else REPRESENTATION_AUTO_RATIO
@@ -472,7 +482,7 @@ def _fill_mode_defaults(spec: JobSpec) -> JobSpec:
     spec = spec.model_copy(
         update={
             "regularizer": regularizer.model_copy(update=updates),
-            "kd": kd.model_copy(update={"unlabeled": kd_unlabeled}),
+            "kd": kd.model_copy(update={"unlabeled": kd_unlabeled, "kind": kd_kind}),
         }
     )
     if spec.mode == "transfer" and spec.teacher is not None:

@@ -41,6 +41,7 @@ def test_the_whole_story_with_the_sdk(client, tmp_path):
             "teacher": {"architecture": "mlp", "checkpoint": uploaded["id"]},
             "student": {"architecture": "mlp_small"},
             "dataset": {"name": "digits"},
+            "regularizer": {"kind": "ot"},  # its transport plan is an artifact
             "training": {"epochs": 2, "batch_size": 64},
         }
     )

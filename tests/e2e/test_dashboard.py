@@ -48,7 +48,13 @@ def signed_in_page(browser, url: str, key: str, route: str, **options):
 
 
 def submit_form(
-    page, *, mode: str, student: str, teacher_checkpoint: str | None = None, epochs: int = 3
+    page,
+    *,
+    mode: str,
+    student: str,
+    teacher_checkpoint: str | None = None,
+    epochs: int = 3,
+    kind: str = "",
 ) -> None:
     page.goto(page.url.split("#")[0] + "#/new")
     page.wait_for_selector("#job-form")
@@ -60,6 +66,7 @@ def submit_form(
     page.select_option("#dataset", "digits")
     page.fill("#epochs", str(epochs))
     page.fill("#batch-size", "64")
+    page.select_option("#kind", kind)  # "": the mode's default
     page.click("#submit")
 
 
@@ -87,7 +94,8 @@ def test_submit_watch_and_download_in_a_browser(browser, served, tmp_path):
     submit_form(page, mode="supervised", student="mlp")
     teacher = wait_until_succeeded(page)
 
-    submit_form(page, mode="distill", student="mlp_small", teacher_checkpoint=teacher)
+    # OT, whose transport plan the page draws.
+    submit_form(page, mode="distill", student="mlp_small", teacher_checkpoint=teacher, kind="ot")
     student = wait_until_succeeded(page)
     assert student != teacher
     page.wait_for_selector("#plan-card:not([hidden])")
@@ -166,6 +174,7 @@ def test_an_uploaded_graph_teacher_and_its_layers_in_the_form(browser, served, t
     assert page.eval_on_selector("#teacher-architecture", "s => s.disabled")
     page.select_option(".pair-teacher", "/Relu_1_output_0")
     page.select_option(".pair-student", "stage2")
+    page.select_option("#kind", "ot")  # the term that reads the layer pair
     page.click("#submit")
     page.wait_for_url("**/#/jobs/job_*")
     job_id = page.url.rsplit("/", 1)[1]

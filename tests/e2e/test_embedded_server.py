@@ -84,6 +84,7 @@ def test_teacher_then_distill_download_and_check_the_accuracy(server):
             "teacher": {"architecture": "mlp", "checkpoint": teacher},
             "student": {"architecture": "mlp_small"},
             "dataset": {"name": "digits"},
+            "regularizer": {"kind": "ot"},
             "kd": {"weight": 1.0},
             "training": TRAINING,
         },

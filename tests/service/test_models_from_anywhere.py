@@ -29,12 +29,13 @@ def conv_graph(tmp_path_factory) -> bytes:
 
 
 def distill(teacher: dict, **regularizer) -> dict:
+    """A distill job with OT on the layers named (the layer checks are OT's)."""
     return {
         "mode": "distill",
         "teacher": teacher,
         "student": {"architecture": "cnn_small"},
         "dataset": {"name": "digits"},
-        "regularizer": regularizer,
+        "regularizer": {"kind": "ot"} | regularizer,
     }
 
 
@@ -150,7 +151,9 @@ def test_a_student_starts_from_an_uploaded_model(client, alice, conv_graph):
 
     pairs = [{"teacher": "penultimate", "student": "/Relu_9_output_0"}]
     problem = assert_problem(
-        client.post("/v1/jobs", json=body | {"regularizer": {"layers": pairs}}, headers=alice),
+        client.post(
+            "/v1/jobs", json=body | {"regularizer": {"kind": "ot", "layers": pairs}}, headers=alice
+        ),
         422,
     )
     assert problem["errors"][0]["loc"] == ["body", "regularizer", "layers", 0, "student"]

@@ -29,7 +29,7 @@ def problems(body: dict) -> dict[tuple, str]:
     ("mode", "kind", "weight", "normalize"),
     [
         ("transfer", "ot", 1.0, "standardize"),
-        ("distill", "ot", "auto", "rms"),
+        ("distill", "kd", "auto", "rms"),
         ("transfer_distill", "ot", "auto", "rms"),
     ],
 )
@@ -37,6 +37,7 @@ def test_defaults_follow_the_mode(mode, kind, weight, normalize):
     student = "cnn1d" if mode == "transfer" else "cnn1d_small"
     spec = resolve_spec(distill(mode=mode, student={"architecture": student}))
     assert (spec.regularizer.kind, spec.regularizer.weight) == (kind, weight)
+    assert spec.kd.kind == ("wkd" if mode == "distill" else "kl")  # distill's: WKD-L
     assert spec.regularizer.normalize == normalize
     assert spec.regularizer.layers[0].teacher == "penultimate"
     assert spec.dataset.val_fraction == 0.1
@@ -95,7 +96,8 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_unknown_stages_list_the_architectures_stages():
-    found = problems(distill(regularizer={"layers": [{"teacher": "stage9", "student": "hidden1"}]}))
+    layers = [{"teacher": "stage9", "student": "hidden1"}]
+    found = problems(distill(regularizer={"kind": "ot", "layers": layers}))
     assert "stage1, stage2, stage3, penultimate" in found[("regularizer", "layers", 0, "teacher")]
     assert "hidden1" in found[("regularizer", "layers", 0, "student")]
 
@@ -139,7 +141,7 @@ SUBSET = {"name": "mnist1d", "train_subset": 10}  # the rest of the training set
 
 
 def test_kd_reads_the_pool_when_the_representation_term_does_unless_told():
-    pool = {"unlabeled": True}
+    pool = {"kind": "ot", "unlabeled": True}
     both = resolve_spec(distill(dataset=SUBSET, regularizer=pool, kd={"weight": "auto"}))
     assert both.kd.unlabeled and both.kd.weight == "auto"
     alone = resolve_spec(
@@ -156,7 +158,11 @@ def test_kd_reads_the_pool_when_the_representation_term_does_unless_told():
 @pytest.mark.parametrize(
     ("body", "loc", "message"),
     [
-        ({"kd": {"unlabeled": True}, "dataset": SUBSET}, ("kd", "unlabeled"), "KD is off"),
+        (
+            {"kd": {"unlabeled": True}, "dataset": SUBSET, "regularizer": {"kind": "ot"}},
+            ("kd", "unlabeled"),
+            "KD is off",
+        ),
         ({"kd": {"weight": 1.0, "unlabeled": True}}, ("kd", "unlabeled"), "train_subset"),
         ({"kd": {"weight": 1.0}, "regularizer": {"kind": "kd"}}, ("kd", "weight"), "KD already"),
         ({"kd": {"weight": "heavy"}}, ("kd", "weight"), "auto"),

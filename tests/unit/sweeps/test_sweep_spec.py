@@ -38,7 +38,7 @@ def test_a_point_s_job_is_the_base_with_its_values_and_the_seed_offset():
     spec = trial_spec(sweep(), {"regularizer.weight": 0.1, "kd.temperature": 2.0}, seed_index=2)
     assert spec.regularizer.weight == 0.1 and spec.kd.temperature == 2.0
     assert spec.training.seed == 7 and spec.training.epochs == 3
-    assert spec.regularizer.kind == "ot"  # the mode's default, resolved per point
+    assert (spec.regularizer.kind, spec.kd.kind) == ("kd", "wkd")  # distill's default: WKD-L
 
 
 def test_the_baselines_train_the_same_student_alone_and_with_kd_on_the_same_data_and_seed():
@@ -97,9 +97,7 @@ def test_a_grid_of_ranges_kd_outside_distill_and_too_many_jobs_are_refused():
     (problem,) = sweep_problems(big, 100)
     assert "120 jobs" in problem.msg and "at most 100" in problem.msg
     overdrawn = sweep(search="grid", trials=3)
-    assert (
-        sweep_problems(overdrawn, 100)[0].msg == "the grid has 2 points; trials is at most that"
-    )
+    assert sweep_problems(overdrawn, 100)[0].msg == "the grid has 2 points; trials is at most that"
     negative = sweep(space={"regularizer.weight": {"log_uniform": [0, 1]}})
     assert "low > 0" in sweep_problems(negative, 100)[0].msg
 

@@ -74,7 +74,7 @@ def test_the_old_default_collapses_on_the_louder_teacher_and_the_guard_says_so(
     spec = digits_spec(
         "distill",
         teacher_path="t",
-        regularizer={"weight": 1.0, "normalize": "none"},
+        regularizer={"kind": "ot", "weight": 1.0, "normalize": "none"},
         training={"epochs": 3},
     )
     loud = louder_teacher(digits_teacher, tmp_path / "loud.safetensors")
@@ -119,7 +119,9 @@ def test_wkd_f_on_a_model_without_maps_is_refused_by_name(digits_teacher, tmp_pa
 
 @pytest.mark.parametrize("kd", [{"kind": "wkd", "weight": "auto"}, {"kind": "kl", "weight": 1.0}])
 def test_kd_beside_ot_trains_from_a_zoo_teacher(digits_teacher, tmp_path, kd):
-    spec = digits_spec("distill", teacher_path="t", kd=kd, training={"epochs": 5})
+    spec = digits_spec(
+        "distill", teacher_path="t", regularizer={"kind": "ot"}, kd=kd, training={"epochs": 5}
+    )
     metrics, start, _, _ = trained(spec, tmp_path, digits_teacher)
     assert metrics["test_accuracy"] > 0.85 and not metrics["collapsed"]
     assert set(start["weights"]) == {"regularizer.weight"} | (

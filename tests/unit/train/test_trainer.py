@@ -238,7 +238,10 @@ def test_runs_sharing_a_cache_directory_build_the_teacher_cache_once_for_the_sam
     """A sweep's trials: the first run writes its cache, the next reads it (``shared``);
     a run reading other stages builds its own. Each student is the one a lone run trains."""
     shared = tmp_path / "shared"
-    spec = digits_spec("distill", teacher_path=str(digits_teacher), training={"epochs": 1})
+    ot = {"kind": "ot"}  # a term that reads a stage (which stages are cached is the point)
+    spec = digits_spec(
+        "distill", teacher_path=str(digits_teacher), training={"epochs": 1}, regularizer=ot
+    )
     _, first = run(spec, tmp_path / "first", teacher_path=digits_teacher, shared_cache_dir=shared)
     _, second = run(spec, tmp_path / "second", teacher_path=digits_teacher, shared_cache_dir=shared)
     assert [first[0]["teacher_cache"], second[0]["teacher_cache"]] == ["memory", "shared"]
@@ -253,7 +256,7 @@ def test_runs_sharing_a_cache_directory_build_the_teacher_cache_once_for_the_sam
         "distill",
         teacher_path=str(digits_teacher),
         training={"epochs": 1},
-        regularizer={"layers": pairs},
+        regularizer=ot | {"layers": pairs},
     )
     _, third = run(other, tmp_path / "third", teacher_path=digits_teacher, shared_cache_dir=shared)
     assert third[0]["teacher_cache"] == "memory" and len(list(shared.glob("*.pt"))) == 2
