@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     report: dict = {"benchmark": "service_load", "load_average_start": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data_dir:
         headers = api_key(Path(data_dir)) if args.auth == "on" else {}
         server, client = start_server(
             Path(data_dir), {"OTRT_HEARTBEAT_SECONDS": "1", "OTRT_AUTH": args.auth}

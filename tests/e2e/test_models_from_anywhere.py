@@ -110,11 +110,12 @@ def test_a_timm_teacher_from_its_uploaded_weights(served, tmp_path):
             "student": {"architecture": "cnn_small"},
             "dataset": {"name": "digits"},
             "kd": {"weight": 1.0},
-            "regularizer": {"layers": [{"teacher": "layer2", "student": "stage2"}]},
+            "regularizer": {"kind": "ot", "layers": [{"teacher": "layer2", "student": "stage2"}]},
             "training": TRAINING,
         }
         with pytest.raises(Invalid, match="nearest first: layer2"):
-            client.create_job(body | {"regularizer": {"layers": [{"teacher": "layer_2"}]}})
+            wrong = {"kind": "ot", "layers": [{"teacher": "layer_2"}]}
+            client.create_job(body | {"regularizer": wrong})
         # WKD-F on timm's module path, beside WKD-L with its class cost from timm's features.
         wkd = body | {
             "kd": {"kind": "wkd", "weight": "auto"},

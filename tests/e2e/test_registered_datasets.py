@@ -224,7 +224,7 @@ def test_a_registered_pool_feeds_ot_and_kd_on_a_registered_dataset(client, datas
         job["dataset"]["unlabeled"] = pool_id
         return job
 
-    reads = {"regularizer": {"unlabeled": True}, "kd": {"weight": "auto"}}
+    reads = {"regularizer": {"kind": "ot", "unlabeled": True}, "kd": {"weight": "auto"}}
     for body, loc in (
         (_job(pool, 16), ["body", "dataset", "name"]),  # a pool has no labels to learn
         (distill(pool["id"]), ["body", "dataset", "unlabeled"]),  # nothing reads it

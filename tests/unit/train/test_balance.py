@@ -150,7 +150,10 @@ def test_the_spec_names_the_auto_weights_and_gets_the_numbers_back():
             "teacher": {"architecture": "cnn1d", "checkpoint": "t.safetensors"},
             "student": {"architecture": "cnn1d_small"},
             "dataset": {"name": "mnist1d"},
-            "regularizer": {"layers": [{"weight": "auto"}, {"teacher": "stage2"}]},
+            "regularizer": {
+                "kind": "at",
+                "layers": [{"weight": "auto"}, {"teacher": "stage2"}],
+            },
             "kd": {"weight": "auto"},
         }
     )
