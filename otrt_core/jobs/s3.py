@@ -167,15 +167,12 @@ class S3Storage:
         Also aborts the multipart uploads started under it before then: what an
         upload cut off by a killed process leaves (invisible, but stored).
         """
-        found = []
+        found = [
+            self._relative(item["Key"])
+            for item in self._objects(prefix)
+            if item["LastModified"].timestamp() < before
+        ]
         with self._translated(f"listing {prefix}"):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix) + "/"
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    if item["LastModified"].timestamp() < before:
-                        found.append(self._relative(item["Key"]))
             uploads = self.client.list_multipart_uploads(
                 Bucket=self.bucket, Prefix=self._key(prefix) + "/"
             )
@@ -188,13 +185,15 @@ class S3Storage:
 
     def keys(self, prefix: str) -> list[str]:
         """Every stored key under ``prefix`` (multipart uploads in flight are not keys)."""
+        return [self._relative(item["Key"]) for item in self._objects(prefix)]
+
+    def _objects(self, prefix: str) -> list[dict]:
+        """The listing of every stored object under ``prefix``, all pages."""
         with self._translated(f"listing {prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self._key(prefix) + "/"
             )
-            return [
-                self._relative(item["Key"]) for page in pages for item in page.get("Contents", [])
-            ]
+            return [item for page in pages for item in page.get("Contents", [])]
 
     # --- reading -------------------------------------------------------------------------
 
