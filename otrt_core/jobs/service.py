@@ -19,22 +19,18 @@ from pathlib import PurePath
 from typing import Any
 
 from otrt_core.atomic import PARTIAL_SUFFIX, writer, written_by_dead_process
-from otrt_core.catalog import catalog
-from otrt_core.data.image_size import image_size
 from otrt_core.errors import Problem, TooLarge, UserError
 from otrt_core.jobs import states
+from otrt_core.jobs.admission import Admission
 from otrt_core.jobs.dataset_service import DatasetService
 from otrt_core.jobs.dataset_store import DatasetStore
 from otrt_core.jobs.dispatch import Dispatcher
 from otrt_core.jobs.files import FileNotFound, FileRecords
 from otrt_core.jobs.inspection import (
     InspectionLimits,
-    architecture_layers,
     inspect_upload,
     storage_suffix,
-    teacher_misfit,
 )
-from otrt_core.jobs.model_checks import graph_problems, library_layer_problems
 from otrt_core.jobs.refusals import (
     Conflict,
     Invalid,
@@ -50,25 +46,12 @@ from otrt_core.jobs.sweeps import SweepRunner, initial_state
 from otrt_core.jobs.tables import Artifact, Job, JobEvent, StoredFile, Sweep, SweepEvent
 from otrt_core.jobs.uploads import UploadService
 from otrt_core.jobs.workers import WorkerRegistry
-from otrt_core.protocol import REPORT, STUDENT_WEIGHTS
-from otrt_core.spec import JobSpec, SpecError, resolve_spec
+from otrt_core.protocol import REPORT
+from otrt_core.spec import JobSpec
 
 PURPOSES = ("teacher", "model", "dataset")  # "model" is the same as "teacher"
 QUEUE_FULL_RETRY_SECONDS = 30.0  # Retry-After when a key's queue is full
 log = logging.getLogger("otrt.service")
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """A stored model a job names: its weights, and its ``details`` when it is a graph."""
-
-    stored: StoredObject
-    graph: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, record: StoredFile) -> ModelFile:
-        stored = StoredObject(record.path, record.bytes, record.sha256)
-        return cls(stored, record.details if record.format == "onnx" else None)
 
 
 @dataclass
@@ -84,13 +67,10 @@ class Service:
     allowed_sources: list[str] = field(default_factory=list)  # OTRT_DATA_SOURCES
     max_push_bytes: int = 1024**4  # one upload in parts
     upload_expiry: timedelta = timedelta(hours=24)
-    # (weights sha256, architecture, input shape) -> why they do not fit, or None.
-    _fits: dict[tuple, str | None] = field(default_factory=dict, init=False, repr=False)
-    # (architecture, input shape) -> its layer names (timm and torchvision models).
-    _layer_names: dict[tuple, list[str]] = field(default_factory=dict, init=False, repr=False)
     sweeps: SweepRunner = field(init=False, repr=False)
     datasets: DatasetService = field(init=False, repr=False)
     uploads: UploadService = field(init=False, repr=False)
+    admission: Admission = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sweeps = SweepRunner(self.store, SweepStore(self.store.sessions), self._dispatch)
@@ -109,6 +89,9 @@ class Service:
             self._accept,
             max_push_bytes=self.max_push_bytes,
             expiry=self.upload_expiry,
+        )
+        self.admission = Admission(
+            self.store, self.files, self.storage, self.datasets, self.inspection, self.workers
         )
 
     # --- files ---------------------------------------------------------------------------
@@ -230,9 +213,10 @@ class Service:
         returned an earlier job. :class:`TooManyRequests` when ``key_id`` (or
         ``owner``, without a key) already has ``max_queued`` jobs waiting.
         """
-        spec, inputs, problems = self._checked(owner, body, ["body"])
-        if problems:
-            raise Invalid.of(problems, "the job")
+        admitted = self.admission.check(owner, body, ["body"])
+        if admitted.problems:
+            raise Invalid.of(admitted.problems, "the job")
+        spec = admitted.spec
         sent = json.dumps(body.model_dump(mode="json"), sort_keys=True)
         request_hash = hashlib.sha256(sent.encode()).hexdigest()
         if max_queued is not None and not self._replay(owner, idempotency_key, request_hash):
@@ -256,7 +240,7 @@ class Service:
                 spec,
                 spec.metadata,
                 progress,
-                inputs=inputs,
+                inputs=admitted.inputs,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 key_id=key_id,
@@ -267,19 +251,6 @@ class Service:
         if created:
             self._dispatch(job.id)
         return job, created
-
-    def _checked(self, owner: str, body: JobSpec, where: list[str]) -> tuple[JobSpec, dict, list]:
-        """The resolved spec, its inputs and every problem of the job ``body`` (locations
-        under ``where``); :class:`Invalid` at once when the spec itself is invalid."""
-        try:
-            spec = resolve_spec(body)
-        except SpecError as error:
-            raise Invalid.of([p.under(*where) for p in error.problems], "the job") from None
-        problems: list[Problem] = []
-        inputs = self._inputs(owner, spec, problems)
-        problems += self._device_problems(spec.training.gpus)
-        # _inputs locates problems in a job body: ("body", …) becomes (*where, …).
-        return spec, inputs, [Problem((*where, *p.loc[1:]), p.msg) for p in problems]
 
     def _replay(self, owner: str, idempotency_key: str | None, request_hash: str) -> bool:
         """Whether this request repeats an earlier one (then it adds no job)."""
@@ -302,182 +273,6 @@ class Service:
             log.warning(
                 "job %s: dispatch failed; the reaper will send it again", job_id, exc_info=True
             )
-
-    def _inputs(self, owner: str, spec: JobSpec, problems: list[Problem]) -> dict:
-        """The uploaded files and teacher job the spec names, checked; problems appended."""
-        inputs: dict[str, str | None] = {}
-        input_shape = None
-        if spec.dataset.name.startswith("file_"):
-            record = self._owned_file(owner, spec.dataset.name, "dataset")
-            if isinstance(record, str):
-                problems.append(Problem(["body", "dataset", "name"], record))
-            elif record.details.get("input_shape") is None:
-                message = f"{record.id}: {record.details['registration']}"
-                problems.append(Problem(["body", "dataset", "name"], message))
-            else:
-                inputs["dataset_file_id"] = record.id
-                input_shape = tuple(record.details["input_shape"])
-        elif spec.dataset.name.startswith("ds_"):
-            dataset = self.datasets.usable(owner, spec.dataset.name)
-            if isinstance(dataset, str):
-                problems.append(Problem(["body", "dataset", "name"], dataset))
-            else:
-                inputs["dataset_id"] = dataset.id
-                size = image_size(spec, dataset.details["images"]["median"])
-                input_shape = (dataset.details["channels"], *size)
-                problems += registered_class_problems(spec, dataset.id, dataset.details)
-        elif spec.dataset.name.endswith((".npz", ".zip")):
-            msg = "file paths are for `otrt train`; upload the file and name its file_… id"
-            problems.append(Problem(["body", "dataset", "name"], msg))
-        else:
-            input_shape = catalog().datasets[spec.dataset.name].input_shape
-        if spec.dataset.unlabeled is not None:
-            problems += self._pool_problems(owner, spec.dataset.unlabeled)
-        problems += [
-            p.under("body") for p in library_layer_problems(spec, input_shape, self._layers)
-        ]
-        if spec.student.init is not None:
-            self._student_init(owner, spec, input_shape, inputs, problems)
-        if spec.teacher is None:
-            return inputs
-        loc = ["body", "teacher", "checkpoint"]
-        model = self._teacher_file(owner, spec.teacher.checkpoint, inputs, problems, loc)
-        if model is not None:
-            # In transfer, a graph teacher's student is a copy of its graph.
-            copied = spec.mode == "transfer" and spec.student.architecture is None
-            sides = ("teacher", "student") if copied else ("teacher",)
-            problems += self._model_problems(spec, sides, model, input_shape, loc)
-        return inputs
-
-    def _pool_problems(self, owner: str, pool_id: str) -> list[Problem]:
-        """A registered dataset named as the unlabeled pool: the caller's, ready, and not
-        empty (a labeled one serves too: its labels are ignored)."""
-        loc = ["body", "dataset", "unlabeled"]
-        pool = self.datasets.usable(owner, pool_id)
-        if isinstance(pool, str):
-            return [Problem(loc, pool)]
-        counts = (pool.details or {}).get("counts") or {}
-        if not any(_images(split) for split in counts.values()):
-            return [Problem(loc, f"{pool_id} holds no images")]
-        return []
-
-    def _student_init(
-        self, owner: str, spec: JobSpec, input_shape, inputs: dict, problems: list
-    ) -> None:
-        """The uploaded model ``student.init`` names, checked and noted in ``inputs``."""
-        loc = ["body", "student", "init"]
-        if not spec.student.init.startswith("file_"):
-            msg = "name an uploaded model (file_…); paths are for `otrt train`"
-            problems.append(Problem(loc, msg))
-            return
-        record = self._owned_file(owner, spec.student.init, "teacher")
-        if isinstance(record, str):
-            problems.append(Problem(loc, record))
-            return
-        inputs["init_file_id"] = record.id
-        problems += self._model_problems(spec, ("student",), ModelFile.of(record), input_shape, loc)
-
-    def _model_problems(
-        self,
-        spec: JobSpec,
-        sides: tuple[str, ...],
-        model: ModelFile,
-        input_shape: tuple[int, ...] | None,
-        loc: list,
-    ) -> list[Problem]:
-        """What in ``spec`` does not fit the model file that ``sides[0]`` names (and, for a
-        graph, the other sides that are copies of it): a graph's layers and inputs, or a
-        state dict's architecture and the weights' fit through its input view."""
-        name = sides[0]
-        side = getattr(spec, name)
-        if model.graph is not None:
-            return [p.under("body") for p in graph_problems(spec, model.graph, input_shape, sides)]
-        if side.architecture is None:
-            msg = f"a state dict needs {name}.architecture (only an ONNX graph is a whole model)"
-            return [Problem(["body", name, "architecture"], msg)]
-        if input_shape is None:
-            return []
-        try:
-            shape = side.input.shape_for(input_shape) if side.input else input_shape
-        except UserError as error:
-            return [Problem(["body", name, "input"], error.message)]
-        problem = self._misfit(model.stored, side.architecture, shape)
-        return [Problem(loc, problem)] if problem else []
-
-    def _device_problems(self, gpus: int) -> list[Problem]:
-        """A job needing more devices than any live executor offers could never start;
-        with no executor seen yet, it is accepted and waits."""
-        largest = self.workers.largest() if self.workers is not None and gpus > 1 else None
-        if largest is None or gpus <= largest:
-            return []
-        message = f"no worker offers {gpus} devices; the largest offers {largest}"
-        return [Problem(["body", "training", "gpus"], message)]
-
-    def _misfit(
-        self, weights: StoredObject, architecture: str, input_shape: tuple[int, ...]
-    ) -> str | None:
-        """Why the weights do not fit ``architecture`` at ``input_shape``, or ``None``.
-
-        Found by the inspector child (the API never loads torch), once per
-        (weights, architecture, input shape) for the life of this process.
-        """
-        key = (weights.sha256, architecture, tuple(input_shape))
-        if key not in self._fits:
-            path = self.storage.fetch(weights.key, weights.sha256)
-            try:
-                self._fits[key] = teacher_misfit(path, architecture, input_shape, self.inspection)
-            except UserError as error:
-                return str(error)
-        return self._fits[key]
-
-    def _layers(self, architecture: str, input_shape: tuple[int, ...]) -> list[str]:
-        """A timm or torchvision model's layer names, from the inspector child, once per
-        (architecture, input shape) for the life of this process."""
-        key = (architecture, tuple(input_shape))
-        if key not in self._layer_names:
-            self._layer_names[key] = architecture_layers(architecture, input_shape, self.inspection)
-        return self._layer_names[key]
-
-    def _teacher_file(
-        self, owner: str, ref: str, inputs: dict, problems: list, loc: list
-    ) -> ModelFile | None:
-        """The stored model ``ref`` names, checked and noted in ``inputs``; or ``None``
-        with a problem appended."""
-        if ref.startswith("file_"):
-            record = self._owned_file(owner, ref, "teacher")
-            if isinstance(record, str):
-                problems.append(Problem(loc, record))
-                return None
-            inputs["teacher_file_id"] = record.id
-            return ModelFile.of(record)
-        if ref.startswith("job_"):
-            try:
-                teacher_job = self.store.get(ref, owner)
-            except JobNotFound:
-                problems.append(Problem(loc, f"no job {ref}"))
-                return None
-            if teacher_job.status != states.SUCCEEDED:
-                msg = f"job {ref} is {teacher_job.status}; a teacher job must have succeeded"
-                problems.append(Problem(loc, msg))
-                return None
-            weights = self.store.artifact(ref, STUDENT_WEIGHTS)
-            if weights is None:
-                problems.append(Problem(loc, f"job {ref} has no {STUDENT_WEIGHTS}"))
-                return None
-            inputs["teacher_job_id"] = ref
-            return ModelFile(StoredObject(weights.path, weights.bytes, weights.sha256))
-        problems.append(Problem(loc, "name an uploaded file (file_…) or a finished job (job_…)"))
-        return None
-
-    def _owned_file(self, owner: str, file_id: str, purpose: str) -> StoredFile | str:
-        """The owner's file of that purpose, or why not."""
-        try:
-            record = self.files.get(file_id, owner)
-        except FileNotFound:
-            return f"no file {file_id}"
-        if record.purpose != purpose:
-            return f"file {file_id} was uploaded as a {record.purpose}, not a {purpose}"
-        return record
 
     def job(self, owner: str, job_id: str) -> Job:
         try:
@@ -536,8 +331,8 @@ class Service:
         self, owner: str, body: SweepSpec, *, key_id: str | None, max_queued: int | None
     ) -> dict[str, Any]:
         """Checks a sweep (every problem at once), stores it and queues its first jobs."""
-        _, inputs, problems = self._checked(owner, body.base, ["body", "base"])
-        problems += sweep_problems(body, self.max_sweep_jobs)
+        admitted = self.admission.check(owner, body.base, ["body", "base"])
+        problems = admitted.problems + sweep_problems(body, self.max_sweep_jobs)
         if max_queued is not None and body.parallel > max_queued:
             msg = f"parallel is more than this key may queue ({max_queued}, its max_queued)"
             problems.append(Problem(["body", "parallel"], msg))
@@ -554,7 +349,7 @@ class Service:
             owner,
             key_id,
             body.model_dump(mode="json", exclude_unset=True),  # as sent: defaults stay defaults
-            inputs,
+            admitted.inputs,
             initial_state(sweep_id, body),
             Note("created", message, {"points": points, "seeds": body.seeds}),
         )
@@ -620,28 +415,3 @@ class Service:
         if sweep.status not in TERMINAL:
             raise NotFound(f"sweep {sweep_id} is {sweep.status}: its artifacts come when it ends")
         return sweep
-
-
-def registered_class_problems(
-    spec: JobSpec, dataset_id: str, details: dict[str, Any]
-) -> list[Problem]:
-    """A registered dataset as a job's labeled data: it has training images with labels,
-    and every class ``dataset.classes`` names."""
-    names = details.get("classes") or []
-    if "train" not in (details.get("counts") or {}):
-        msg = (
-            f"{dataset_id} is a pool of unlabeled images (no class folders): a job's dataset "
-            "needs labels"
-        )
-        return [Problem(["body", "dataset", "name"], msg)]
-    missing = [c for c in spec.dataset.classes or [] if not 0 <= c < len(names)]
-    if not missing:
-        return []
-    listed = ", ".join(f"{i}: {name}" for i, name in enumerate(names))
-    msg = f"{dataset_id} has classes 0..{len(names) - 1} ({listed}); it lacks {missing}"
-    return [Problem(["body", "dataset", "classes"], msg)]
-
-
-def _images(split: int | dict[str, int]) -> int:
-    """The images of one split of a dataset's counts (per class, or a pool's total)."""
-    return split if isinstance(split, int) else sum(split.values())

@@ -1,7 +1,7 @@
 """A registered dataset: as a job's data (labels needed, each class asked for) and as
 its details show it (the smallest and largest images)."""
 
-from otrt_core.jobs.service import registered_class_problems
+from otrt_core.jobs.admission import registered_class_problems
 from otrt_core.spec import resolve_spec
 
 PHOTOS = {"classes": ["cat", "dog"], "counts": {"train": {"cat": 30, "dog": 30}}}
