@@ -360,14 +360,18 @@ class UploadPartOut(BaseModel):
     number: int
     bytes: int
     url: str | None = Field(
-        default=None, description="Where to PUT it; absent: PUT /v1/uploads/{id}/parts/{number}."
+        default=None,
+        description=(
+            "Where to PUT it: a presigned S3 URL (no Authorization header); absent: "
+            "PUT /v1/uploads/{id}/parts/{number}. Given for the parts not yet stored."
+        ),
     )
 
 
 class StoredPartOut(BaseModel):
     number: int
     bytes: int
-    etag: str = Field(description="The part's sha256.")
+    etag: str = Field(description="The part's sha256 on a local store; S3's ETag on S3.")
 
 
 class UploadOut(BaseModel):
@@ -390,7 +394,10 @@ class UploadOut(BaseModel):
             size=upload.bytes,
             sha256=upload.sha256,
             part_size=upload.part_size,
-            parts=[UploadPartOut(number=n, bytes=b) for n, b in planned_parts(state)],
+            parts=[
+                UploadPartOut(number=n, bytes=b, url=state.urls.get(n))
+                for n, b in planned_parts(state)
+            ],
             stored=[
                 StoredPartOut(number=p.number, bytes=p.bytes, etag=p.etag)
                 for _, p in sorted(state.stored.items())

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from otrt.client import ApiError
+
 CHUNK = 1 << 20
 
 
@@ -78,7 +82,11 @@ def file_sha256(path: Path) -> str:
 
 class PartSender:
     """PUTs the parts of ``upload`` that the server has not stored, ``parallel`` at a
-    time, each read from its slice of the file; ``progress(sent, total)`` in bytes."""
+    time, each read from its slice of the file; ``progress(sent, total)`` in bytes.
+
+    A part with a ``url`` (a presigned S3 URL) goes straight to the bucket, without
+    the service's credentials; one whose URL has expired (403) is signed again by
+    ``GET /v1/uploads/{id}`` and sent once more. The others go through the service."""
 
     def __init__(
         self,
@@ -94,18 +102,35 @@ class PartSender:
         self.lock = threading.Lock()
 
     def send(self, parallel: int) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            for _ in pool.map(self._send, self.missing):  # the first failure raises here
-                pass
+        with (
+            httpx.Client(timeout=self.client.http.timeout) as bucket,
+            ThreadPoolExecutor(max_workers=max(1, parallel)) as pool,
+        ):
+            for _ in pool.map(lambda part: self._send(part, bucket), self.missing):
+                pass  # the first failure raises here
 
-    def _send(self, part: dict[str, Any]) -> None:
+    def _send(self, part: dict[str, Any], bucket: httpx.Client) -> None:
         with self.path.open("rb") as handle:
             handle.seek((part["number"] - 1) * self.upload["part_size"])
             data = handle.read(part["bytes"])
-        url = part.get("url") or f"/v1/uploads/{self.upload['id']}/parts/{part['number']}"
-        headers = {"Content-Type": "application/octet-stream"}
-        self.client._request("PUT", url, content=data, headers=headers)
+        if part.get("url"):
+            self._put_to_bucket(part, data, bucket)
+        else:
+            url = f"/v1/uploads/{self.upload['id']}/parts/{part['number']}"
+            headers = {"Content-Type": "application/octet-stream"}
+            self.client._request("PUT", url, content=data, headers=headers)
         with self.lock:
             self.sent += part["bytes"]
             if self.progress:
                 self.progress(self.sent, self.upload["size"])
+
+    def _put_to_bucket(self, part: dict[str, Any], data: bytes, bucket: httpx.Client) -> None:
+        number, url = part["number"], part["url"]
+        answer = bucket.put(url, content=data)
+        if answer.status_code == 403:  # the URL expired during a long push: signed again
+            fresh = self.client._request("GET", f"/v1/uploads/{self.upload['id']}").json()
+            url = next(p.get("url") for p in fresh["parts"] if p["number"] == number) or url
+            answer = bucket.put(url, content=data)
+        if answer.is_error:
+            detail = f"the object store refused part {number}: {answer.text[:300]}"
+            raise ApiError(answer.status_code, {"detail": detail})

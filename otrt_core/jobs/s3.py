@@ -76,9 +76,9 @@ class S3Storage:
 
     def location(self, prefix: str) -> str:
         """The ``s3://`` URI of the objects under ``prefix`` (a trainer reads them there)."""
-        return f"s3://{self.bucket}/{self._key(prefix)}/"
+        return f"s3://{self.bucket}/{self.object_key(prefix)}/"
 
-    def _key(self, key: str) -> str:
+    def object_key(self, key: str) -> str:
         relative = valid_key(key).as_posix()
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
@@ -86,7 +86,7 @@ class S3Storage:
         return object_key[len(self.prefix) + 1 :] if self.prefix else object_key
 
     @contextlib.contextmanager
-    def _translated(self, doing: str) -> Iterator[None]:
+    def translated(self, doing: str) -> Iterator[None]:
         """Turns the store's failures into :class:`StorageUnavailable` naming the cause."""
         try:
             yield
@@ -105,7 +105,7 @@ class S3Storage:
 
     def check(self) -> None:
         """Raises :class:`StorageUnavailable` unless the bucket exists and takes our keys."""
-        with self._translated(f"checking the bucket {self.bucket!r}"):
+        with self.translated(f"checking the bucket {self.bucket!r}"):
             self.client.head_bucket(Bucket=self.bucket)
 
     # --- writing -------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class S3Storage:
     async def receive(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> StoredObject:
         """Streams ``chunks`` to ``key`` part by part, hashing on the way, and keeps a local
         copy in the cache; :class:`TooLarge` past ``limit``, nothing left in the bucket."""
-        upload = _MultipartUpload(self.client, self.bucket, self._key(key))
+        upload = _MultipartUpload(self.client, self.bucket, self.object_key(key))
         with self._spool() as (spool, handle):
             writer, buffer = HashingWriter(handle, limit), bytearray()
             try:
@@ -137,7 +137,7 @@ class S3Storage:
         """Spools and hashes ``data``, then sends it as the upload's next part (its last,
         which completes the upload, with ``last``)."""
         writer.write(data)
-        with self._translated(f"uploading {upload.key}"):
+        with self.translated(f"uploading {upload.key}"):
             if last:
                 upload.finish(data)
             else:
@@ -145,21 +145,21 @@ class S3Storage:
 
     def put(self, key: str, source: Path) -> StoredObject:
         """Uploads a local file as ``key`` (a multipart upload past :data:`PART`)."""
-        sha256 = _sha256_of(source)
-        with self._translated(f"uploading {key}"):
-            self.client.upload_file(str(source), self.bucket, self._key(key), Config=TRANSFER)
+        sha256 = sha256_of(source)
+        with self.translated(f"uploading {key}"):
+            self.client.upload_file(str(source), self.bucket, self.object_key(key), Config=TRANSFER)
         return StoredObject(key, Path(source).stat().st_size, sha256)
 
     def rename(self, key: str, new_key: str) -> None:
         """A copy inside the store (multipart past 5 GB), then the old key's deletion."""
-        with self._translated(f"renaming {key}"):
-            source = {"Bucket": self.bucket, "Key": self._key(key)}
-            self.client.copy(source, self.bucket, self._key(new_key), Config=TRANSFER)
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self.translated(f"renaming {key}"):
+            source = {"Bucket": self.bucket, "Key": self.object_key(key)}
+            self.client.copy(source, self.bucket, self.object_key(new_key), Config=TRANSFER)
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
     def delete(self, key: str) -> None:
-        with self._translated(f"deleting {key}"):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self.translated(f"deleting {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
     def modified_before(self, prefix: str, before: float) -> list[str]:
         """Keys under ``prefix`` last written before ``before`` (seconds since the epoch).
@@ -172,9 +172,9 @@ class S3Storage:
             for item in self._objects(prefix)
             if item["LastModified"].timestamp() < before
         ]
-        with self._translated(f"listing {prefix}"):
+        with self.translated(f"listing {prefix}"):
             uploads = self.client.list_multipart_uploads(
-                Bucket=self.bucket, Prefix=self._key(prefix) + "/"
+                Bucket=self.bucket, Prefix=self.object_key(prefix) + "/"
             )
             for upload in uploads.get("Uploads", []):
                 if upload["Initiated"].timestamp() < before:
@@ -189,9 +189,9 @@ class S3Storage:
 
     def _objects(self, prefix: str) -> list[dict]:
         """The listing of every stored object under ``prefix``, all pages."""
-        with self._translated(f"listing {prefix}"):
+        with self.translated(f"listing {prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix) + "/"
+                Bucket=self.bucket, Prefix=self.object_key(prefix) + "/"
             )
             return [item for page in pages for item in page.get("Contents", [])]
 
@@ -206,7 +206,7 @@ class S3Storage:
             handle.close()
             if not self.download(key, spool):
                 raise LookupError(key)
-            digest = _sha256_of(spool)
+            digest = sha256_of(spool)
             if sha256 and digest != sha256:
                 message = f"object store: {key} does not match its recorded sha256"
                 raise StorageUnavailable(message)
@@ -218,10 +218,10 @@ class S3Storage:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.download")
         try:
-            with self._translated(f"downloading {key}"):
+            with self.translated(f"downloading {key}"):
                 try:
                     self.client.download_file(
-                        self.bucket, self._key(key), str(temp), Config=TRANSFER
+                        self.bucket, self.object_key(key), str(temp), Config=TRANSFER
                     )
                 except ClientError as error:
                     if error.response.get("Error", {}).get("Code") in MISSING:
@@ -234,9 +234,11 @@ class S3Storage:
 
     def read_bytes(self, key: str) -> bytes:
         """A small object's content (a report); ``LookupError(key)`` when missing."""
-        with self._translated(f"reading {key}"):
+        with self.translated(f"reading {key}"):
             try:
-                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+                return self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))[
+                    "Body"
+                ].read()
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") in MISSING:
                     raise LookupError(key) from None
@@ -244,8 +246,8 @@ class S3Storage:
 
     def chunks(self, key: str) -> Iterator[bytes]:
         """The whole of ``key``, a chunk at a time."""
-        with self._translated(f"reading {key}"):
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        with self.translated(f"reading {key}"):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
         return response["Body"].iter_chunks(CHUNK)
 
     def stream(self, key: str, start: int, end: int) -> Iterator[bytes]:
@@ -253,20 +255,20 @@ class S3Storage:
         is made now, so that a failing store fails before a response has begun."""
         if end <= start:
             return iter(())
-        with self._translated(f"reading {key}"):
+        with self.translated(f"reading {key}"):
             response = self.client.get_object(
-                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}"
+                Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}"
             )
         return response["Body"].iter_chunks(CHUNK)
 
     def presigned_url(self, key: str, filename: str) -> str:
         """A URL that downloads ``key`` as ``filename`` for :data:`PRESIGNED_SECONDS`."""
-        with self._translated(f"signing {key}"):
+        with self.translated(f"signing {key}"):
             return self.client.generate_presigned_url(
                 "get_object",
                 Params={
                     "Bucket": self.bucket,
-                    "Key": self._key(key),
+                    "Key": self.object_key(key),
                     "ResponseContentDisposition": f'attachment; filename="{filename}"',
                 },
                 ExpiresIn=PRESIGNED_SECONDS,
@@ -345,7 +347,7 @@ class _MultipartUpload:
             )
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as reader:
         while chunk := reader.read(CHUNK):

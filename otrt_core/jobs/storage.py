@@ -130,7 +130,9 @@ class LocalStorage:
                 yield chunk
 
     def rename(self, key: str, new_key: str) -> None:
-        os.replace(self.path(key), self.path(new_key))
+        target = self.path(new_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(key), target)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

@@ -86,12 +86,15 @@ class Upload(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)  # the declared size of the whole
     sha256: Mapped[str | None] = mapped_column(String(64), default=None)  # declared, checked
     part_size: Mapped[int] = mapped_column(BigInteger)
+    # The store's own id for the upload: S3's multipart UploadId (None on a local store).
+    multipart_id: Mapped[str | None] = mapped_column(String(1024), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
 
 
 class UploadPart(Base):
-    """One stored part of an upload (its bytes under ``uploads/parts/{upload}/{number}``)."""
+    """One stored part of an upload on a local store (its bytes under
+    ``upload-parts/{upload}/{number}``); S3 lists its multipart upload's parts itself."""
 
     __tablename__ = "upload_parts"
     upload_id: Mapped[str] = mapped_column(

@@ -2,36 +2,35 @@
 
 An upload declares its size (and, optionally, its sha256) and gets a part size;
 part ``n`` (from 1) covers bytes ``[(n - 1) * part_size, n * part_size)`` of the
-whole, the last one the rest. Each part is stored as an object of its own
-(``upload-parts/{id}/{n}``) and recorded with its sha256 (its ETag) once
-complete, so a client that stopped asks which parts are stored and sends only
-the others; a part sent again replaces the first. Completing concatenates the
-parts, in order, into one upload that is checked and recorded like any
-``POST /v1/files`` (purpose ``dataset``), then frees the parts. Nothing is
-decoded here: the converter bounds memory per image, so the only limit on the
-whole is ``OTRT_MAX_PUSH_BYTES``.
+whole, the last one the rest. Where the parts wait is the part store's affair
+(``upload_parts``: objects of their own on a local store, an S3 multipart upload
+on S3, with presigned URLs when the client may reach the bucket). A client that
+stopped asks which parts are stored and sends only the others; a part sent again
+replaces the first. Completing joins the parts, in order, into one upload that is
+checked and recorded like any ``POST /v1/files`` (purpose ``dataset``), then
+frees them. Nothing is decoded here: the converter bounds memory per image, so
+the only limit on the whole is ``OTRT_MAX_PUSH_BYTES``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from otrt_core.atomic import writer
-from otrt_core.errors import TooLarge
 from otrt_core.jobs.refusals import Invalid, NotFound, PayloadTooLarge
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import new_id
 from otrt_core.jobs.tables import StoredFile, Upload, UploadPart
+from otrt_core.jobs.upload_parts import PartStore, StoredPart, part_store
 
 MIB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MIB
-MIN_PART_SIZE = 64 * 1024  # small enough to test resuming on a few MB
+MIN_PART_SIZE = 64 * 1024  # the least any store takes (S3 wants 5 MiB: see upload_parts)
 MAX_PART_SIZE = 512 * MIB
 MAX_PARTS = 10_000  # S3's bound on a multipart upload
 UPLOAD_SUFFIXES = (".zip", ".npz")  # what POST /v1/datasets registers from a file
@@ -39,10 +38,12 @@ UPLOAD_SUFFIXES = (".zip", ".npz")  # what POST /v1/datasets registers from a fi
 
 @dataclass(frozen=True)
 class UploadState:
-    """An upload and the parts stored so far (number -> its row)."""
+    """An upload, the parts stored so far (by number) and where the client PUTs each
+    part directly (by number; none: through the service's part route)."""
 
     upload: Upload
-    stored: dict[int, UploadPart]
+    stored: dict[int, StoredPart]
+    urls: dict[int, str] = field(default_factory=dict)
 
     @property
     def part_count(self) -> int:
@@ -53,6 +54,10 @@ class UploadState:
         if number < self.part_count:
             return self.upload.part_size
         return self.upload.bytes - (self.part_count - 1) * self.upload.part_size
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        return {n: self.part_bytes(n) for n in range(1, self.part_count + 1)}
 
     @property
     def missing(self) -> list[int]:
@@ -80,7 +85,8 @@ class UploadService:
         max_push_bytes: int,
         expiry: timedelta,
     ) -> None:
-        self.sessions, self.storage, self.accept = sessions, storage, accept
+        self.sessions, self.accept = sessions, accept
+        self.parts: PartStore = part_store(storage, sessions)
         self.max_push_bytes, self.expiry = max_push_bytes, expiry
 
     def create(
@@ -90,6 +96,11 @@ class UploadService:
             raise Invalid.at(["body", "filename"], "datasets are .npz or ImageFolder .zip")
         if size > self.max_push_bytes:
             raise PayloadTooLarge(f"{size} bytes exceed the limit of {self.max_push_bytes} bytes")
+        least = self.parts.min_part_size
+        if part_size is not None and part_size < least and size > part_size:
+            raise Invalid.at(
+                ["body", "part_size"], f"this store takes parts of at least {least} bytes"
+            )
         part_size = part_size or max(DEFAULT_PART_SIZE, -(-size // MAX_PARTS))
         if part_count(size, part_size) > MAX_PARTS:
             smallest = -(-size // MAX_PARTS)
@@ -98,92 +109,71 @@ class UploadService:
                 f"{size} bytes in parts of {part_size} make over {MAX_PARTS} parts; "
                 f"use parts of at least {smallest} bytes",
             )
+        upload_id = new_id("upl")
         upload = Upload(
-            id=new_id("upl"),
+            id=upload_id,
             owner=owner,
             filename=filename,
             bytes=size,
             sha256=sha256,
             part_size=part_size,
+            multipart_id=self.parts.begin(upload_id),
             expires_at=datetime.now(UTC) + self.expiry,
         )
         with self.sessions.begin() as session:
             session.add(upload)
-        return UploadState(upload, {})
+        state = UploadState(upload, {})
+        return UploadState(upload, {}, self.parts.urls(upload, range(1, state.part_count + 1)))
 
     def state(self, owner: str, upload_id: str) -> UploadState:
+        """The upload, its stored parts and fresh URLs for the missing ones."""
+        upload = self._upload(owner, upload_id)
+        stored = UploadState(upload, self.parts.stored(upload))
+        return UploadState(upload, stored.stored, self.parts.urls(upload, stored.missing))
+
+    def _upload(self, owner: str, upload_id: str) -> Upload:
         with self.sessions() as session:
             upload = session.get(Upload, upload_id)
             if upload is None or upload.owner != owner:
                 raise NotFound(f"no upload {upload_id}")
-            parts = session.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id))
-            return UploadState(upload, {part.number: part for part in parts})
+            return upload
 
     async def receive_part(
         self, owner: str, upload_id: str, number: int, chunks: AsyncIterator[bytes]
-    ) -> UploadPart:
+    ) -> StoredPart:
         """Stores part ``number``; 422 when it is not one of the upload's parts or is not
         exactly its size (a part past the declared size included)."""
-        state = await asyncio.to_thread(self.state, owner, upload_id)
+        upload = await asyncio.to_thread(self._upload, owner, upload_id)
+        state = UploadState(upload, {})
         if not 1 <= number <= state.part_count:
             raise Invalid.at(
                 ["path", "number"], f"part {number} is not one of 1-{state.part_count}"
             )
-        expected = state.part_bytes(number)
-        key = part_key(upload_id, number)
-        try:
-            stored = await self.storage.receive(key, chunks, expected)
-        except TooLarge:
-            self.storage.delete(key)
-            raise Invalid.at(
-                ["body"], f"part {number} is past the declared size: it has {expected} bytes"
-            ) from None
-        if stored.bytes != expected:
-            self.storage.delete(key)
-            raise Invalid.at(
-                ["body"], f"part {number} has {stored.bytes} bytes; it must have {expected}"
-            )
-        part = UploadPart(
-            upload_id=upload_id, number=number, bytes=stored.bytes, etag=stored.sha256
-        )
-        with self.sessions.begin() as session:
-            if session.get(Upload, upload_id) is None:  # aborted meanwhile
-                self.storage.delete(key)
-                raise NotFound(f"no upload {upload_id}")
-            session.merge(part)  # a part sent again replaces the first
-        return part
+        return await self.parts.receive(upload, number, chunks, state.part_bytes(number))
 
     async def complete(self, owner: str, upload_id: str) -> StoredFile:
         """The parts, in order, as one checked and recorded file; the parts are freed."""
-        state = await asyncio.to_thread(self.state, owner, upload_id)
+        upload = await asyncio.to_thread(self._upload, owner, upload_id)
+        state = UploadState(upload, await asyncio.to_thread(self.parts.stored, upload))
         if missing := state.missing:
             shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
             raise Invalid.at(["body"], f"parts missing: {shown} (of {state.part_count})")
-        file_id = new_id("file")
-        whole = await self.storage.receive(
-            f"uploads/{file_id}{writer()}.upload", self._parts(state), self.max_push_bytes
-        )
-        if state.upload.sha256 and whole.sha256 != state.upload.sha256.lower():
-            self.storage.delete(whole.key)
+        whole = await self.parts.join(upload, state.sizes)
+        if upload.sha256 and whole.sha256 != upload.sha256.lower():
+            await asyncio.to_thread(self._forget, upload)
             raise Invalid.at(
                 ["body", "sha256"],
-                f"the parts' sha256 is {whole.sha256}, not the declared {state.upload.sha256}",
+                f"the parts' sha256 is {whole.sha256}, not the declared {upload.sha256}; "
+                "the upload is aborted",
             )
-        filename = state.upload.filename
-        record = await asyncio.to_thread(self.accept, owner, "dataset", filename, file_id, whole)
-        await asyncio.to_thread(self._forget, upload_id, state.part_count)
+        record = await asyncio.to_thread(
+            self.accept, owner, "dataset", upload.filename, new_id("file"), whole
+        )
+        await asyncio.to_thread(self._forget, upload)
         return record
 
-    async def _parts(self, state: UploadState) -> AsyncIterator[bytes]:
-        """Every part's bytes in order, each read in a thread (never on the event loop)."""
-        for number in range(1, state.part_count + 1):
-            chunks = await asyncio.to_thread(self.storage.chunks, part_key(state.upload.id, number))
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                yield chunk
-
     def abort(self, owner: str, upload_id: str) -> None:
-        state = self.state(owner, upload_id)
-        self._forget(upload_id, state.part_count)
+        self._forget(self._upload(owner, upload_id))
 
     def expire(self, now: datetime | None = None) -> list[str]:
         """Aborts every upload past its ``expires_at``; returns their ids."""
@@ -194,21 +184,16 @@ class UploadService:
                 )
             )
         for upload in expired:
-            self._forget(upload.id, part_count(upload.bytes, upload.part_size))
+            self._forget(upload)
         return [upload.id for upload in expired]
 
-    def _forget(self, upload_id: str, parts: int) -> None:
+    def _forget(self, upload: Upload) -> None:
         with self.sessions.begin() as session:
-            session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
-            session.execute(delete(Upload).where(Upload.id == upload_id))
-        for number in range(1, parts + 1):
-            self.storage.delete(part_key(upload_id, number))
-
-
-def part_key(upload_id: str, number: int) -> str:
-    return f"upload-parts/{upload_id}/{number:05d}"
+            session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
+            session.execute(delete(Upload).where(Upload.id == upload.id))
+        self.parts.discard(upload)
 
 
 def planned_parts(state: UploadState) -> Iterator[tuple[int, int]]:
     """(number, bytes) of every part of the upload."""
-    return ((n, state.part_bytes(n)) for n in range(1, state.part_count + 1))
+    return iter(state.sizes.items())

@@ -202,35 +202,73 @@ def test_an_artifact_whose_local_file_was_removed_is_404_not_500(tmp_path):
     assert answer.status_code == 404 and "is gone" in answer.json()["detail"]
 
 
-def test_an_upload_in_parts_is_joined_in_the_bucket_and_its_parts_freed(
+def large_npz(copies: int) -> bytes:
+    """Digits repeated ``copies`` times: an npz past S3's 5 MiB least part."""
+    digits = load_digits()
+    buffer = io.BytesIO()
+    images = np.tile((digits.images / 16.0).astype(np.float32)[:, None], (copies, 1, 1, 1))
+    np.savez(buffer, x_train=images, y_train=np.tile(digits.target, copies))
+    return buffer.getvalue()
+
+
+def multipart_uploads(endpoint: str, bucket: str) -> list[dict]:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_an_upload_in_parts_is_an_s3_multipart_upload_sent_to_presigned_urls(
     tmp_path, s3_endpoint, s3_bucket
 ):
-    """Uploads in parts on S3: each part is an object, completion joins them into the
-    dataset file and deletes them; an upload past its expiry is aborted with its parts."""
-    embedded = build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket))
+    """Uploads in parts on S3 (moto's server) with presigning on: each part has a
+    presigned URL the client PUTs to without the service's credentials, or goes
+    through the service's part route into the same multipart upload; a resumed upload
+    gets URLs for its missing parts; S3 joins the parts in place; a part of the wrong
+    size is named at completion; an expired upload's multipart upload is aborted."""
+    embedded = build_embedded(settings_for(tmp_path, s3_endpoint, s3_bucket, s3_presign="on"))
     client = TestClient(embedded.app)
-    data, part = digits_npz(), 65536
+    data, part = large_npz(24), 5 * 1024**2
+    assert 2 * part < len(data) < 3 * part
     body = {"filename": "digits.npz", "size": len(data), "part_size": part}
-    upload = client.post("/v1/uploads", json=body | {"sha256": hashlib.sha256(data).hexdigest()})
-    assert upload.status_code == 201, upload.text
-    upload_id = upload.json()["id"]
-    for number, start in enumerate(range(0, len(data), part), start=1):
-        put = client.put(
-            f"/v1/uploads/{upload_id}/parts/{number}", content=data[start : start + part]
-        )
-        assert put.status_code == 200, put.text
-    assert any(f"upload-parts/{upload_id}/" in key for key in keys_in(s3_endpoint, s3_bucket))
-    done = client.post(f"/v1/uploads/{upload_id}/complete")
+    answer = client.post("/v1/uploads", json=body | {"sha256": hashlib.sha256(data).hexdigest()})
+    assert answer.status_code == 201, answer.text
+    upload = answer.json()
+    urls = {p["number"]: p["url"] for p in upload["parts"]}
+    assert all(url.startswith(s3_endpoint) for url in urls.values()), urls
+    assert httpx.put(urls[1], content=data[:part]).status_code == 200  # no Authorization
+    through = client.put(f"/v1/uploads/{upload['id']}/parts/2", content=data[part : 2 * part])
+    assert through.status_code == 200, through.text
+
+    resumed = client.get(f"/v1/uploads/{upload['id']}").json()
+    assert [p["number"] for p in resumed["stored"]] == [1, 2]
+    assert [p["number"] for p in resumed["parts"] if p.get("url")] == [3]
+    assert not [key for key in keys_in(s3_endpoint, s3_bucket) if "upload-parts/" in key]
+    last = resumed["parts"][2]
+    assert httpx.put(last["url"], content=data[2 * part :]).status_code == 200
+    done = client.post(f"/v1/uploads/{upload['id']}/complete")
     assert done.status_code == 201, done.text
     assert done.json()["format"] == "npz" and done.json()["bytes"] == len(data)
     stored = keys_in(s3_endpoint, s3_bucket)
     assert not [key for key in stored if "upload-parts/" in key]
     assert any(key.endswith(f"uploads/{done.json()['id']}.npz") for key in stored)
+    assert not multipart_uploads(s3_endpoint, s3_bucket)
+
+    short = client.post("/v1/uploads", json=body).json()
+    for number, start in ((1, 0), (2, part), (3, 2 * part)):
+        chunk = data[start : start + part]
+        sent = httpx.put(
+            short["parts"][number - 1]["url"], content=chunk[:-1] if number == 2 else chunk
+        )
+        assert sent.status_code == 200
+    wrong = client.post(f"/v1/uploads/{short['id']}/complete")
+    assert wrong.status_code == 422 and "part 2 has" in wrong.json()["detail"], wrong.text
 
     forgotten = client.post("/v1/uploads", json=body).json()["id"]
     client.put(f"/v1/uploads/{forgotten}/parts/1", content=data[:part])
     service = embedded.app.state.service
     later = datetime.now(UTC) + timedelta(days=2)
-    assert service.uploads.expire(later) == [forgotten]
+    assert set(service.uploads.expire(later)) == {short["id"], forgotten}
     assert client.get(f"/v1/uploads/{forgotten}").status_code == 404
-    assert not [key for key in keys_in(s3_endpoint, s3_bucket) if forgotten in key]
+    assert not multipart_uploads(s3_endpoint, s3_bucket)
+    assert not [key for key in keys_in(s3_endpoint, s3_bucket) if "upload-parts/" in key]
+    tiny = client.post("/v1/uploads", json=body | {"part_size": 65536})
+    assert tiny.status_code == 422 and "at least 5242880" in tiny.json()["detail"]

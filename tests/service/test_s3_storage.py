@@ -106,7 +106,7 @@ def test_rename_delete_and_listing_by_age(storage, tmp_path):
 def test_an_upload_cut_off_by_a_dead_process_is_aborted_by_the_orphan_sweep(storage):
     """A multipart upload never completed (its process killed) is invisible, but stored
     until aborted: the start-up sweep aborts those older than the grace period."""
-    key = storage._key("uploads/file_dead.upload")
+    key = storage.object_key("uploads/file_dead.upload")
     storage.client.create_multipart_upload(Bucket=storage.bucket, Key=key)
     assert len(pending_uploads(storage)) == 1
     storage.modified_before("uploads", before=2e9)
