@@ -8,9 +8,13 @@ s3://bench/otrt``, ``OTRT_S3_ENDPOINT_URL`` moto's). Three uploads of the folder
 timed, interleaved round by round, the median of ``--rounds`` reported:
 
 - ``otrt_push``: ``Client.push_dataset(folder, part_size=16 MiB, parallel=4)`` to its
-  return: packing the folder as one uncompressed zip on disk and its sha256, the parts
-  through the service to S3, the upload's completion and the dataset's registration;
-  not the conversion the registration starts (a worker's, after the return);
+  return, on a service with ``OTRT_S3_PRESIGN=on``: packing the folder as one
+  uncompressed zip on disk and its sha256, the parts PUT straight to S3 at their
+  presigned URLs, the upload's completion (S3 joins the parts; the service reads the
+  whole once, to hash and inspect it) and the dataset's registration; not the
+  conversion the registration starts (a worker's, after the return);
+- ``otrt_push_through_service``: the same, on a second service with presigning off:
+  each part through the service's part route into the same kind of S3 multipart upload;
 - ``boto3_files``: ``upload_file`` of every file of the folder, 4 files at a time
   (a ThreadPoolExecutor over the files), boto3's default TransferConfig;
 - ``boto3_zip``: ``upload_file`` of the same zip (made once, outside the timing),
@@ -130,10 +134,21 @@ def main() -> None:
             s3 = boto3.client("s3", endpoint_url=moto.url)
             s3.create_bucket(Bucket=BUCKET)
             env |= {"OTRT_STORAGE_URL": f"s3://{BUCKET}/otrt", "OTRT_S3_ENDPOINT_URL": moto.url}
-            with otrt_serve(scratch / "data", env) as url, Client(url, timeout=300) as client:
+            presigned = env | {"OTRT_S3_PRESIGN": "on"}
+            with (
+                otrt_serve(scratch / "data", presigned) as url,
+                otrt_serve(scratch / "data-proxy", env) as proxy_url,
+                Client(url, timeout=300) as client,
+                Client(proxy_url, timeout=300) as proxy_client,
+            ):
 
                 def otrt_push() -> None:
                     client.push_dataset(photos, part_size=args.part_size, parallel=args.parallel)
+
+                def otrt_push_through_service() -> None:
+                    proxy_client.push_dataset(
+                        photos, part_size=args.part_size, parallel=args.parallel
+                    )
 
                 def boto3_files() -> None:
                     def send(path: Path) -> None:
@@ -147,6 +162,7 @@ def main() -> None:
 
                 methods = {
                     "otrt_push": otrt_push,
+                    "otrt_push_through_service": otrt_push_through_service,
                     "boto3_files": boto3_files,
                     "boto3_zip": boto3_zip,
                 }
@@ -158,11 +174,11 @@ def main() -> None:
                         upload()
                         seconds[name].append(time.perf_counter() - started)
                         loads.append(os.getloadavg()[0])
-                        conversions += clean_up(client, s3)
+                        conversions += clean_up(client, s3) + clean_up(proxy_client, s3)
                 listing = s3.list_objects_v2(Bucket=BUCKET)
                 left = [item["Key"] for item in listing.get("Contents", [])]
         medians = {name: statistics.median(values) for name, values in seconds.items()}
-        sent_bytes = {"otrt_push": zip_bytes, "boto3_files": files_bytes, "boto3_zip": zip_bytes}
+        sent_bytes = {name: zip_bytes for name in medians} | {"boto3_files": files_bytes}
         rates = {name: sent_bytes[name] / medians[name] / 1e6 for name in medians}
         report = {
             "photos": len(files),
@@ -180,6 +196,9 @@ def main() -> None:
             "mb_per_second": rates,
             "push_over_boto3_files": rates["otrt_push"] / rates["boto3_files"],
             "push_over_boto3_zip": rates["otrt_push"] / rates["boto3_zip"],
+            "push_through_service_over_boto3_files": (
+                rates["otrt_push_through_service"] / rates["boto3_files"]
+            ),
             "every_round_seconds": seconds,
             "service_converted": args.convert,
             "conversions_ended": conversions,

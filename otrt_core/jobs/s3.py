@@ -42,7 +42,11 @@ from otrt_core.jobs.storage import (
 
 PART = 8 * 1024**2  # multipart upload part size (S3's minimum is 5 MiB)
 TRANSFER = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
+# Downloads in ranges of 64 MiB: 8 MiB ranges made a 200 MB download 4.4x slower on
+# moto's server (3.0 s against 0.68 s), each range a request of its own.
+DOWNLOAD = TransferConfig(multipart_threshold=64 * 1024**2, multipart_chunksize=64 * 1024**2)
 PRESIGNED_SECONDS = 3600
+COPY_OBJECT_BYTES = 5 * 1024**3  # the largest object one CopyObject copies
 MISSING = ("404", "NoSuchKey", "NotFound")
 
 
@@ -151,11 +155,18 @@ class S3Storage:
         return StoredObject(key, Path(source).stat().st_size, sha256)
 
     def rename(self, key: str, new_key: str) -> None:
-        """A copy inside the store (multipart past 5 GB), then the old key's deletion."""
+        """A copy inside the store, then the old key's deletion: one ``CopyObject`` up to
+        S3's 5 GiB bound on it, a multipart copy past that."""
         with self.translated(f"renaming {key}"):
             source = {"Bucket": self.bucket, "Key": self.object_key(key)}
-            self.client.copy(source, self.bucket, self.object_key(new_key), Config=TRANSFER)
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+            size = self.client.head_object(**source)["ContentLength"]
+            if size <= COPY_OBJECT_BYTES:
+                self.client.copy_object(
+                    CopySource=source, Bucket=self.bucket, Key=self.object_key(new_key)
+                )
+            else:
+                self.client.copy(source, self.bucket, self.object_key(new_key), Config=TRANSFER)
+            self.client.delete_object(**source)
 
     def delete(self, key: str) -> None:
         with self.translated(f"deleting {key}"):
@@ -221,7 +232,7 @@ class S3Storage:
             with self.translated(f"downloading {key}"):
                 try:
                     self.client.download_file(
-                        self.bucket, self.object_key(key), str(temp), Config=TRANSFER
+                        self.bucket, self.object_key(key), str(temp), Config=DOWNLOAD
                     )
                 except ClientError as error:
                     if error.response.get("Error", {}).get("Code") in MISSING:

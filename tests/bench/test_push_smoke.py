@@ -6,7 +6,7 @@ import pytest
 
 from tests.bench.helpers import run_bench
 
-METHODS = {"otrt_push", "boto3_files", "boto3_zip"}
+METHODS = {"otrt_push", "otrt_push_through_service", "boto3_files", "boto3_zip"}
 
 
 @pytest.mark.slow
