@@ -4,8 +4,10 @@
 :class:`ShardReader`. The reader serves "the image bytes of sample ``j`` of
 shard ``s``":
 
-- each shard's members are indexed once per process (one pass over the tar
-  headers, no data read), then a sample is one ``pread`` at its offset;
+- each shard's members are indexed once per process (one pass over its USTAR
+  headers, 512 bytes read per member, two integers kept per sample: a loader
+  worker's memory does not grow with the shard's members), then a sample is one
+  ``pread`` at its offset;
 - a remote shard is first fetched whole into the host's shard cache
   (:class:`otrt_core.data.shard_cache.ShardCache`: shared by every job and
   loader worker on the host, bounded, evicting safely under concurrency),
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
+from array import array
 from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,7 +33,9 @@ from otrt_core.data.snapshot import Snapshot
 from otrt_core.data.sources import s3_client
 from otrt_core.errors import UserError
 
-IMAGE_SUFFIXES = (".jpg", ".png")
+IMAGE_SUFFIXES = (b".jpg", b".png")
+BLOCK = 512  # a tar header, and the unit data is padded to
+FILE_TYPES = (b"0", b"\0")  # regular files; the converter writes nothing else
 OPEN_SHARDS = 16  # file descriptors a reader keeps open
 
 
@@ -49,7 +53,7 @@ class ShardReader:
         self.cache_dir = cache.directory(location)
         self.s3_endpoint_url = s3_endpoint_url
         self.remote = location.startswith("s3://")
-        self._offsets: dict[str, list[tuple[int, int]]] = {}
+        self._offsets: dict[str, array] = {}  # shard name -> offset, size, offset, size, …
         self._files: OrderedDict[str, int] = OrderedDict()  # shard name -> open descriptor
         self._client = None
         self._client_pid = 0
@@ -67,8 +71,8 @@ class ShardReader:
     def read(self, shard: ShardInfo, position: int) -> bytes:
         """The image bytes of the ``position``-th sample of ``shard``."""
         descriptor = self._open(shard)
-        offset, size = self._offsets[shard.name][position]
-        return os.pread(descriptor, size, offset)
+        offsets = self._offsets[shard.name]
+        return os.pread(descriptor, offsets[2 * position + 1], offsets[2 * position])
 
     def _open(self, shard: ShardInfo) -> int:
         if shard.name in self._files:
@@ -119,18 +123,23 @@ class ShardReader:
         os.replace(temp, target)
 
 
-def _image_offsets(descriptor: int) -> list[tuple[int, int]]:
-    """(data offset, size) of each sample's image member, in order: one pass over headers
-    of the open shard (its own descriptor: the file may be evicted meanwhile)."""
-    with (
-        os.fdopen(os.dup(descriptor), "rb") as handle,
-        tarfile.open(fileobj=handle, mode="r:") as tar,
-    ):
-        return [
-            (member.offset_data, member.size)
-            for member in tar
-            if member.isfile() and member.name.endswith(IMAGE_SUFFIXES)
-        ]
+def _image_offsets(descriptor: int) -> array:
+    """The data offset and size of each sample's image member, in order, flat: one pass
+    over the headers of the open shard (its own descriptor: the file may be evicted
+    meanwhile). The converter writes USTAR tars (``shard_writer``): a member is a
+    512-byte header (name at 0, octal size at 124, type at 156) and its data, padded to
+    512 bytes; two zero blocks end the archive."""
+    found = array("q")
+    offset = 0
+    while len(header := os.pread(descriptor, BLOCK, offset)) == BLOCK and any(header):
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        if header[156:157] not in FILE_TYPES:
+            kind = header[156:157].decode(errors="replace")
+            raise SnapshotUnavailable(f"a shard holds a tar member of type {kind!r}, not USTAR")
+        if header[:100].rstrip(b"\0").endswith(IMAGE_SUFFIXES):
+            found.extend((offset + BLOCK, size))
+        offset += BLOCK + -(-size // BLOCK) * BLOCK
+    return found
 
 
 def open_snapshot(location: str, cache: ShardCache, s3_endpoint_url: str | None = None) -> Snapshot:
