@@ -133,6 +133,7 @@ def build_executor(settings: Settings, parts: Components, name: str) -> Executor
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         device=settings.trainer_device,
+        trainer_nice=settings.trainer_nice,
         default_max_running=settings.max_running,
         tracker=build_tracker(settings),
         devices=settings.worker_devices or cuda_devices(),

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
             "or they stall each other."
         ),
     )
+    trainer_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description=(
+            "The niceness of training processes (and their data loaders). Above 0, the "
+            "API and the executor's own threads keep their share of the cores while jobs "
+            "train on the same host; 0 gives training the same priority."
+        ),
+    )
     datasets_root: Path | None = Field(
         default=None,
         description="Where installed datasets are looked up before their system paths.",

@@ -49,6 +49,7 @@ class Executor:
     device: str = "auto"
     default_max_running: int | None = None  # per key, for keys without their own quota
     trainer_env: dict[str, str] | None = None
+    trainer_nice: int = 0  # added to the training processes' niceness (OTRT_TRAINER_NICE)
     # Wall-clock backstop per attempt beyond the spec's max_runtime_s (which the
     # trainer enforces itself, with a checkpoint): a hung trainer is killed.
     time_limit_grace_seconds: float = 600.0
@@ -106,6 +107,7 @@ class Executor:
             device=self.device,
             env=self.trainer_env or {},
             processes=job.training_spec.training.gpus,
+            nice=self.trainer_nice,
         )
         log.info("job %s attempt %d: trainer pid %d", job_id, lease.attempt, trainer.pid)
         self.tracker.start(job_id, job.spec)

@@ -14,6 +14,7 @@ reads EOF and checkpoints and stops too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -138,9 +139,16 @@ class ChildProcess:
         return data.decode(errors="replace").strip()
 
 
+def niced(nice: int) -> Callable[[], None] | None:
+    """What a child runs before its program so that its niceness is ``nice`` above ours
+    (inherited by what it starts in turn); ``None`` for 0."""
+    return functools.partial(os.nice, nice) if nice else None
+
+
 class TrainerProcess(ChildProcess):
     """``python -m otrt train SPEC --out DIR [--resume]`` with its events on a queue;
-    under ``torchrun --nproc-per-node N`` when ``processes`` is N > 1."""
+    under ``torchrun --nproc-per-node N`` when ``processes`` is N > 1; ``nice`` added to
+    its niceness (and so to its ranks' and data loaders')."""
 
     def __init__(
         self,
@@ -151,6 +159,7 @@ class TrainerProcess(ChildProcess):
         device: str,
         env: dict[str, str],
         processes: int = 1,
+        nice: int = 0,
     ) -> None:
         command = [
             *torchrun(processes),
@@ -165,4 +174,4 @@ class TrainerProcess(ChildProcess):
         self.exit_code_path = out_dir / protocol.EXIT_CODE if processes > 1 else None
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / protocol.EXIT_CODE).unlink(missing_ok=True)  # an earlier attempt's
-        super().__init__(command, out_dir / "trainer.log", env)
+        super().__init__(command, out_dir / "trainer.log", env, preexec_fn=niced(nice))
