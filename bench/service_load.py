@@ -40,6 +40,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import publish
+from otrt_core.settings import Settings
 from tests.utils.processes import start_server
 
 TRAINING_JOB = {
@@ -138,6 +139,18 @@ def rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def api_key(data_dir: Path) -> dict[str, str]:
     """A new key on the server's database, with a rate limit the load never reaches."""
     env = os.environ | {"OTRT_DATA_DIR": str(data_dir)}
@@ -206,9 +219,15 @@ def main() -> None:
                 time.sleep(0.1)  # until its trainer has started training
             submits = timed_submits(client, Path(data_dir), args.submits)
             paths = [f"/v1/jobs/{job_id}", "/v1/jobs"]
+            server_before, sender_before = cpu_seconds(server.pid), own_cpu_seconds()
             latencies, errors, achieved = fixed_rate(
                 base_url, headers, paths, args.rate, args.seconds
             )
+            requests = sum(len(values) for values in latencies.values())
+            cpu_per_request = {
+                "server": 1000 * (cpu_seconds(server.pid) - server_before) / requests,
+                "load_generator": 1000 * (own_cpu_seconds() - sender_before) / requests,
+            }
             trained = training and client.get(f"/v1/jobs/{training}").json()["progress"]
             if training:
                 client.post(f"/v1/jobs/{training}/cancel")
@@ -217,10 +236,14 @@ def main() -> None:
             server.wait(timeout=60)
     report |= {
         "auth": args.auth,
+        "trainer_nice": Settings().trainer_nice,  # OTRT_TRAINER_NICE, as the server reads it
         "rate_per_second": args.rate,
         "achieved_rate_per_second": achieved,
         "seconds": args.seconds,
         "errors": errors,
+        # CPU milliseconds per read (user + system): the server process (its threads, not
+        # the trainer child) and this process, which sends the load on the same cores.
+        "cpu_ms_per_request": cpu_per_request,
         "get_job": summary(latencies[paths[0]]),
         "list_jobs": summary(latencies[paths[1]]),
         "training_meanwhile": {"job": TRAINING_JOB["student"], "progress": trained},
