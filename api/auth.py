@@ -53,11 +53,13 @@ def current_caller(
     return Caller(key.owner, key, quota)
 
 
-def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
+# Dependencies that only read the caller are coroutines: FastAPI runs a plain function
+# in its thread pool, a hop per request that costs CPU and buys nothing without I/O.
+async def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
     return caller.owner
 
 
-def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
     """A caller whose key has the admin scope (any caller when auth is off); else 403."""
     if caller.key is not None and not caller.key.admin:
         raise HTTPException(403, "this needs a key with the admin scope (otrt keys create --admin)")
