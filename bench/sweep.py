@@ -96,7 +96,7 @@ def epochs_trained(cluster: Cluster, sweep: dict) -> int:
 
 def asha(cluster: Cluster, args: argparse.Namespace) -> dict:
     trials = args.trials
-    base = TRIAL | {"training": {"epochs": 9, "batch_size": 32}}
+    base = TRIAL | {"training": {"epochs": args.asha_epochs, "batch_size": 32}}
     body = {
         "base": base,
         "space": {"training.lr": {"log_uniform": [0.0003, 0.5]}},
@@ -191,6 +191,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="of the parallel part")
     parser.add_argument("--epochs", type=int, default=8, help="per trial of the parallel part")
+    parser.add_argument(
+        "--asha-epochs", type=int, default=9, help="per trial of the ASHA part (rungs 1, 3, 9)"
+    )
     parser.add_argument("--cache-trials", type=int, default=4)
     parser.add_argument("--cache-inputs", type=int, default=20_000, help="Fashion-MNIST images")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))

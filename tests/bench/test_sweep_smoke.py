@@ -18,6 +18,7 @@ def test_a_small_run_reports_each_part(tmp_path, database_url, redis_url):
         "--trials=2",
         "--rounds=1",
         "--epochs=1",
+        "--asha-epochs=3",  # rungs at epochs 1 and 3
         "--cache-trials=2",
         "--cache-inputs=1000",
         f"--database-url={database_url}",
@@ -32,8 +33,8 @@ def test_a_small_run_reports_each_part(tmp_path, database_url, redis_url):
         == walls["two_at_a_time"][0] / walls["one_at_a_time"][0]
     )
     without, with_asha = report["asha"]["none"], report["asha"]["asha"]
-    assert without["epochs_trained"] == without["epochs_without_stopping"] == 18
-    assert with_asha["epochs_trained"] <= 18 and without["pruned_trials"] == 0
+    assert without["epochs_trained"] == without["epochs_without_stopping"] == 6
+    assert with_asha["epochs_trained"] <= 6 and without["pruned_trials"] == 0
     sources = report["teacher_cache"]["claim_to_start_seconds"]
     assert len(sources["memory"]) == 1 and len(sources["shared"]) == 1  # built once, read once
     cancelled = report["cancel"]
