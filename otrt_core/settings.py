@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     )
     s3_presign: Literal["on", "off"] = Field(
         default="off",
-        description="Downloads from S3 redirect to a presigned URL instead of passing through.",
+        description=(
+            "Downloads from S3 redirect to a presigned URL instead of passing through, and "
+            "each part of an upload in parts gets a presigned URL the client PUTs it to."
+        ),
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL. Unset: SQLite at <data_dir>/otrt.db."
