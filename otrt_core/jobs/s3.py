@@ -149,7 +149,7 @@ class S3Storage:
 
     def put(self, key: str, source: Path) -> StoredObject:
         """Uploads a local file as ``key`` (a multipart upload past :data:`PART`)."""
-        sha256 = sha256_of(source)
+        sha256 = _sha256_of(source)
         with self.translated(f"uploading {key}"):
             self.client.upload_file(str(source), self.bucket, self.object_key(key), Config=TRANSFER)
         return StoredObject(key, Path(source).stat().st_size, sha256)
@@ -213,16 +213,27 @@ class S3Storage:
         (and checked against ``sha256``). ``LookupError(key)`` when there is no object."""
         if sha256 and (cached := self._from_cache(sha256, key)):
             return cached
+        return self._downloaded(key, sha256)[0]
+
+    def described(self, key: str) -> StoredObject:
+        """``key`` as a stored object (its size and sha256), read once into the cache, where
+        a later ``fetch(key, sha256)`` finds it."""
+        path, digest = self._downloaded(key, None)
+        return StoredObject(key, path.stat().st_size, digest)
+
+    def _downloaded(self, key: str, sha256: str | None) -> tuple[Path, str]:
+        """``key`` downloaded into the cache and hashed on disk (checked against ``sha256``
+        when given): the cached file and its sha256."""
         with self._spool() as (spool, handle):
             handle.close()
             if not self.download(key, spool):
                 raise LookupError(key)
-            digest = sha256_of(spool)
+            digest = _sha256_of(spool)
             if sha256 and digest != sha256:
                 message = f"object store: {key} does not match its recorded sha256"
                 raise StorageUnavailable(message)
             os.replace(spool, self._cached(digest, key))
-        return self._cached(digest, key)
+        return self._cached(digest, key), digest
 
     def download(self, key: str, target: Path) -> bool:
         """Downloads ``key`` to ``target`` (written aside, then renamed); False when missing."""
@@ -358,7 +369,7 @@ class _MultipartUpload:
             )
 
 
-def sha256_of(path: Path) -> str:
+def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as reader:
         while chunk := reader.read(CHUNK):

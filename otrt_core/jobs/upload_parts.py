@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from otrt_core.atomic import writer
 from otrt_core.errors import TooLarge
 from otrt_core.jobs.refusals import Invalid, NotFound
-from otrt_core.jobs.s3 import PRESIGNED_SECONDS, S3Storage, sha256_of
+from otrt_core.jobs.s3 import PRESIGNED_SECONDS, S3Storage
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.tables import Upload, UploadPart
 
@@ -66,8 +66,11 @@ class PartStore(Protocol):
     ) -> StoredPart:
         """Stores part ``number``, which must have ``size`` bytes (422 otherwise)."""
 
-    async def join(self, upload: Upload, sizes: dict[int, int]) -> StoredObject:
-        """The parts (``sizes``: number -> the size each must have) as one object."""
+    async def join(
+        self, upload: Upload, sizes: dict[int, int], stored: dict[int, StoredPart]
+    ) -> StoredObject:
+        """The parts (``sizes``: number -> the size each must have; ``stored``: what
+        :meth:`stored` listed, every one of them) as one object."""
 
     def discard(self, upload: Upload) -> None:
         """Frees what the upload holds (its parts, a joined object left behind)."""
@@ -133,7 +136,10 @@ class ObjectParts:
             session.merge(row)  # a part sent again replaces the first
         return StoredPart(number, size, stored.sha256)
 
-    async def join(self, upload: Upload, sizes: dict[int, int]) -> StoredObject:
+    async def join(
+        self, upload: Upload, sizes: dict[int, int], stored: dict[int, StoredPart]
+    ) -> StoredObject:
+        """Each part was checked for its size as it came: read back in order."""
         key = f"{_prefix(upload.id)}/whole{writer()}.upload"
         return await self.storage.receive(key, self._chunks(upload.id, sorted(sizes)), 1 << 62)
 
@@ -229,10 +235,11 @@ class S3MultipartParts:
                 Body=body,
             )
 
-    async def join(self, upload: Upload, sizes: dict[int, int]) -> StoredObject:
+    async def join(
+        self, upload: Upload, sizes: dict[int, int], stored: dict[int, StoredPart]
+    ) -> StoredObject:
         """S3 joins the parts in place once each has its size; the whole is then read
         once, into the local cache, for its sha256."""
-        stored = await asyncio.to_thread(self.stored, upload)
         for number, size in sorted(sizes.items()):
             if stored[number].bytes != size:
                 raise _wrong_size(number, stored[number].bytes, size)
@@ -245,10 +252,7 @@ class S3MultipartParts:
                 UploadId=upload.multipart_id,
                 MultipartUpload={"Parts": parts},
             )
-        key = self._whole(upload.id)
-        local = await asyncio.to_thread(self.storage.fetch, key)
-        digest = await asyncio.to_thread(sha256_of, local)
-        return StoredObject(key, sum(sizes.values()), digest)
+        return await asyncio.to_thread(self.storage.described, self._whole(upload.id))
 
     def discard(self, upload: Upload) -> None:
         """Aborts the multipart upload (gone already once joined) and deletes the whole."""

@@ -158,7 +158,7 @@ class UploadService:
         if missing := state.missing:
             shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
             raise Invalid.at(["body"], f"parts missing: {shown} (of {state.part_count})")
-        whole = await self.parts.join(upload, state.sizes)
+        whole = await self.parts.join(upload, state.sizes, state.stored)
         if upload.sha256 and whole.sha256 != upload.sha256.lower():
             await asyncio.to_thread(self._forget, upload)
             raise Invalid.at(
