@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrt_core.atomic import writer
@@ -151,6 +151,8 @@ class ObjectParts:
                 yield chunk
 
     def discard(self, upload: Upload) -> None:
+        with self.sessions.begin() as session:
+            session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
         for key in self.storage.keys(_prefix(upload.id)):
             self.storage.delete(key)
 

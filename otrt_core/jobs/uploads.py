@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from otrt_core.jobs.refusals import Invalid, NotFound, PayloadTooLarge
 from otrt_core.jobs.storage import Storage, StoredObject
 from otrt_core.jobs.store import new_id
-from otrt_core.jobs.tables import StoredFile, Upload, UploadPart
+from otrt_core.jobs.tables import StoredFile, Upload
 from otrt_core.jobs.upload_parts import PartStore, StoredPart, part_store
 
 MIB = 1 << 20
@@ -122,14 +122,14 @@ class UploadService:
         )
         with self.sessions.begin() as session:
             session.add(upload)
-        state = UploadState(upload, {})
-        return UploadState(upload, {}, self.parts.urls(upload, range(1, state.part_count + 1)))
+        numbers = range(1, part_count(size, part_size) + 1)
+        return UploadState(upload, {}, self.parts.urls(upload, numbers))
 
     def state(self, owner: str, upload_id: str) -> UploadState:
         """The upload, its stored parts and fresh URLs for the missing ones."""
         upload = self._upload(owner, upload_id)
-        stored = UploadState(upload, self.parts.stored(upload))
-        return UploadState(upload, stored.stored, self.parts.urls(upload, stored.missing))
+        state = UploadState(upload, self.parts.stored(upload))
+        return replace(state, urls=self.parts.urls(upload, state.missing))
 
     def _upload(self, owner: str, upload_id: str) -> Upload:
         with self.sessions() as session:
@@ -188,8 +188,8 @@ class UploadService:
         return [upload.id for upload in expired]
 
     def _forget(self, upload: Upload) -> None:
+        # The row first: a part arriving meanwhile then finds no upload and is not kept.
         with self.sessions.begin() as session:
-            session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
             session.execute(delete(Upload).where(Upload.id == upload.id))
         self.parts.discard(upload)
 
