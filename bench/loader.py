@@ -170,11 +170,12 @@ def main() -> None:
         loads, moto_share = [], []
         for _ in range(args.rounds):
             for name, make in configs.items():
-                moto_before = cpu_seconds(s3["server_pid"]) if s3 else 0.0
+                from_s3 = name == "otrt_streamed_s3"
+                moto_before = cpu_seconds(s3["server_pid"]) if from_s3 else 0.0
                 seconds, images = timed(make())
                 rates[name].append(images / seconds)
                 loads.append(os.getloadavg()[0])
-                if name == "otrt_streamed_s3":  # moto's CPU over the epoch, of all the cores
+                if from_s3:  # moto's CPU over the epoch, of all the cores
                     used = cpu_seconds(s3["server_pid"]) - moto_before
                     moto_share.append(used / (seconds * len(os.sched_getaffinity(0))))
         if s3 is not None:

@@ -56,10 +56,10 @@ def spec(mode: str, epochs: int, student: str = "cnn_small") -> dict:
     return body
 
 
-def run(body: dict, snapshot: Path, scratch: Path, path: str, args, teacher=None) -> dict:
-    """One ``otrt train`` run on ``snapshot`` read the ``path`` way: its epoch times and
-    the teacher cache its start event named."""
-    work = Path(tempfile.mkdtemp(dir=scratch))
+def run(body: dict, snapshot: Path, work: Path, path: str, args, teacher=None) -> dict:
+    """One ``otrt train`` run on ``snapshot`` read the ``path`` way, its output under
+    ``work``/out: its epoch times and the teacher cache its start event named."""
+    work.mkdir(parents=True, exist_ok=True)
     (work / "spec.json").write_text(json.dumps(body))
     env = os.environ | {
         "OTRT_TORCH_THREADS": "1",
@@ -86,7 +86,6 @@ def run(body: dict, snapshot: Path, scratch: Path, path: str, args, teacher=None
         "epoch_seconds": statistics.median(later) if later else None,
         "teacher_cache": start.get("teacher_cache"),
         "teacher_cache_off": start.get("teacher_cache_off"),
-        "out": work / "out",
     }
 
 
@@ -115,13 +114,13 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="otrt-streamed-distill-") as scratch:
         scratch = Path(scratch)
-        teacher = run(spec("supervised", 1, "cnn"), snapshot, scratch, "memory", args)["out"]
-        teacher_weights = teacher / "student.safetensors"
+        run(spec("supervised", 1, "cnn"), snapshot, scratch / "teacher", "memory", args)
+        teacher_weights = scratch / "teacher" / "out" / "student.safetensors"
         for _ in range(args.rounds):
             for mode, path in itertools.product(("supervised", "distill"), STREAMED_LIMIT):
                 weights = teacher_weights if mode == "distill" else None
-                result = run(spec(mode, args.epochs), snapshot, scratch, path, args, weights)
-                del result["out"]
+                work = Path(tempfile.mkdtemp(dir=scratch))
+                result = run(spec(mode, args.epochs), snapshot, work, path, args, weights)
                 runs.setdefault(f"{mode}_{path}", []).append(result)
     epoch = {name: statistics.median(r["epoch_seconds"] for r in rs) for name, rs in runs.items()}
     report |= {
